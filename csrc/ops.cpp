@@ -1,0 +1,77 @@
+// Every seqkernels op's schema, in one place, and the _C Python module.
+//
+// Each op comes in three variants that share one schema shape:
+//   <op>            C++ kernels: CPU (csrc/cpu) and CUDA (csrc/cuda)
+//   <op>_triton     Triton kernels, implemented in Python (triton_kernels/)
+//   <op>_reference  pure PyTorch, implemented in Python (seqkernels/reference/)
+// The fake (meta) implementations and the autograd formulas of all variants
+// are registered in Python, in seqkernels/ops/<op>.py.
+#include <Python.h>
+#include <torch/library.h>
+
+namespace {
+
+// Schemas, with {name} standing for the variant's op name.
+const char* kLstmCell =
+    "(Tensor x_proj, Tensor h_proj, Tensor c, Tensor? bias)"
+    " -> (Tensor h_new, Tensor c_new, Tensor gates)";
+const char* kLstmCellBackward =
+    "(Tensor grad_h, Tensor grad_c, Tensor c, Tensor c_new, Tensor gates)"
+    " -> (Tensor grad_gates, Tensor grad_c_prev)";
+const char* kLstmSeq =
+    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias,"
+    " Tensor? w_hr, Tensor? lengths)"
+    " -> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cs, Tensor ms)";
+const char* kLstmSeqBackward =
+    "(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor h0,"
+    " Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? lengths,"
+    " Tensor y, Tensor gates, Tensor cs, Tensor ms, bool has_bias)"
+    " -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih,"
+    " Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)";
+
+void define_variants(torch::Library& m, const std::string& name,
+                     const char* schema) {
+  for (const char* suffix : {"", "_triton", "_reference"}) {
+    m.def((name + suffix + schema).c_str());
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY(seqkernels, m) {
+  define_variants(m, "lstm_cell", kLstmCell);
+  define_variants(m, "lstm_cell_backward", kLstmCellBackward);
+  define_variants(m, "lstm_seq", kLstmSeq);
+  define_variants(m, "lstm_seq_backward", kLstmSeqBackward);
+}
+
+// A tiny Python module: importing it loads the library above, and it reports
+// how the extension was built.
+namespace {
+
+PyObject* build_info(PyObject*, PyObject*) {
+#ifdef SEQKERNELS_WITH_CUDA
+  PyObject* cuda = Py_True;
+#else
+  PyObject* cuda = Py_False;
+#endif
+#ifdef SEQKERNELS_CUDA_ARCHS
+  const char* archs = SEQKERNELS_CUDA_ARCHS;
+#else
+  const char* archs = "";
+#endif
+  return Py_BuildValue("{s:O,s:s}", "cuda", cuda, "cuda_archs", archs);
+}
+
+PyMethodDef kMethods[] = {
+    {"build_info", build_info, METH_NOARGS,
+     "dict(cuda=bool, cuda_archs=str): how this extension was compiled."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_C",
+                       "seqkernels compiled kernels (CPU, and CUDA if built).",
+                       -1, kMethods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__C() { return PyModule_Create(&kModule); }

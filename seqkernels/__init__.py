@@ -1,0 +1,21 @@
+"""seqkernels: fused GPU kernels for sequence models in PyTorch.
+
+Drop-in modules (``seqkernels.LSTM``, ``seqkernels.LSTMCell``), a functional
+API (``seqkernels.functional``) and the registered ops underneath
+(``torch.ops.seqkernels.*``). See the README for backends and support.
+"""
+
+from . import _C  # noqa: F401  (loads the op library)
+from . import ops  # noqa: F401  (registers fakes and autograd)
+from . import functional
+from ._backend import BACKENDS
+from .nn import LSTM, LSTMCell
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "LSTMCell", "functional", "ops", "BACKENDS", "build_info"]
+
+
+def build_info() -> dict:
+    """How the compiled extension was built: ``{"cuda": bool, "cuda_archs": str}``."""
+    return _C.build_info()
