@@ -5,6 +5,8 @@ API (``seqkernels.functional``) and the registered ops underneath
 (``torch.ops.seqkernels.*``). See the README for backends and support.
 """
 
+import torch  # noqa: F401  (loads libtorch before the extension)
+
 from . import _C  # noqa: F401  (loads the op library)
 from . import ops  # noqa: F401  (registers fakes and autograd)
 from . import functional

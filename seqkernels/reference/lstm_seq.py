@@ -46,20 +46,20 @@ class TorchSteps:
         pre = torch.addmm(xg_s, h_in, w_hh.t()).to(c_state.dtype)
         gates, c, h = cell_forward(pre, c_state)
         active = _active(lengths, s)
+        if h_out is not None:  # before h is masked: inactive rows keep h_in
+            h_out.copy_(h if active is None
+                        else torch.where(active, h.to(h_in.dtype), h_in))
         if active is not None:
             gates = torch.where(active, gates, 0)
             c_kept = torch.where(active, c, c_state)
             c = torch.where(active, c, 0)
-            h_state = torch.where(active, h.to(h_in.dtype), h_in)
             h = torch.where(active, h, 0)
         else:
-            c_kept, h_state = c, h
+            c_kept = c
         gates_s.copy_(gates)
         cs_s.copy_(c)
         c_state.copy_(c_kept)
         out_s.copy_(h)
-        if h_out is not None:
-            h_out.copy_(h_state)
 
     @staticmethod
     def backward(s, grad_gates_next, w_hh, dh_carry, dh_in, dc_carry, gates_s,

@@ -1,0 +1,103 @@
+"""Shared test setup: which backends this machine can run, the tolerance
+rule of shared/design/TARGETS.md, and NaN-filled allocations.
+
+On a machine without a GPU the Triton kernels run on CPU tensors under the
+interpreter: TRITON_INTERPRET must be set before the kernels' module is
+imported, so it is set here, before seqkernels is imported by any test.
+"""
+
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import seqkernels  # noqa: E402
+from seqkernels import _backend  # noqa: E402
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda") if HAS_CUDA else None
+
+
+def backend_cases():
+    """(backend, device, dtypes) this machine runs; GPU-only ones are listed
+    with a skip mark that says why."""
+    no_gpu = pytest.mark.skip(reason="no CUDA device on this machine")
+    no_cuda_build = pytest.mark.skip(reason="extension built without CUDA")
+    no_triton = pytest.mark.skip(reason="triton is not installed")
+    interp = os.environ.get("TRITON_INTERPRET") == "1"
+    gpu_dtypes = (torch.float32, torch.float16, torch.bfloat16)
+    cases = [
+        pytest.param("cpu", CPU, id="cpu"),
+        pytest.param("reference", CPU, id="reference-cpu"),
+        pytest.param("triton", CPU, id="triton-interpreter",
+                     marks=[] if (_backend.TRITON_INSTALLED and interp)
+                     else [pytest.mark.skip(
+                         reason="Triton interpreter tests run only where no "
+                                "GPU is present (TRITON_INTERPRET=1)")]),
+        pytest.param("cuda", CUDA, id="cuda",
+                     marks=[] if HAS_CUDA and _backend.CUDA_BUILT
+                     else [no_gpu if not HAS_CUDA else no_cuda_build]),
+        pytest.param("triton", CUDA, id="triton-cuda",
+                     marks=[] if HAS_CUDA and _backend.TRITON_INSTALLED
+                     else [no_gpu if not HAS_CUDA else no_triton]),
+        pytest.param("reference", CUDA, id="reference-cuda",
+                     marks=[] if HAS_CUDA else [no_gpu]),
+    ]
+    return cases, gpu_dtypes
+
+
+BACKEND_CASES, GPU_DTYPES = backend_cases()
+
+
+def dtypes_for(device):
+    """Dtypes a backend is tested in on ``device``."""
+    if device is not None and device.type == "cuda":
+        return GPU_DTYPES
+    return (torch.float32, torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def nan_filled_allocations():
+    """Every torch.empty (in Python and in the C++ kernels' host code) is
+    filled with NaN, so an element a kernel forgets to write fails a test."""
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def rounding(dtype):
+    return torch.finfo(dtype).eps
+
+
+def assert_matches(name, ours, torch_d, ref64, dtype, long=False):
+    """The tolerance rule: max|ours - ref64| <= k * max|torch_d - ref64| + eps.
+
+    ``torch_d`` is PyTorch's own implementation run in ``dtype``; ``ref64``
+    the float64 reference; k = 2, or 3 for long recurrences; eps a floor of
+    a few units of ``dtype``'s rounding at the output's magnitude (float64
+    paths must agree to ~1e-10).
+    """
+    ours64 = ours.detach().to(torch.float64).cpu()
+    ref = ref64.detach().to(torch.float64).cpu()
+    assert ours64.shape == ref.shape, f"{name}: shape {ours64.shape} != {ref.shape}"
+    assert not ours64.isnan().any(), f"{name}: NaN (an unwritten element?)"
+    err = (ours64 - ref).abs().max().item() if ref.numel() else 0.0
+    if dtype == torch.float64:
+        bound = 1e-10 * max(1.0, ref.abs().max().item())
+    else:
+        torch_err = (torch_d.detach().to(torch.float64).cpu() - ref).abs().max().item()
+        k = 3 if long else 2
+        scale = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
+        bound = k * torch_err + 4 * rounding(dtype) * scale
+    assert err <= bound, (
+        f"{name}: max error {err:.3e} exceeds the bound {bound:.3e} "
+        f"({dtype})")

@@ -1,0 +1,70 @@
+"""seqkernels.LSTM against torch.nn.LSTM holding the same weights: outputs,
+final states and gradients of input, states and every parameter, for every
+backend this machine runs."""
+
+import pytest
+import torch
+
+from conftest import BACKEND_CASES, HAS_CUDA, dtypes_for
+from lstm_harness import compare_lstm
+
+CONFIGS = {
+    "basic": (dict(input_size=5, hidden_size=7), dict(T=6, B=3)),
+    "odd_sizes": (dict(input_size=13, hidden_size=59), dict(T=9, B=2)),
+    "one_step_one_row": (dict(input_size=13, hidden_size=59), dict(T=1, B=1)),
+    "two_layers_bidirectional": (
+        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
+        dict(T=5, B=3)),
+    "batch_first_with_hx": (
+        dict(input_size=4, hidden_size=6, batch_first=True),
+        dict(T=5, B=2, with_hx=True)),
+    "proj_size": (
+        dict(input_size=5, hidden_size=7, proj_size=3, num_layers=2),
+        dict(T=5, B=3, with_hx=True)),
+    "no_bias": (dict(input_size=5, hidden_size=7, bias=False), dict(T=4, B=2)),
+    "dropout_eval": (
+        dict(input_size=5, hidden_size=6, num_layers=2, dropout=0.5),
+        dict(T=4, B=2)),
+    "packed_sorted": (
+        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
+        dict(T=6, B=4, lengths=[6, 4, 3, 1], with_hx=True)),
+    "packed_unsorted": (
+        dict(input_size=5, hidden_size=6, bidirectional=True),
+        dict(T=6, B=4, lengths=[3, 6, 1, 4], enforce_sorted=False,
+             with_hx=True)),
+    "packed_projection_batch_first": (
+        dict(input_size=5, hidden_size=6, proj_size=2, batch_first=True,
+             bidirectional=True),
+        dict(T=5, B=3, lengths=[2, 5, 4], enforce_sorted=False)),
+    "unbatched": (dict(input_size=5, hidden_size=6, num_layers=2),
+                  dict(T=5, B=1, unbatched=True, with_hx=True)),
+}
+
+
+def _cases():
+    for param in BACKEND_CASES:
+        backend, device = param.values
+        for dtype in dtypes_for(device):
+            for name in CONFIGS:
+                yield pytest.param(backend, device, dtype, name,
+                                   marks=param.marks,
+                                   id=f"{param.id}-{str(dtype)[6:]}-{name}")
+
+
+@pytest.mark.parametrize("backend,device,dtype,config", list(_cases()))
+def test_lstm_matches_torch(backend, device, dtype, config):
+    ctor, run = CONFIGS[config]
+    compare_lstm(backend, device, dtype, ctor, **run)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_long_recurrence_gpu(backend):
+    """T = 256 steps (k = 3 in the tolerance rule): rounding compounds."""
+    compare_lstm(backend, torch.device("cuda"), torch.bfloat16,
+                 dict(input_size=64, hidden_size=96), T=256, B=8)
+
+
+def test_long_recurrence_cpu():
+    compare_lstm("cpu", torch.device("cpu"), torch.float32,
+                 dict(input_size=32, hidden_size=48), T=256, B=4)
