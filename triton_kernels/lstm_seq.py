@@ -21,6 +21,7 @@ float64 always, and bfloat16 under the interpreter (whose ``tl.dot`` is wrong
 for it), use a broadcast multiply and sum in the accumulation dtype instead.
 """
 
+import functools
 from typing import Optional
 
 import torch
@@ -236,10 +237,17 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+@functools.lru_cache(maxsize=None)
+def _num_sms_of(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    index = device.index if device.index is not None \
+        else torch.cuda.current_device()
+    return _num_sms_of(index)
 
 
 def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):

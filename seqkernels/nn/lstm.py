@@ -1,9 +1,12 @@
 """``seqkernels.LSTM`` and ``seqkernels.LSTMCell``: torch.nn.LSTM and
 torch.nn.LSTMCell with fused kernels.
 
-They subclass the torch modules, so the constructor, parameter names,
-state_dict, initialization and ``isinstance`` checks are torch's own; only
-``forward`` changes, plus a ``backend=`` keyword.
+``LSTM`` subclasses torch.nn.RNNBase in its "LSTM" mode, exactly as
+torch.nn.LSTM does, so the constructor, parameter names, state_dict and
+initialization are torch's own; only ``forward`` differs, plus a
+``backend=`` keyword. (Not torch.nn.LSTM itself: torch.compile refuses to
+trace any instance of torch.nn.LSTM.) ``LSTMCell`` subclasses
+torch.nn.LSTMCell.
 """
 
 from typing import Optional, Union
@@ -18,7 +21,7 @@ from .. import functional as F
 HiddenState = tuple[Tensor, Tensor]
 
 
-class LSTM(torch.nn.LSTM):
+class LSTM(torch.nn.RNNBase):
     """torch.nn.LSTM, run by seqkernels.
 
     Takes every argument of :class:`torch.nn.LSTM` and ``backend`` (one of
@@ -29,7 +32,7 @@ class LSTM(torch.nn.LSTM):
     """
 
     def __init__(self, *args, backend: Optional[str] = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__("LSTM", *args, **kwargs)
         self.backend = backend
 
     def _layer_weights(self) -> list[F.LayerWeights]:
