@@ -68,7 +68,8 @@ def _lstm_seq_fwd_step(
     mj = rj < H
     mask = mb[:, None] & mj[None, :]
 
-    # pre[b, gate*H + j] = xg_s[b, gate*H + j] + h_in[b, :] . w_hh[gate*H + j, :]
+    # pre[b, gH + j] = xg_s[b, gH + j] + h_in[b, :] . w_hh[gH + j, :] where
+    # gH = gate * H.
     acc_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
     acc_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
     acc_g = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)

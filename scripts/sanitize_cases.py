@@ -1,0 +1,54 @@
+"""Small forward+backward runs of every CUDA kernel, for compute-sanitizer.
+
+    compute-sanitizer --tool memcheck python scripts/sanitize_cases.py
+
+Odd sizes on purpose (partial tiles, inactive rows), tiny so the sanitizer
+finishes in seconds. Exits non-zero if a kernel raises.
+"""
+
+import torch
+
+import seqkernels
+
+
+def lstm_cases(device):
+    for dtype in (torch.float32, torch.bfloat16):
+        for kw, lengths in (
+            (dict(), None),
+            (dict(bidirectional=True, num_layers=2), [5, 2, 7]),
+            (dict(proj_size=5), [7, 1, 3]),
+        ):
+            m = seqkernels.LSTM(13, 37, backend="cuda", device=device,
+                                dtype=dtype, **kw)
+            x = torch.randn(7, 3, 13, device=device, dtype=dtype,
+                            requires_grad=True)
+            inp = x
+            if lengths is not None:
+                inp = torch.nn.utils.rnn.pack_padded_sequence(
+                    x, torch.tensor(lengths), enforce_sorted=False)
+            out, (h, c) = m(inp)
+            out = out.data if lengths is not None else out
+            (out.float().sum() + h.float().sum() + c.float().sum()).backward()
+            yield f"lstm {dtype} {kw} lengths={lengths}"
+
+
+def cell_cases(device):
+    for dtype in (torch.float32, torch.float16):
+        cell = seqkernels.LSTMCell(13, 37, backend="cuda", device=device,
+                                   dtype=dtype)
+        x = torch.randn(5, 13, device=device, dtype=dtype, requires_grad=True)
+        h, c = cell(x)
+        (h.float().sum() + c.float().sum()).backward()
+        yield f"lstm_cell {dtype}"
+
+
+def main():
+    device = torch.device("cuda")
+    for gen in (lstm_cases(device), cell_cases(device)):
+        for name in gen:
+            torch.cuda.synchronize()
+            print("ok", name, flush=True)
+
+
+if __name__ == "__main__":
+    main()
