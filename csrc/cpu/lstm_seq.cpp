@@ -118,41 +118,16 @@ void backward_step(int64_t s, const at::Tensor& grad_gates_next,
   });
 }
 
-const LstmSeqSteps kCpuSteps{forward_step, backward_step};
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-lstm_seq_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-             const at::Tensor& w_ih, const at::Tensor& w_hh,
-             const c10::optional<at::Tensor>& bias,
-             const c10::optional<at::Tensor>& w_hr,
-             const c10::optional<at::Tensor>& lengths) {
-  check_cpu_dtype(x, "x");
-  return lstm_seq_forward_host(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths,
-                               kCpuSteps);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor, at::Tensor>
-lstm_seq_backward_cpu(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
-                      const at::Tensor& grad_c_n, const at::Tensor& x,
-                      const at::Tensor& h0, const at::Tensor& c0,
-                      const at::Tensor& w_ih, const at::Tensor& w_hh,
-                      const c10::optional<at::Tensor>& w_hr,
-                      const c10::optional<at::Tensor>& lengths,
-                      const at::Tensor& y, const at::Tensor& gates,
-                      const at::Tensor& cs, const at::Tensor& ms,
-                      bool has_bias) {
-  check_cpu_dtype(x, "x");
-  return lstm_seq_backward_host(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-                                w_hh, w_hr, lengths, y, gates, cs, ms,
-                                has_bias, kCpuSteps);
-}
+void check_cpu_x(const at::Tensor& x) { check_cpu_dtype(x, "x"); }
 
 }  // namespace
+
+extern const LstmSeqSteps kCpuSteps{check_cpu_x, forward_step, backward_step};
+
 }  // namespace seqkernels
 
 TORCH_LIBRARY_IMPL(seqkernels, CPU, m) {
-  m.impl("lstm_seq", &seqkernels::lstm_seq_cpu);
-  m.impl("lstm_seq_backward", &seqkernels::lstm_seq_backward_cpu);
+  m.impl("lstm_seq", &seqkernels::lstm_seq_op<seqkernels::kCpuSteps>);
+  m.impl("lstm_seq_backward",
+         &seqkernels::lstm_seq_backward_op<seqkernels::kCpuSteps>);
 }

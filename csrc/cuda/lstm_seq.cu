@@ -188,6 +188,7 @@ void forward_step(int64_t s, const at::Tensor& xg_s, const at::Tensor& h_in,
                   const c10::optional<at::Tensor>& lengths,
                   at::Tensor& gates_s, at::Tensor& cs_s, at::Tensor& out_s,
                   at::Tensor& h_out) {
+  const c10::cuda::CUDAGuard guard(c_state.device());
   const int64_t B = c_state.size(0), H = c_state.size(1), P = h_in.size(1);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -212,6 +213,7 @@ void backward_step(int64_t s, const at::Tensor& grad_gates_next,
                    const at::Tensor& cs_s,
                    const c10::optional<at::Tensor>& lengths,
                    at::Tensor& grad_gates_s) {
+  const c10::cuda::CUDAGuard guard(dc_carry.device());
   const int64_t B = dc_carry.size(0), H = dc_carry.size(1);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -231,41 +233,15 @@ void backward_step(int64_t s, const at::Tensor& grad_gates_next,
       });
 }
 
-const LstmSeqSteps kCudaSteps{forward_step, backward_step};
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-lstm_seq_cuda(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-              const at::Tensor& w_ih, const at::Tensor& w_hh,
-              const c10::optional<at::Tensor>& bias,
-              const c10::optional<at::Tensor>& w_hr,
-              const c10::optional<at::Tensor>& lengths) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return lstm_seq_forward_host(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths,
-                               kCudaSteps);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor, at::Tensor>
-lstm_seq_backward_cuda(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
-                       const at::Tensor& grad_c_n, const at::Tensor& x,
-                       const at::Tensor& h0, const at::Tensor& c0,
-                       const at::Tensor& w_ih, const at::Tensor& w_hh,
-                       const c10::optional<at::Tensor>& w_hr,
-                       const c10::optional<at::Tensor>& lengths,
-                       const at::Tensor& y, const at::Tensor& gates,
-                       const at::Tensor& cs, const at::Tensor& ms,
-                       bool has_bias) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return lstm_seq_backward_host(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-                                w_hh, w_hr, lengths, y, gates, cs, ms,
-                                has_bias, kCudaSteps);
-}
-
 }  // namespace
+
+// Every CUDA dtype is served; the launches run on the data's device.
+extern const LstmSeqSteps kCudaSteps{nullptr, forward_step, backward_step};
+
 }  // namespace seqkernels
 
 TORCH_LIBRARY_IMPL(seqkernels, CUDA, m) {
-  m.impl("lstm_seq", &seqkernels::lstm_seq_cuda);
-  m.impl("lstm_seq_backward", &seqkernels::lstm_seq_backward_cuda);
+  m.impl("lstm_seq", &seqkernels::lstm_seq_op<seqkernels::kCudaSteps>);
+  m.impl("lstm_seq_backward",
+         &seqkernels::lstm_seq_backward_op<seqkernels::kCudaSteps>);
 }

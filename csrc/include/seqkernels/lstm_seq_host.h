@@ -22,6 +22,8 @@
 namespace seqkernels {
 
 struct LstmSeqSteps {
+  // Rejects inputs the backend cannot run (say, a dtype); null: none.
+  void (*check)(const at::Tensor& x);
   // One forward step s. For each active (b, j):
   //   pre = xg_s[b, gate*H + j] + sum_k h_in[b, k] w_hh[gate*H + j, k]
   //   pointwise cell; c_state[b, j] updated in place;
@@ -69,6 +71,39 @@ lstm_seq_backward_host(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
                        const at::Tensor& y, const at::Tensor& gates,
                        const at::Tensor& cs, const at::Tensor& ms,
                        bool has_bias, const LstmSeqSteps& steps);
+
+// The op entry points of a backend, registered by its TORCH_LIBRARY_IMPL:
+//   m.impl("lstm_seq", &lstm_seq_op<kSteps>);
+template <const LstmSeqSteps& kSteps>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+lstm_seq_op(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+            const at::Tensor& w_ih, const at::Tensor& w_hh,
+            const c10::optional<at::Tensor>& bias,
+            const c10::optional<at::Tensor>& w_hr,
+            const c10::optional<at::Tensor>& lengths) {
+  if (kSteps.check != nullptr) kSteps.check(x);
+  return lstm_seq_forward_host(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths,
+                               kSteps);
+}
+
+template <const LstmSeqSteps& kSteps>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor>
+lstm_seq_backward_op(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+                     const at::Tensor& grad_c_n, const at::Tensor& x,
+                     const at::Tensor& h0, const at::Tensor& c0,
+                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                     const c10::optional<at::Tensor>& w_hr,
+                     const c10::optional<at::Tensor>& lengths,
+                     const at::Tensor& y, const at::Tensor& gates,
+                     const at::Tensor& cs, const at::Tensor& ms,
+                     bool has_bias) {
+  if (kSteps.check != nullptr) kSteps.check(x);
+  return lstm_seq_backward_host(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
+                                w_hh, w_hr, lengths, y, gates, cs, ms,
+                                has_bias, kSteps);
+}
 
 // Pointwise LSTM cell (x_proj + h_proj + bias -> h, c), the checks and
 // output allocation shared by the CPU and CUDA entry points.
