@@ -36,7 +36,7 @@ rows count bytes instead (see ``pointwise_bytes``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
@@ -120,7 +120,7 @@ def configs(device: torch.device, full: bool) -> list[Config]:
             Config("L5-packed", B=64, I=512, H=512, T=512, packed=True,
                    modes=("fwd+bwd", "fwd"), target="L5"),
             Config("L5-padded", B=64, I=512, H=512, T=512,
-                   modes=("fwd+bwd", "fwd"), target="L5"),
+                   modes=("fwd+bwd", "fwd"), target="L5", seq_providers=CORE),
             Config("L6", kind="cell", B=4096, I=1024, H=1024, target="L6"),
             Config("L6-pointwise", kind="pointwise", B=4096, H=1024,
                    target="L6"),
@@ -193,8 +193,8 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
                     jobs.append(Job(cfg, "torch-lstmcell-loop", dt))
                 jobs.append(Job(
                     cfg, "torch-compile-loop", low,
-                    "" if compile else "torch.compile skipped (quick CPU "
-                    "run; --compile runs it)"))
+                    "" if compile else "torch.compile skipped "
+                    "(--no-compile)"))
         elif cfg.kind == "cell":
             for dt in anchor_dtypes:
                 jobs.append(Job(cfg, "torch-lstmcell", dt))
