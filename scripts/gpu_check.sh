@@ -39,7 +39,7 @@ for tool in memcheck racecheck; do
     python scripts/sanitize_cases.py >>"$out/sanitizer.log" 2>&1 || sanitizer=$?
 done
 
-python benchmarks/run.py --full --out "$out/bench" >"$out/bench.log" 2>&1
+python benchmarks/run.py --full --time-limit 300 --out "$out/bench" >"$out/bench.log" 2>&1
 bench=$?
 cp "$out/bench/results.csv" "$out/bench/table.md" "$out/" 2>/dev/null
 tar -cf "$out/plots.tar" -C "$out/bench" . 2>/dev/null
