@@ -11,7 +11,8 @@
 
 namespace {
 
-// Schemas, with {name} standing for the variant's op name.
+// Schemas; shapes, dtypes and semantics of each op are documented in its
+// reference implementation, seqkernels/reference/<op>.py.
 const char* kLstmCell =
     "(Tensor x_proj, Tensor h_proj, Tensor c, Tensor? bias)"
     " -> (Tensor h_new, Tensor c_new, Tensor gates)";
@@ -29,6 +30,29 @@ const char* kLstmSeqBackward =
     " -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih,"
     " Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)";
 
+const char* kSdpa =
+    "(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float dropout_p,"
+    " bool is_causal, float scale, Tensor? rng) -> (Tensor out, Tensor lse)";
+const char* kSdpaBackward =
+    "(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,"
+    " Tensor? attn_mask, float dropout_p, bool is_causal, float scale,"
+    " Tensor? rng) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)";
+const char* kAttentionScores =
+    "(Tensor q, Tensor k, Tensor? attn_mask, bool is_causal, float scale)"
+    " -> Tensor";
+const char* kAttentionScoresBackward =
+    "(Tensor grad_p, Tensor q, Tensor k, Tensor p, float scale)"
+    " -> (Tensor grad_q, Tensor grad_k)";
+const char* kAdditiveAttention =
+    "(Tensor q, Tensor k, Tensor value, Tensor v, Tensor? bias,"
+    " Tensor? attn_mask, bool need_weights)"
+    " -> (Tensor context, Tensor weights, Tensor lse)";
+const char* kAdditiveAttentionBackward =
+    "(Tensor grad_context, Tensor? grad_weights, Tensor q, Tensor k,"
+    " Tensor value, Tensor v, Tensor? bias, Tensor? attn_mask,"
+    " Tensor context, Tensor lse) -> (Tensor grad_q, Tensor grad_k,"
+    " Tensor grad_value, Tensor grad_v, Tensor grad_bias)";
+
 void define_variants(torch::Library& m, const std::string& name,
                      const char* schema) {
   for (const char* suffix : {"", "_triton", "_reference"}) {
@@ -43,6 +67,13 @@ TORCH_LIBRARY(seqkernels, m) {
   define_variants(m, "lstm_cell_backward", kLstmCellBackward);
   define_variants(m, "lstm_seq", kLstmSeq);
   define_variants(m, "lstm_seq_backward", kLstmSeqBackward);
+  define_variants(m, "sdpa", kSdpa);
+  define_variants(m, "sdpa_backward", kSdpaBackward);
+  define_variants(m, "attention_scores", kAttentionScores);
+  define_variants(m, "attention_scores_backward", kAttentionScoresBackward);
+  define_variants(m, "additive_attention", kAdditiveAttention);
+  define_variants(m, "additive_attention_backward",
+                  kAdditiveAttentionBackward);
 }
 
 // A tiny Python module: importing it loads the library above, and it reports

@@ -1,0 +1,55 @@
+"""The ``additive_attention`` op: fused Bahdanau attention that never stores
+the [B, Tq, Tk, H] tensor. Semantics:
+``seqkernels/reference/additive_attention.py``."""
+
+import torch
+
+from ..reference import additive_attention as reference
+from ..reference.lstm_cell import acc_dtype
+from ._variants import register_family
+
+
+def _fake(q, k, value, v, bias, attn_mask, need_weights):
+    B, Tq, _ = q.shape
+    Tk = k.shape[1]
+    return (q.new_empty(B, Tq, value.shape[-1]),
+            q.new_empty(B, Tq, Tk) if need_weights else q.new_empty(0),
+            q.new_empty(B, Tq, dtype=acc_dtype(q.dtype)))
+
+
+def _fake_backward(grad_context, grad_weights, q, k, value, v, bias,
+                   attn_mask, context, lse):
+    return (q.new_empty(q.shape), k.new_empty(k.shape),
+            value.new_empty(value.shape), v.new_empty(v.shape),
+            q.new_empty(bias.shape) if bias is not None else q.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, value, v, bias, attn_mask, need_weights = inputs
+    context, _, lse = output
+    ctx.save_for_backward(q, k, value, v, bias, attn_mask, context, lse)
+    ctx.need_weights = need_weights
+
+
+def _backward(ctx, backward_op, grad_context, grad_weights, _grad_lse):
+    q, k, value, v, bias, attn_mask, context, lse = ctx.saved_tensors
+    if grad_context is None:
+        grad_context = torch.zeros_like(context)
+    if not ctx.need_weights:
+        grad_weights = None
+    gq, gk, gvalue, gv, gbias = backward_op(
+        grad_context, grad_weights, q, k, value, v, bias, attn_mask, context,
+        lse)
+    return (gq, gk, gvalue, gv, gbias if bias is not None else None, None,
+            None)
+
+
+register_family(
+    "additive_attention",
+    fake=(_fake, _fake_backward),
+    setup_context=_setup_context,
+    backward=_backward,
+    reference=(reference.additive_attention,
+               reference.additive_attention_backward),
+    triton_module="seqkernels.triton_kernels.additive_attention",
+)

@@ -1,0 +1,68 @@
+"""Additive (Bahdanau) attention in PyTorch, with the forward/backward split
+of the fused kernels. This oracle materializes the [B, Tq, Tk, H] tensor of
+tanh values; the kernels never do.
+
+Shapes: q [B, Tq, H] and k [B, Tk, H] are the projected queries and keys,
+value [B, Tk, Dv], v and bias [H], attn_mask broadcast to [B, Tq, Tk] (bool:
+True where allowed; float: added). Scores s_ij = v . tanh(q_i + k_j + bias),
+weights = softmax_j(s), context_i = sum_j weights_ij value_j. Outputs:
+context [B, Tq, Dv], weights [B, Tq, Tk] (empty unless need_weights), and
+lse [B, Tq] in the accumulation dtype. A row with no allowed key gives
+weights 0, context 0, lse -inf.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .attention_common import apply_mask, probs_from_lse, softmax_lse
+from .lstm_cell import acc_dtype
+
+
+def _tanh_and_scores(q, k, v, bias, attn_mask):
+    acc = acc_dtype(q.dtype)
+    pre = q.to(acc).unsqueeze(2) + k.to(acc).unsqueeze(1)
+    if bias is not None:
+        pre = pre + bias.to(acc)
+    t = torch.tanh(pre)
+    return t, apply_mask(t @ v.to(acc), attn_mask, False)
+
+
+def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
+                       bias: Optional[Tensor], attn_mask: Optional[Tensor],
+                       need_weights: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward of the op ``additive_attention``: (context, weights, lse)."""
+    _, s = _tanh_and_scores(q, k, v, bias, attn_mask)
+    p, lse = softmax_lse(s)
+    context = (p @ value.to(p.dtype)).to(q.dtype)
+    weights = p.to(q.dtype) if need_weights else q.new_empty(0)
+    return context, weights, lse
+
+
+def additive_attention_backward(
+        grad_context: Tensor, grad_weights: Optional[Tensor], q: Tensor,
+        k: Tensor, value: Tensor, v: Tensor, bias: Optional[Tensor],
+        attn_mask: Optional[Tensor], context: Tensor, lse: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward: (grad_q, grad_k, grad_value, grad_v, grad_bias); grad_bias
+    is empty without a bias."""
+    acc = lse.dtype
+    t, s = _tanh_and_scores(q, k, v, bias, attn_mask)
+    p = probs_from_lse(s, lse)
+    dctx = grad_context.to(acc)
+    dp = dctx @ value.to(acc).transpose(-1, -2)
+    delta = (dctx * context.to(acc)).sum(-1, keepdim=True)
+    if grad_weights is not None:
+        gw = grad_weights.to(acc)
+        dp = dp + gw
+        delta = delta + (gw * p).sum(-1, keepdim=True)
+    ds = p * (dp - delta)                              # [B, Tq, Tk]
+    dpre = ds.unsqueeze(-1) * v.to(acc) * (1 - t * t)  # [B, Tq, Tk, H]
+    grad_q = dpre.sum(2)
+    grad_k = dpre.sum(1)
+    grad_v = torch.einsum("bij,bijh->h", ds, t)
+    grad_value = p.transpose(-1, -2) @ dctx
+    grad_bias = grad_q.sum((0, 1)) if bias is not None else q.new_empty(0)
+    return (grad_q.to(q.dtype), grad_k.to(k.dtype), grad_value.to(value.dtype),
+            grad_v.to(v.dtype), grad_bias.to(q.dtype))
