@@ -1,6 +1,7 @@
 """seqkernels: fused GPU kernels for sequence models in PyTorch.
 
-Drop-in modules (``seqkernels.LSTM``, ``seqkernels.LSTMCell``), a functional
+Drop-in modules (``seqkernels.LSTM``, ``seqkernels.LSTMCell``,
+``seqkernels.MultiheadAttention``), ``seqkernels.AdditiveAttention``, a functional
 API (``seqkernels.functional``) and the registered ops underneath
 (``torch.ops.seqkernels.*``). See the README for backends and support.
 """
@@ -11,11 +12,12 @@ from . import _C  # noqa: F401  (loads the op library)
 from . import ops  # noqa: F401  (registers fakes and autograd)
 from . import functional
 from ._backend import BACKENDS
-from .nn import LSTM, LSTMCell
+from .nn import LSTM, AdditiveAttention, LSTMCell, MultiheadAttention
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "functional", "ops", "BACKENDS", "build_info"]
+__all__ = ["LSTM", "LSTMCell", "MultiheadAttention", "AdditiveAttention",
+           "functional", "ops", "BACKENDS", "build_info"]
 
 
 def build_info() -> dict:
