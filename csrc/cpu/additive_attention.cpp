@@ -1,0 +1,329 @@
+// CPU kernels of additive (Bahdanau) attention (the op additive_attention).
+// Semantics: seqkernels/reference/additive_attention.py.
+//
+// Scores s_ij = sum_h v_h tanh(q_ih + k_jh + bias_h) are computed on the fly
+// and the [B, Tq, Tk, H] tensor of tanh values is never stored.
+//
+// Forward: one work item per (b, block of kQRows query rows), walking the
+// keys in blocks with an online softmax (context = P value); the weights,
+// when asked for, hold the raw scores until the row's log-sum-exp is known.
+//
+// Backward recomputes tanh, in two passes:
+//   A. per (b, query block): delta_i = dctx_i . ctx_i (+ sum_j gw_ij p_ij),
+//      dS_ij = p_ij (dctx_i . value_j + gw_ij - delta_i) and
+//      dq_ih = sum_j dS_ij v_h (1 - t_ijh^2);
+//   B. per (b, key block): dk_jh = sum_i dS_ij v_h (1 - t_ijh^2),
+//      dvalue_j = sum_i p_ij dctx_i, and the block's partial sum of
+//      dv_h = sum_ij dS_ij t_ijh.
+// dv and dbias are then summed over the blocks (over the rows of dq) in a
+// fixed order: every result is bitwise reproducible and independent of the
+// number of threads.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "seqkernels/attention_checks.h"
+#include "seqkernels/attention_cpu.h"
+
+namespace seqkernels {
+namespace {
+
+constexpr int64_t kQRows = 8;   // query rows of a forward / pass-A item
+constexpr int64_t kKeys = 16;   // keys of a block (and of a pass-B item)
+
+template <typename T>
+struct AdditiveInputs {
+  AdditiveDims d;
+  const T* q;      // [B, Tq, H]
+  const T* k;      // [B, Tk, H]
+  const T* value;  // [B, Tk, Dv]
+  const T* v;      // [H]
+  const T* bias;   // [H] or null
+  cpu::MaskView<T> mask;
+
+  // t[h] = tanh(q_ih + k_jh + bias_h) of batch b, and the score v . t,
+  // without the mask. q_i and k_j point at their rows.
+  T tanh_score(const T* qi, const T* kj, T* t) const {
+    const int64_t H = d.H;
+    if (bias != nullptr) {
+      for (int64_t h = 0; h < H; ++h) t[h] = std::tanh(qi[h] + kj[h] + bias[h]);
+    } else {
+      for (int64_t h = 0; h < H; ++h) t[h] = std::tanh(qi[h] + kj[h]);
+    }
+    // The dot product over H accumulates in double: a long float sum would
+    // round worse than the blocked matmul that PyTorch uses for v . t.
+    double s = 0;
+    for (int64_t h = 0; h < H; ++h) s += double(v[h]) * double(t[h]);
+    return T(s);
+  }
+
+  // The masked score of (b, i, j), with t as above; -inf (t unset) where a
+  // bool mask forbids the key.
+  T score(int64_t b, int64_t i, int64_t j, T* t) const {
+    const int64_t row = mask.row(b, 0, i);
+    if (!mask.key_allowed(row, j)) return cpu::neg_inf<T>();
+    T s = tanh_score(q + (b * d.Tq + i) * d.H, k + (b * d.Tk + j) * d.H, t);
+    if (mask.added != nullptr) s += mask.added[row + j * mask.sj];
+    return s;
+  }
+};
+
+template <typename T>
+void additive_forward_kernel(const AdditiveInputs<T>& in, T* context,
+                             T* weights, T* lse) {
+  const AdditiveDims& d = in.d;
+  const int64_t n_qblocks = (d.Tq + kQRows - 1) / kQRows;
+  const int64_t grain =
+      std::max<int64_t>(1, 4096 / std::max<int64_t>(1, d.Tk * d.H));
+  at::parallel_for(0, d.B * n_qblocks, grain, [&](int64_t w0, int64_t w1) {
+    std::vector<T> t(d.H), s(kQRows * kKeys), acc(kQRows * d.Dv);
+    std::vector<T> m(kQRows), l(kQRows);
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t b = w / n_qblocks, i0 = (w % n_qblocks) * kQRows;
+      const int64_t nq = std::min(kQRows, d.Tq - i0);
+      std::fill(acc.begin(), acc.end(), T(0));
+      std::fill(m.begin(), m.end(), cpu::neg_inf<T>());
+      std::fill(l.begin(), l.end(), T(0));
+      for (int64_t j0 = 0; j0 < d.Tk; j0 += kKeys) {
+        const int64_t nk = std::min(kKeys, d.Tk - j0);
+        for (int64_t r = 0; r < nq; ++r) {
+          T* sr = s.data() + r * kKeys;
+          for (int64_t jj = 0; jj < nk; ++jj) {
+            sr[jj] = in.score(b, i0 + r, j0 + jj, t.data());
+          }
+          if (weights != nullptr) {  // raw scores, normalized below
+            std::copy(sr, sr + nk, weights + (b * d.Tq + i0 + r) * d.Tk + j0);
+          }
+          const T alpha = cpu::online_softmax_update(sr, nk, m[r], l[r]);
+          if (alpha != T(1)) {
+            T* ar = acc.data() + r * d.Dv;
+            for (int64_t c = 0; c < d.Dv; ++c) ar[c] *= alpha;
+          }
+        }
+        cpu::block_gemm(nq, d.Dv, nk, s.data(), kKeys, 1,
+                        in.value + (b * d.Tk + j0) * d.Dv, d.Dv, acc.data(),
+                        d.Dv, true);
+      }
+      for (int64_t r = 0; r < nq; ++r) {
+        const int64_t row = b * d.Tq + i0 + r;
+        const T lr = cpu::row_lse(m[r], l[r]);
+        lse[row] = lr;
+        T* ctx = context + row * d.Dv;
+        const T* ar = acc.data() + r * d.Dv;
+        for (int64_t c = 0; c < d.Dv; ++c) {
+          ctx[c] = l[r] > T(0) ? ar[c] / l[r] : T(0);
+        }
+        if (weights != nullptr) {
+          T* wr = weights + row * d.Tk;
+          for (int64_t j = 0; j < d.Tk; ++j) {
+            wr[j] = lr == cpu::neg_inf<T>() ? T(0) : std::exp(wr[j] - lr);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T s = 0;
+  for (int64_t x = 0; x < n; ++x) s += a[x] * b[x];
+  return s;
+}
+
+template <typename T>
+void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
+                              const T* gw, const T* ctx, const T* lse, T* dq,
+                              T* dk, T* dvalue, T* dv, T* dbias) {
+  const AdditiveDims& d = in.d;
+  const int64_t H = d.H;
+  std::vector<T> delta(d.B * d.Tq);
+  const int64_t grain =
+      std::max<int64_t>(1, 4096 / std::max<int64_t>(1, d.Tk * H));
+
+  // Pass A: delta and dq, one item per (b, query block).
+  const int64_t n_qblocks = (d.Tq + kQRows - 1) / kQRows;
+  at::parallel_for(0, d.B * n_qblocks, grain, [&](int64_t w0, int64_t w1) {
+    std::vector<T> t(H);
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t b = w / n_qblocks, i0 = (w % n_qblocks) * kQRows;
+      const int64_t nq = std::min(kQRows, d.Tq - i0);
+      for (int64_t i = i0; i < i0 + nq; ++i) {
+        const int64_t row = b * d.Tq + i;
+        T* dqi = dq + row * H;
+        std::fill(dqi, dqi + H, T(0));
+        const T li = lse[row];
+        const T* gi = dctx + row * d.Dv;
+        if (li == cpu::neg_inf<T>()) {  // no allowed key: no gradient
+          delta[row] = 0;
+          continue;
+        }
+        T di = dot(gi, ctx + row * d.Dv, d.Dv);
+        if (gw != nullptr) {  // + sum_j gw_ij p_ij: one more pass over j
+          T sum = 0;
+          for (int64_t j = 0; j < d.Tk; ++j) {
+            const T s = in.score(b, i, j, t.data());
+            sum += gw[row * d.Tk + j] * std::exp(s - li);
+          }
+          di += sum;
+        }
+        delta[row] = di;
+        for (int64_t j = 0; j < d.Tk; ++j) {
+          const T p = std::exp(in.score(b, i, j, t.data()) - li);
+          if (p == T(0)) continue;  // masked (or negligible): dS = 0
+          T dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
+          if (gw != nullptr) dp += gw[row * d.Tk + j];
+          const T ds = p * (dp - di);
+          for (int64_t h = 0; h < H; ++h) {
+            dqi[h] += ds * in.v[h] * (1 - t[h] * t[h]);
+          }
+        }
+      }
+    }
+  });
+
+  // Pass B: dk, dvalue and partial dv, one item per (b, key block).
+  const int64_t n_kblocks = (d.Tk + kKeys - 1) / kKeys;
+  std::vector<T> dv_part(d.B * n_kblocks * H);
+  const int64_t grain_b =
+      std::max<int64_t>(1, 4096 / std::max<int64_t>(1, d.Tq * kKeys * H));
+  at::parallel_for(0, d.B * n_kblocks, grain_b, [&](int64_t w0, int64_t w1) {
+    std::vector<T> t(H);
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t b = w / n_kblocks, j0 = (w % n_kblocks) * kKeys;
+      const int64_t nk = std::min(kKeys, d.Tk - j0);
+      T* dkr = dk + (b * d.Tk + j0) * H;
+      T* dvr = dvalue + (b * d.Tk + j0) * d.Dv;
+      T* part = dv_part.data() + w * H;
+      std::fill(dkr, dkr + nk * H, T(0));
+      std::fill(dvr, dvr + nk * d.Dv, T(0));
+      std::fill(part, part + H, T(0));
+      for (int64_t i = 0; i < d.Tq; ++i) {
+        const int64_t row = b * d.Tq + i;
+        const T li = lse[row];
+        if (li == cpu::neg_inf<T>()) continue;
+        const T* gi = dctx + row * d.Dv;
+        for (int64_t jj = 0; jj < nk; ++jj) {
+          const int64_t j = j0 + jj;
+          const T p = std::exp(in.score(b, i, j, t.data()) - li);
+          if (p == T(0)) continue;
+          T dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
+          if (gw != nullptr) dp += gw[row * d.Tk + j];
+          const T ds = p * (dp - delta[row]);
+          T* dkj = dkr + jj * H;
+          for (int64_t h = 0; h < H; ++h) {
+            dkj[h] += ds * in.v[h] * (1 - t[h] * t[h]);
+            part[h] += ds * t[h];
+          }
+          T* dvj = dvr + jj * d.Dv;
+          for (int64_t c = 0; c < d.Dv; ++c) dvj[c] += p * gi[c];
+        }
+      }
+    }
+  });
+
+  // dv = sum of the blocks' partials, dbias = sum of dq over all rows, each
+  // in a fixed order.
+  std::fill(dv, dv + H, T(0));
+  for (int64_t w = 0; w < d.B * n_kblocks; ++w) {
+    for (int64_t h = 0; h < H; ++h) dv[h] += dv_part[w * H + h];
+  }
+  if (dbias != nullptr) {
+    std::fill(dbias, dbias + H, T(0));
+    for (int64_t row = 0; row < d.B * d.Tq; ++row) {
+      for (int64_t h = 0; h < H; ++h) dbias[h] += dq[row * H + h];
+    }
+  }
+}
+
+template <typename T>
+AdditiveInputs<T> make_inputs(const AdditiveDims& d, const at::Tensor& q,
+                              const at::Tensor& k, const at::Tensor& value,
+                              const at::Tensor& v, const at::Tensor& bias,
+                              const c10::optional<at::Tensor>& attn_mask) {
+  return AdditiveInputs<T>{d,
+                           q.data_ptr<T>(),
+                           k.data_ptr<T>(),
+                           value.data_ptr<T>(),
+                           v.data_ptr<T>(),
+                           bias.defined() ? bias.data_ptr<T>() : nullptr,
+                           cpu::MaskView<T>::make(attn_mask)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cpu(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& value_in,
+    const at::Tensor& v_in, const c10::optional<at::Tensor>& bias_in,
+    const c10::optional<at::Tensor>& attn_mask, bool need_weights) {
+  cpu::check_cpu_dtype(q_in, "q");
+  const AdditiveDims d =
+      check_additive_attention(q_in, k_in, value_in, v_in, bias_in, attn_mask);
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
+  const at::Tensor value = value_in.contiguous(), v = v_in.contiguous();
+  const at::Tensor bias =
+      bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  at::Tensor context = at::empty({d.B, d.Tq, d.Dv}, q.options());
+  at::Tensor weights = need_weights
+                           ? at::empty({d.B, d.Tq, d.Tk}, q.options())
+                           : at::empty({0}, q.options());
+  at::Tensor lse = at::empty({d.B, d.Tq}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_cpu", [&] {
+    const auto in = make_inputs<scalar_t>(d, q, k, value, v, bias, attn_mask);
+    additive_forward_kernel(
+        in, context.data_ptr<scalar_t>(),
+        need_weights ? weights.data_ptr<scalar_t>() : nullptr,
+        lse.data_ptr<scalar_t>());
+  });
+  return {context, weights, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+additive_attention_backward_cpu(
+    const at::Tensor& grad_context_in,
+    const c10::optional<at::Tensor>& grad_weights_in, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& value_in, const at::Tensor& v_in,
+    const c10::optional<at::Tensor>& bias_in,
+    const c10::optional<at::Tensor>& attn_mask, const at::Tensor& context_in,
+    const at::Tensor& lse_in) {
+  cpu::check_cpu_dtype(q_in, "q");
+  const AdditiveDims d = check_additive_attention_backward(
+      grad_context_in, grad_weights_in, q_in, k_in, value_in, v_in, bias_in,
+      attn_mask, context_in, lse_in);
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
+  const at::Tensor value = value_in.contiguous(), v = v_in.contiguous();
+  const at::Tensor bias =
+      bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  const at::Tensor dctx = grad_context_in.contiguous();
+  const at::Tensor gw = grad_weights_in.has_value()
+                            ? grad_weights_in->contiguous()
+                            : at::Tensor();
+  const at::Tensor ctx = context_in.contiguous(), lse = lse_in.contiguous();
+  at::Tensor grad_q = at::empty(q.sizes(), q.options());
+  at::Tensor grad_k = at::empty(k.sizes(), k.options());
+  at::Tensor grad_value = at::empty(value.sizes(), value.options());
+  at::Tensor grad_v = at::empty(v.sizes(), v.options());
+  at::Tensor grad_bias = bias.defined() ? at::empty(bias.sizes(), q.options())
+                                        : at::empty({0}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_backward_cpu",
+                             [&] {
+    const auto in = make_inputs<scalar_t>(d, q, k, value, v, bias, attn_mask);
+    additive_backward_kernel(
+        in, dctx.data_ptr<scalar_t>(),
+        gw.defined() ? gw.data_ptr<scalar_t>() : nullptr,
+        ctx.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
+        grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(),
+        grad_value.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
+        bias.defined() ? grad_bias.data_ptr<scalar_t>() : nullptr);
+  });
+  return {grad_q, grad_k, grad_value, grad_v, grad_bias};
+}
+
+}  // namespace
+}  // namespace seqkernels
+
+TORCH_LIBRARY_IMPL(seqkernels, CPU, m) {
+  m.impl("additive_attention", &seqkernels::additive_attention_cpu);
+  m.impl("additive_attention_backward",
+         &seqkernels::additive_attention_backward_cpu);
+}

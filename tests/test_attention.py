@@ -1,0 +1,158 @@
+"""The attention functions against PyTorch, for every backend this machine
+runs: scaled_dot_product_attention against torch's SDPA, attention_scores
+against softmax(q k^T), additive_attention against a plain PyTorch
+implementation; outputs and all gradients, with the tolerance rule."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import seqkernels.functional as SF
+from attention_cases import ADDITIVE_CASES, SDPA_CASES, sdpa_inputs
+from conftest import BACKEND_CASES, CPU, compare_fn, dtypes_for
+from seqkernels.reference import sdpa as ref_sdpa  # noqa: F401
+
+
+def _cases(names):
+    for param in BACKEND_CASES:
+        backend, device = param.values
+        for dtype in dtypes_for(device):
+            for name in names:
+                yield pytest.param(backend, device, dtype, name,
+                                   marks=param.marks,
+                                   id=f"{param.id}-{str(dtype)[6:]}-{name}")
+
+
+def _torch_mask(mask, like):
+    return mask if mask is None or mask.dtype == torch.bool else mask.to(like)
+
+
+@pytest.mark.parametrize("backend,device,dtype,case",
+                         list(_cases(SDPA_CASES)))
+def test_sdpa_matches_torch(backend, device, dtype, case):
+    q, k, v, mask, causal, gqa = sdpa_inputs(case)
+
+    def with_mask(fn):
+        def run(q, k, v):
+            m = None if mask is None else _torch_mask(mask.to(q.device), q.dtype)
+            return [fn(q, k, v, m)]
+        return run
+
+    ours = with_mask(lambda q, k, v, m: SF.scaled_dot_product_attention(
+        q, k, v, m, is_causal=causal, enable_gqa=gqa, backend=backend))
+    theirs = with_mask(lambda q, k, v, m: TF.scaled_dot_product_attention(
+        q, k, v, m, is_causal=causal, enable_gqa=gqa))
+    # float64 oracle: the reference backend, whose agreement with torch in
+    # float64 is checked below (it also defines fully masked rows as 0).
+    ref64 = with_mask(lambda q, k, v, m: SF.scaled_dot_product_attention(
+        q, k, v, m, is_causal=causal, enable_gqa=gqa, backend="reference"))
+    compare_fn(ours, theirs, ref64, [q, k, v], dtype, device)
+
+
+@pytest.mark.parametrize("case", list(SDPA_CASES))
+def test_sdpa_reference_is_torch_in_float64(case):
+    q, k, v, mask, causal, gqa = sdpa_inputs(case)
+    ours = SF.scaled_dot_product_attention(q, k, v, mask, is_causal=causal,
+                                           enable_gqa=gqa, backend="reference")
+    theirs = TF.scaled_dot_product_attention(q, k, v, mask, is_causal=causal,
+                                             enable_gqa=gqa)
+    rows = ~theirs.isnan().any(-1)
+    torch.testing.assert_close(ours[rows], theirs[rows], atol=1e-12, rtol=0)
+    # torch gives NaN or zeros for a row with every key masked; we give zeros.
+    assert (ours[~rows] == 0).all()
+
+
+def _softmax_scores(q, k, mask, causal, gqa):
+    if gqa:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else s + mask
+    if causal:
+        Tq, Tk = s.shape[-2:]
+        s = s.masked_fill(torch.ones(Tq, Tk, dtype=torch.bool,
+                                     device=s.device).triu(1), -math.inf)
+    return torch.softmax(s, -1)
+
+
+@pytest.mark.parametrize("backend,device,dtype,case",
+                         list(_cases(SDPA_CASES)))
+def test_attention_scores_matches_torch(backend, device, dtype, case):
+    q, k, _, mask, causal, gqa = sdpa_inputs(case)
+
+    def run(fn):
+        def go(q, k):
+            m = None if mask is None else _torch_mask(mask.to(q.device), q.dtype)
+            return [fn(q, k, m)]
+        return go
+
+    ours = run(lambda q, k, m: SF.attention_scores(
+        q, k, m, is_causal=causal, enable_gqa=gqa, backend=backend))
+    theirs = run(lambda q, k, m: _softmax_scores(q, k, m, causal, gqa))
+    ref64 = run(lambda q, k, m: SF.attention_scores(
+        q, k, m, is_causal=causal, enable_gqa=gqa, backend="reference"))
+    compare_fn(ours, theirs, ref64, [q, k], dtype, device)
+
+
+def additive_inputs(case, seed=0):
+    B, Tq, Tk, Dq, Dk, Dv, H, bias, padding, need = ADDITIVE_CASES[case]
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, generator=g, dtype=torch.float64)
+
+    kpm = None
+    if padding:
+        lengths = torch.randint(1, Tk + 1, (B,), generator=g)
+        kpm = torch.arange(Tk) >= lengths[:, None]
+    tensors = [r(B, Tq, Dq), r(B, Tk, Dk), r(B, Tk, Dv), r(H, Dq), r(H, Dk),
+               r(H)] + ([r(H)] if bias else [])
+    return tensors, kpm, need
+
+
+def naive_additive(query, key, value, w_query, w_key, v, bias=None, kpm=None):
+    """Plain PyTorch: materializes the (B, Tq, Tk, H) tensor."""
+    pre = (query @ w_query.t()).unsqueeze(2) + (key @ w_key.t()).unsqueeze(1)
+    if bias is not None:
+        pre = pre + bias
+    s = torch.tanh(pre) @ v
+    if kpm is not None:
+        s = s.masked_fill(kpm.unsqueeze(1), -math.inf)
+    w = torch.softmax(s, -1)
+    return w @ value, w
+
+
+@pytest.mark.parametrize("backend,device,dtype,case",
+                         list(_cases(ADDITIVE_CASES)))
+def test_additive_attention_matches_torch(backend, device, dtype, case):
+    tensors, kpm, need = additive_inputs(case)
+
+    def ours_with(which):
+        def go(query, key, value, w_query, w_key, v, bias=None):
+            m = None if kpm is None else kpm.to(query.device)
+            c, w = SF.additive_attention(query, key, value, w_query, w_key, v,
+                                         bias, key_padding_mask=m,
+                                         need_weights=need, backend=which)
+            return [c, w] if need else [c]
+        return go
+
+    def theirs(*args):
+        m = None if kpm is None else kpm.to(args[0].device)
+        c, w = naive_additive(*args, kpm=m)
+        return [c, w] if need else [c]
+
+    compare_fn(ours_with(backend), theirs, ours_with("reference"), tensors,
+               dtype, device)
+
+
+@pytest.mark.parametrize("case", list(ADDITIVE_CASES))
+def test_additive_reference_is_plain_torch_in_float64(case):
+    tensors, kpm, _ = additive_inputs(case)
+    c1, w1 = SF.additive_attention(*tensors[:6], tensors[6] if len(tensors) > 6
+                                   else None, key_padding_mask=kpm,
+                                   need_weights=True, backend="reference")
+    c2, w2 = naive_additive(*tensors, kpm=kpm)
+    torch.testing.assert_close(c1, c2, atol=1e-12, rtol=0)
+    torch.testing.assert_close(w1, w2, atol=1e-12, rtol=0)

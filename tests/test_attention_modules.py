@@ -1,0 +1,222 @@
+"""seqkernels.MultiheadAttention against torch.nn.MultiheadAttention with
+the same weights, seqkernels.AdditiveAttention against plain PyTorch, the
+module contracts, torch.compile, and bad input."""
+
+import math
+
+import pytest
+import torch
+
+import seqkernels
+import seqkernels.functional as SF
+from conftest import BACKEND_CASES, compare_fn, dtypes_for
+
+MHA_CASES = {
+    "plain": (dict(), dict()),
+    "batch_first_kpm": (dict(batch_first=True), dict(kpm=True)),
+    "kdim_vdim_bool_mask": (dict(kdim=5, vdim=3), dict(mask="bool")),
+    "bias_kv_zero_attn": (dict(add_bias_kv=True, add_zero_attn=True),
+                          dict(kpm=True, mask="float")),
+    "per_head_weights": (dict(), dict(average=False, mask="bool3d")),
+    "no_weights": (dict(), dict(need_weights=False, kpm=True)),
+    "causal_hint": (dict(), dict(causal=True, need_weights=False)),
+    "unbatched": (dict(), dict(unbatched=True)),
+}
+
+
+def _cases(names):
+    for param in BACKEND_CASES:
+        backend, device = param.values
+        for dtype in dtypes_for(device):
+            for name in names:
+                yield pytest.param(backend, device, dtype, name,
+                                   marks=param.marks,
+                                   id=f"{param.id}-{str(dtype)[6:]}-{name}")
+
+
+@pytest.mark.parametrize("backend,device,dtype,case", list(_cases(MHA_CASES)))
+def test_multihead_attention_matches_torch(backend, device, dtype, case):
+    ctor, opts = MHA_CASES[case]
+    E, H, L, S, N = 8, 2, 5, 6, 3
+    torch.manual_seed(0)
+    ref = torch.nn.MultiheadAttention(E, H, dtype=torch.float64, **ctor).eval()
+    tor = torch.nn.MultiheadAttention(E, H, device=device, dtype=dtype,
+                                      **ctor).eval()
+    ours = seqkernels.MultiheadAttention(E, H, device=device, dtype=dtype,
+                                         backend=backend, **ctor).eval()
+    tor.load_state_dict(ref.state_dict())
+    ours.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(1)
+    unbatched = opts.get("unbatched", False)
+    bf = ctor.get("batch_first", False)
+
+    def shape(T, D):
+        if unbatched:
+            return (T, D)
+        return (N, T, D) if bf else (T, N, D)
+
+    inputs = [torch.randn(shape(L, E), generator=g, dtype=torch.float64),
+              torch.randn(shape(S, ctor.get("kdim", E)), generator=g,
+                          dtype=torch.float64),
+              torch.randn(shape(S, ctor.get("vdim", E)), generator=g,
+                          dtype=torch.float64)]
+    kpm = None
+    if opts.get("kpm"):
+        kpm = torch.zeros(N, S, dtype=torch.bool)
+        kpm[1, 3:] = True
+    mask = None
+    if opts.get("mask") == "bool":
+        mask = torch.rand(L, S, generator=g) > 0.7
+        mask[:, 0] = False
+    elif opts.get("mask") == "float":
+        mask = torch.randn(L, S, generator=g, dtype=torch.float64)
+    elif opts.get("mask") == "bool3d":
+        mask = torch.rand(N * H, L, S, generator=g) > 0.7
+        mask[..., 0] = False
+    causal = opts.get("causal", False)
+    if causal:
+        mask = torch.ones(L, S, dtype=torch.bool).triu(1)
+    need = opts.get("need_weights", True)
+    average = opts.get("average", True)
+
+    def run(model):
+        def go(q, k, v):
+            dev, dt = q.device, q.dtype
+            m = None if mask is None else (
+                mask.to(dev) if mask.dtype == torch.bool else mask.to(dev, dt))
+            out, w = model(q, k, v, key_padding_mask=None if kpm is None
+                           else kpm.to(dev), need_weights=need, attn_mask=m,
+                           average_attn_weights=average, is_causal=causal)
+            return [out, w] if need else [out]
+        return go
+
+    params = {n: p for n, p in ref.named_parameters()}
+    assert set(params) == {n for n, _ in ours.named_parameters()}
+    compare_fn(run(ours), run(tor), run(ref), inputs, dtype, device)
+
+
+@pytest.mark.parametrize("backend,device,dtype,case",
+                         list(_cases(["sequence", "one_step"])))
+def test_additive_attention_module(backend, device, dtype, case):
+    torch.manual_seed(0)
+    Dq, Dk, Hh, B, Tq, Tk = 6, 5, 7, 2, 4, 9
+    ref = seqkernels.AdditiveAttention(Dq, Dk, Hh, dtype=torch.float64,
+                                       backend="reference")
+    with torch.no_grad():
+        ref.bias.normal_()
+    ours = seqkernels.AdditiveAttention(Dq, Dk, Hh, device=device, dtype=dtype,
+                                        backend=backend)
+    ours.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(2)
+    qshape = (B, Dq) if case == "one_step" else (B, Tq, Dq)
+    inputs = [torch.randn(qshape, generator=g, dtype=torch.float64),
+              torch.randn(B, Tk, Dk, generator=g, dtype=torch.float64)]
+    kpm = torch.zeros(B, Tk, dtype=torch.bool)
+    kpm[0, 5:] = True
+
+    def naive(query, key):
+        w_q, w_k, v, b = (t.to(query.device, query.dtype) for t in
+                          (ref.w_query, ref.w_key, ref.v, ref.bias))
+        q = query if query.dim() == 3 else query.unsqueeze(1)
+        s = torch.tanh((q @ w_q.t()).unsqueeze(2) + (key @ w_k.t()).unsqueeze(1)
+                       + b) @ v
+        s = s.masked_fill(kpm.to(query.device).unsqueeze(1), -math.inf)
+        w = s.softmax(-1)
+        c = w @ key
+        return [c.squeeze(1), w.squeeze(1)] if query.dim() == 2 else [c, w]
+
+    def run(model):
+        def go(query, key):
+            c, w = model(query, key, key_padding_mask=kpm.to(query.device),
+                         need_weights=True)
+            return [c, w]
+        return go
+
+    ours_params = dict(ours.named_parameters())
+    assert set(ours_params) == {"w_query", "w_key", "v", "bias"}
+    # Gradients flow to the module's own parameters, not to naive's copies,
+    # so the comparison covers inputs; parameters are checked below.
+    compare_fn(run(ours), naive, run(ref), inputs, dtype, device)
+    c, _ = ours(inputs[0].to(device, dtype), inputs[1].to(device, dtype))
+    grads = torch.autograd.grad(c.float().sum(), list(ours_params.values()))
+    assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+
+
+def test_multihead_attention_compiles_fullgraph():
+    torch.manual_seed(0)
+    m = seqkernels.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = torch.randn(2, 5, 8)
+    eager = m(x, x, x, need_weights=True)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")(
+        x, x, x, need_weights=True)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b)
+
+
+def test_sdpa_compiles_fullgraph_with_backward():
+    q = torch.randn(2, 2, 5, 4, requires_grad=True)
+
+    def f(q):
+        return SF.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    out = torch.compile(f, fullgraph=True)(q)
+    torch.testing.assert_close(out, f(q))
+    (g,) = torch.autograd.grad(out.sum(), q)
+    (ge,) = torch.autograd.grad(f(q).sum(), q)
+    torch.testing.assert_close(g, ge)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)),
+     "at least 3 dims"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 3), torch.randn(1, 2, 5, 4)),
+     "key .* must match query"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 6, 4)),
+     "value .* must match key"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 4, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)),
+     "enable_gqa"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4),
+        attn_mask=torch.ones(4, 5, dtype=torch.bool)),
+     "does not broadcast"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4),
+        attn_mask=torch.ones(3, 5, dtype=torch.int64)),
+     "attn_mask must be bool"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4, dtype=torch.float64),
+        torch.randn(1, 2, 5, 4)),
+     "key must have query's dtype"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4),
+        attn_mask=torch.ones(3, 5, dtype=torch.bool), is_causal=True),
+     "not both"),
+    (lambda: SF.scaled_dot_product_attention(
+        torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4),
+        dropout_p=1.0),
+     "dropout_p"),
+    (lambda: SF.additive_attention(
+        torch.randn(2, 3, 4), torch.randn(2, 5, 6), None, torch.randn(7, 4),
+        torch.randn(7, 5), torch.randn(7)),
+     "w_key must have shape"),
+    (lambda: SF.additive_attention(
+        torch.randn(2, 3, 4), torch.randn(2, 5, 6), None, torch.randn(7, 4),
+        torch.randn(7, 6), torch.randn(7),
+        key_padding_mask=torch.zeros(2, 4, dtype=torch.bool)),
+     "key_padding_mask must be bool of shape"),
+    (lambda: seqkernels.MultiheadAttention(8, 2)(
+        torch.randn(5, 3, 8), torch.randn(6, 3, 8), torch.randn(6, 3, 8),
+        key_padding_mask=torch.zeros(3, 5, dtype=torch.bool)),
+     "key_padding_mask must be"),
+    (lambda: seqkernels.MultiheadAttention(8, 2)(
+        torch.randn(5, 3, 8), torch.randn(6, 3, 8), torch.randn(6, 3, 8),
+        is_causal=True),
+     "needs attn_mask"),
+])
+def test_attention_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
+        call()
