@@ -1,8 +1,9 @@
 """Results: tidy CSV rows, the markdown target table, plots from the CSV.
 
-Every measurement is one row of ``results.csv`` (``COLUMNS``). Runs append
-to the file; ``run_id`` (the run's start time) tells runs apart, and the
-table and plots are drawn from the rows of one run, read back from the CSV
+Every measurement is one row of ``results.csv`` (``COLUMNS``; ``io_mem_mb``
+is the memory a peak is held against, in rows with such a target). Runs
+append to the file; ``run_id`` (the run's start time) tells runs apart, and
+the table and plots are drawn from the rows of one run, read back from the CSV
 (so they can be redrawn later: ``python benchmarks/report.py results.csv``).
 """
 
@@ -18,9 +19,9 @@ from typing import Iterable, Optional, Sequence
 COLUMNS = (
     "kernel", "provider", "mode", "config", "target", "shape", "dtype",
     "median_ms", "p20_ms", "p80_ms", "reps", "flops", "tflops", "bytes",
-    "gbps", "peak_mem_mb", "status", "check", "check_err", "note", "sweep",
-    "sweep_x", "gemm_ceiling_tflops", "copy_ceiling_gbps", "device", "torch",
-    "triton", "cuda", "commit", "date", "host", "run_id",
+    "gbps", "peak_mem_mb", "io_mem_mb", "status", "check", "check_err",
+    "note", "sweep", "sweep_x", "gemm_ceiling_tflops", "copy_ceiling_gbps",
+    "device", "torch", "triton", "cuda", "commit", "date", "host", "run_id",
 )
 
 
@@ -120,7 +121,10 @@ def ceilings_line(rows: Sequence[dict]) -> str:
 
 def target_table(rows: Sequence[dict], pairings: Iterable) -> str:
     """Each target row with seqkernels' time beside its anchor's: one line
-    per (seqkernels provider, anchor provider and dtype)."""
+    per (seqkernels provider, anchor provider and dtype). A pairing's
+    ``metric`` may instead be "copy" (ours GB/s against the copy ceiling)
+    or "memory" (ours peak MB against the row's ``io_mem_mb``, met when
+    peak / io_mem_mb <= threshold)."""
     head = ("| id | workload | ours | ours ms | anchor | anchor ms "
             "| anchor/ours | target | met |")
     lines = [head, "|" + " --- |" * 9]
@@ -145,6 +149,23 @@ def target_table(rows: Sequence[dict], pairings: Iterable) -> str:
                     f"| {p.target} | {p.workload} | {ours_text} | {ours_ms} "
                     f"({_ms(ours['gbps'])} GB/s) | copy ceiling | "
                     f"{_ms(copy_gbps)} GB/s | {_pct(frac)} of copy | "
+                    f"{p.target_text} | {met} |")
+                continue
+            if p.metric == "memory":
+                peak = num(ours["peak_mem_mb"])
+                io = num(ours.get("io_mem_mb"))
+                frac = peak / io if io else math.nan
+                met = ""
+                if _ok(ours) and not math.isnan(frac):
+                    met = "yes" if frac <= p.threshold else "no"
+                if _wrong(ours):
+                    met = "no (wrong)"
+                peak_text = ("not measured" if math.isnan(peak)
+                             else f"{_ms(peak)} MB peak")
+                lines.append(
+                    f"| {p.target} | {p.workload} | {ours_text} | "
+                    f"{peak_text} | inputs+outputs+scores | {_ms(io)} MB | "
+                    f"{'-' if math.isnan(frac) else f'{frac:.2f}x'} | "
                     f"{p.target_text} | {met} |")
                 continue
             provider = p.anchor_provider or ours["provider"]
@@ -257,7 +278,7 @@ def plot_sweeps(rows: Sequence[dict], out_dir: Path) -> list[Path]:
         ax_t.grid(True, which="both", alpha=0.3)
         ax_t.legend(fontsize=8)
         ax_f.set_ylabel("achieved TFLOP/s")
-        ax_f.set_xlabel(sweep)
+        ax_f.set_xlabel(sweep.split("-")[0])
         ax_f.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
         path = Path(out_dir) / f"{kernel}-sweep-{sweep}-{mode.replace('+', '_')}.png"
@@ -272,12 +293,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
     if __package__ in (None, ""):
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from benchmarks import lstm
+    from benchmarks.run import KERNELS
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("csv", type=Path)
     args = parser.parse_args(argv)
     rows = latest_run(read_csv(args.csv))
-    text = markdown(rows, lstm.PAIRINGS)
+    kernels = {r["kernel"] for r in rows}
+    text = markdown(rows, [p for name, module in KERNELS.items()
+                           if name in kernels for p in module.PAIRINGS])
     (args.csv.parent / "table.md").write_text(text)
     print(text)
     for path in plot_sweeps(rows, args.csv.parent):

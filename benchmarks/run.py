@@ -1,17 +1,20 @@
 """The benchmark job: every provider of every configuration, checked, then
 timed; results.csv, table.md and plots written into the output folder.
 
-    python benchmarks/run.py [--out DIR] [--quick | --full] [--only lstm]
-                             [--configs L1,L2,...] [--providers a,b]
+    python benchmarks/run.py [--out DIR] [--quick | --full]
+                             [--only lstm,attention]
+                             [--configs L1,A2,...] [--providers a,b]
                              [--no-compile] [--list]
 
-Defaults: --quick on a machine without a GPU (the CPU target row and tiny
-sweeps, about two minutes on two cores), --full with a GPU (the target rows
-of shared/design/TARGETS.md and the sweeps). Each provider runs inside its
-own try/except: a failure becomes a row whose note holds the error, and is
-printed loudly; nothing falls back silently. Before timing, each provider's
-outputs and gradients are compared once with a float32 PyTorch reference;
-a mismatch is printed, and marked WRONG in the table.
+Kernels: ``lstm`` (lstm.py) and ``attention`` (attention.py), both by
+default. Defaults: --quick on a machine without a GPU (the CPU target row,
+tiny sweeps and small attention rows, about two minutes on two cores),
+--full with a GPU (the target rows of shared/design/TARGETS.md and the
+sweeps). Each provider runs inside its own try/except: a failure becomes a
+row whose note holds the error, and is printed loudly; nothing falls back
+silently. Before timing, each provider's outputs and gradients are compared
+once with a float32 PyTorch reference; a mismatch is printed, and marked
+WRONG in the table.
 
 Exit status: 1 if a seqkernels provider failed or mismatched (a skipped one,
 for a reason printed, does not count), 0 otherwise.
@@ -34,9 +37,11 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks import check, harness, lstm, report  # noqa: E402
+from benchmarks import attention, check, harness, lstm, report  # noqa: E402
 
-KERNELS = {"lstm": lstm}
+# Each kernel module has KERNEL, configs, plan, build, reference, flops,
+# pointwise_bytes and PAIRINGS; io_mem_mb is optional.
+KERNELS = {"lstm": lstm, "attention": attention}
 
 
 @dataclass
@@ -81,6 +86,12 @@ def _error_text(exc: BaseException) -> str:
         frame = tb[-1]
         where = f" (at {Path(frame.filename).name}:{frame.lineno})"
     message = " ".join(str(exc).split())
+    if isinstance(exc, NotImplementedError) and message.startswith(
+            "Could not run "):
+        # The dispatcher's message: its first sentence names the op and the
+        # device; the rest lists the dispatch keys that do have a kernel.
+        message = (message.split(". ", 1)[0]
+                   + ": no kernel is registered for it")
     if len(message) > 400:
         message = message[:400] + "..."
     return f"{type(exc).__name__}: {message}{where}"
@@ -128,6 +139,8 @@ def run_job(kernel, job, device: torch.device, settings: harness.Settings,
                 "sweep_x": cfg.sweep_x if cfg.sweep else "",
                 "flops": kernel.flops(cfg, mode) or "",
                 "bytes": kernel.pointwise_bytes(cfg, mode, job.dtype) or "",
+                "io_mem_mb": (kernel.io_mem_mb(cfg, mode, job.dtype)
+                              if hasattr(kernel, "io_mem_mb") else 0) or "",
                 **values}
 
     def fail_all(text, status="failed"):
@@ -264,15 +277,20 @@ def _select(device: torch.device, full: bool, only: Sequence[str],
             # Each name is looked up in the run's own list first, then in
             # the device's other list (quick or full), then among the GPU
             # rows, so a GPU row can be asked for on CPU too; a name's
-            # matches all come from the first list that has any.
+            # matches all come from the first list that has any. A name
+            # matches a configuration's name, the family it heads
+            # ("name-..."), or one of its targets ("A1" in "A1/A2").
             pools = [module.configs(device, full),
                      module.configs(device, not full),
                      module.configs(torch.device("cuda"), True)]
             chosen = []
             for want in names:
+                if not want:
+                    continue
                 for pool in pools:
                     found = [c for c in pool if c.name == want
-                             or c.name.startswith(want + "-")]
+                             or c.name.startswith(want + "-")
+                             or want in c.target.split("/")]
                     if found:
                         chosen += [c for c in found if c not in chosen]
                         break
@@ -281,6 +299,18 @@ def _select(device: torch.device, full: bool, only: Sequence[str],
         if chosen:
             selected[kernel] = chosen
     return selected
+
+
+def _print_plan(device: torch.device, selected: dict[str, Sequence],
+                compile: bool, providers: Optional[Sequence[str]]) -> None:
+    for name, configs in selected.items():
+        for job in KERNELS[name].plan(device, configs, compile=compile):
+            if providers and not any(p in job.provider for p in providers):
+                continue
+            print(f"{name:9} {job.config.name:22} {job.config.shape:42} "
+                  f"{','.join(job.config.modes):16} {job.provider:32} "
+                  f"{str(job.dtype).replace('torch.', ''):9}"
+                  f"{' SKIP: ' + job.skip if job.skip else ''}")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -300,13 +330,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              f"(of {', '.join(KERNELS)})")
     parser.add_argument("--configs", default=None,
                         help="configurations by name, comma-separated; a "
-                             "name also selects its family: 'L5' gives "
-                             "L5-packed and L5-padded, 'batch' the batch sweep")
+                             "name also selects its family and its target "
+                             "rows: 'L5' gives L5-packed and L5-padded, "
+                             "'batch' the batch sweep, 'A2' every SDPA row, "
+                             "'sdpa-hd64-causal' that T sweep")
     parser.add_argument("--providers", default=None,
                         help="keep only providers whose name contains one "
                              "of these, comma-separated")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
-                        help="skip the torch.compile provider (its compile "
+                        help="skip the torch.compile providers (a compile "
                              "takes about 10 s per shape on a 2-core CPU)")
     parser.add_argument("--time-limit", type=float, default=None,
                         metavar="SECONDS",
@@ -314,7 +346,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "rest are recorded as skipped (a job already "
                              "running finishes)")
     parser.add_argument("--list", action="store_true",
-                        help="list what would run, and exit")
+                        help="list what would run, and exit (without a GPU "
+                             "and without --device: also what would run on "
+                             "one)")
     parser.add_argument("--device", default=None,
                         help="cuda or cpu (default: cuda if available)")
     return parser.parse_args(argv)
@@ -339,14 +373,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("no configuration matches", file=sys.stderr)
         return 2
     if args.list:
-        for name, configs in selected.items():
-            for job in KERNELS[name].plan(device, configs, compile=compile):
-                if providers and not any(p in job.provider for p in providers):
-                    continue
-                print(f"{name:5} {job.config.name:14} {job.config.shape:42} "
-                      f"{','.join(job.config.modes):16} {job.provider:22} "
-                      f"{str(job.dtype).replace('torch.', ''):9}"
-                      f"{' SKIP: ' + job.skip if job.skip else ''}")
+        _print_plan(device, selected, compile, providers)
+        if args.device is None and device.type != "cuda":
+            # No GPU here: show what the same command would run on one.
+            gpu = torch.device("cuda")
+            print(f"\n# on a GPU (--device cuda), the same command "
+                  f"({'full' if full else 'quick'}) runs:")
+            _print_plan(gpu, _select(gpu, full, only, names), compile,
+                        providers)
         return 0
     settings = harness.Settings() if full else harness.Settings.quick()
     start = time.perf_counter()

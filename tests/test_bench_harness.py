@@ -146,3 +146,230 @@ def test_runner_modes():
     fn()
     with pytest.raises(ValueError):
         harness.runner(inference, "fwd+bwd")
+
+
+# --------------------------------------------------------------------------
+# Attention (benchmarks/attention.py)
+
+from benchmarks import attention  # noqa: E402
+
+ATTN_CONFIGS = [
+    attention.Config("sdpa-cpu-hd64-T256", "sdpa", B=1, Tq=16, heads=2, D=8,
+                     sweep="T-hd8", sweep_x=16, sanity=True),
+    attention.Config("sdpa-tiny-T32", "sdpa", B=1, Tq=32, heads=2, D=8,
+                     causal=True, sweep="T-hd8", sweep_x=32, sanity=True,
+                     modes=("fwd", "fwd+bwd", "bwd")),
+    attention.Config("scores-cpu", "scores", B=1, Tq=8, Tk=12, heads=2, D=8,
+                     modes=("fwd", "fwd+bwd"), sanity=True),
+    attention.Config("mha-weights-cpu", "mha-weights", B=2, Tq=6, heads=2,
+                     D=4, modes=("fwd",), sanity=True),
+    attention.Config("mha-noweights-tiny", "mha-noweights", B=2, Tq=6,
+                     heads=2, D=4, sanity=True),
+    attention.Config("additive-cpu", "additive", B=2, Tq=5, Tk=7, H=6, D=4,
+                     modes=("fwd+bwd", "bwd"), sanity=True),
+]
+ANCHORS = {"torch-sdpa", "torch-sdpa-math", "torch-matmul-softmax",
+           "torch-mha-weights", "torch-mha-noweights", "torch-additive-eager"}
+
+
+def _run_attention(tmp_path, configs=ATTN_CONFIGS, compile=False):
+    return bench_run.run(tmp_path, CPU, {"attention": configs}, TINY,
+                         compile=compile,
+                         ceiling_sizes={"gemm_n": 64, "copy_mb": 1},
+                         quiet=True)
+
+
+def _not_registered(row) -> bool:
+    """A seqkernels kernel missing for this device: a loud failure row."""
+    return (row["status"] == "failed"
+            and "NotImplementedError" in row["note"]
+            and "no kernel is registered" in row["note"])
+
+
+def test_attention_run(tmp_path, capsys):
+    summary = _run_attention(tmp_path)
+    rows = [r for r in report.read_csv(tmp_path / "results.csv")
+            if r["kernel"] == "attention"]
+    providers = {r["provider"] for r in rows}
+    assert ANCHORS | {"seqkernels-cpu", "seqkernels-auto",
+                      "seqkernels-reference", "seqkernels-mha-weights-cpu",
+                      "seqkernels-mha-noweights-reference",
+                      "torch-additive-compile"} <= providers
+    missing = []
+    for r in rows:
+        if r["provider"] == "torch-additive-compile":
+            assert r["status"] == "skipped" and "--no-compile" in r["note"]
+            continue
+        if r["provider"].endswith(("-cpu", "-auto")):
+            # The CPU attention kernels may not exist yet: then the row says
+            # so (and run() counts it as our failure); once they exist the
+            # row must be a good measurement like the others.
+            if _not_registered(r):
+                missing.append(r)
+                continue
+        assert r["status"] == "ok", r
+        assert r["check"] == "ok", r
+        p20, med, p80 = (float(r[k])
+                         for k in ("p20_ms", "median_ms", "p80_ms"))
+        assert 0 < p20 <= med <= p80
+        assert float(r["tflops"]) > 0
+        if r["config"] == "scores-cpu":
+            assert float(r["bytes"]) == 1 * 2 * 8 * 12 * 4 * {
+                "fwd": 1, "fwd+bwd": 3}[r["mode"]]
+            assert float(r["gbps"]) > 0
+        if r["config"] == "additive-cpu":
+            assert float(r["io_mem_mb"]) > 0
+    assert {r["mode"] for r in rows if r["config"] == "sdpa-tiny-T32"} == {
+        "fwd", "bwd", "fwd+bwd"}
+    assert summary.ok == (not missing)
+    if missing:
+        err = capsys.readouterr().err
+        assert "!!!!! FAILED" in err and "NotImplementedError" in err
+        assert len(summary.failures) == len(
+            {(r["provider"], r["config"]) for r in missing})
+
+    table = (tmp_path / "table.md").read_text()
+    assert "| CPU | SDPA hd64 T=256, fwd+bwd, fp32 | seqkernels-reference " \
+        "float32 |" in table
+    assert "torch-additive-eager float32" in table
+    assert "x |" in table  # a ratio was computed
+
+    # The T sweep's plots (time against T, a line per provider).
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    for mode in ("fwd", "fwd_bwd"):
+        png = tmp_path / f"attention-sweep-T-hd8-{mode}.png"
+        assert png.exists(), mode
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_providers_agree():
+    """Every provider of a configuration gives the reference's outputs and
+    gradients (the harness's check), with the same leaves."""
+    from benchmarks import check
+    for cfg in ATTN_CONFIGS:
+        ref = attention.reference(attention.Job(cfg, "", torch.float32), CPU)
+        for job in attention.plan(CPU, [cfg], compile=True):
+            if job.provider.endswith(("-cpu", "-auto")):
+                continue  # run by test_attention_run, if present
+            case = attention.build(job, CPU)
+            assert set(case.leaves) == set(ref.leaves), job.provider
+            result = check.check(case, ref, torch.float32, True)
+            assert result.ok, (cfg.name, job.provider, result.detail)
+
+
+def test_attention_wrong_and_missing_kernels(tmp_path, monkeypatch, capsys):
+    build = attention.build
+
+    def patched(job, device):
+        if job.provider == "seqkernels-cpu":
+            def missing():
+                raise NotImplementedError(
+                    "Could not run 'seqkernels::sdpa' with arguments from the "
+                    "'CPU' backend. This could be because the operator "
+                    "doesn't exist for this backend, ...")
+            return harness.Case(missing, {})
+        case = build(job, device)
+        if job.provider == "seqkernels-reference":
+            forward = case.forward
+            case.forward = lambda: [o * 1.5 for o in forward()]
+        return case
+    monkeypatch.setattr(attention, "build", patched)
+    summary = _run_attention(tmp_path, ATTN_CONFIGS[:1])
+    assert not summary.ok
+    rows = report.read_csv(tmp_path / "results.csv")
+    cpu = [r for r in rows if r["provider"] == "seqkernels-cpu"]
+    assert cpu and all(_not_registered(r) for r in cpu)
+    assert all("This could be" not in r["note"] for r in cpu)  # shortened
+    assert "seqkernels::sdpa" in capsys.readouterr().err
+    ref = [r for r in rows if r["provider"] == "seqkernels-reference"]
+    assert all(r["check"].startswith("MISMATCH") for r in ref)
+    assert "seqkernels-reference float32 WRONG" in (
+        tmp_path / "table.md").read_text()
+
+
+def test_attention_memory_and_copy_pairings():
+    """A4's memory line and A3's copy line, from hand-made rows."""
+    def row(provider, config, mode, **values):
+        base = {k: "" for k in report.COLUMNS}
+        base.update(kernel="attention", provider=provider, config=config,
+                    mode=mode, dtype="bfloat16", status="ok", check="ok",
+                    **{k: str(v) for k, v in values.items()})
+        return base
+    rows = [
+        row("copy", "copy", "fwd", gbps=4000) | {"kernel": "ceiling"},
+        row("seqkernels-cuda", "A4", "fwd+bwd", median_ms=2.0,
+            peak_mem_mb=150, io_mem_mb=100),
+        row("seqkernels-triton", "A4", "fwd+bwd", median_ms=2.0,
+            peak_mem_mb=250, io_mem_mb=100),
+        row("torch-additive-eager", "A4", "fwd+bwd", median_ms=30.0),
+        row("seqkernels-cuda", "A3", "fwd", median_ms=1.0, gbps=3200),
+    ]
+    table = report.target_table(rows, attention.PAIRINGS)
+    lines = table.splitlines()
+    memory = [ln for ln in lines if "peak memory" in ln]
+    assert len(memory) == 2
+    assert "seqkernels-cuda" in memory[0] and "1.50x" in memory[0] \
+        and memory[0].endswith("| yes |")
+    assert "2.50x" in memory[1] and memory[1].endswith("| no |")
+    eager = [ln for ln in lines if "torch-additive-eager" in ln]
+    assert any("15.00x" in ln and ln.endswith("| yes |") for ln in eager)
+    copy = [ln for ln in lines if "copy ceiling" in ln]
+    assert len(copy) == 1 and "80% of copy" in copy[0] \
+        and copy[0].endswith("| yes |")
+
+
+def test_attention_plan_and_selection(capsys):
+    gpu = torch.device("cuda")
+    rows = attention.configs(gpu, True)
+    sdpa = [c for c in rows if c.kind == "sdpa"]
+    assert {(c.D, c.causal) for c in sdpa} == {
+        (64, False), (64, True), (128, False), (128, True)}
+    assert {c.Tq for c in sdpa} == {1024, 2048, 4096, 8192, 16384}
+    assert all(c.B * c.Tq == 16384 for c in sdpa)
+    a3 = next(c for c in rows if c.name == "A3")
+    assert (a3.B, a3.heads, a3.Tq, a3.keys, a3.D) == (8, 16, 2048, 2048, 64)
+    a4 = next(c for c in rows if c.name == "A4")
+    assert (a4.B, a4.Tq, a4.keys, a4.H) == (32, 512, 512, 256)
+    # A1 FLOPs: 4*B*H*T*T*D, halved when causal; the backward 2.5x.
+    c = next(c for c in sdpa if c.Tq == 4096 and c.D == 128 and c.causal)
+    fwd = 4.0 * c.B * c.heads * 4096 * 4096 * 128 / 2
+    assert attention.flops(c, "fwd") == fwd
+    assert attention.flops(c, "bwd") == 2.5 * fwd
+    assert attention.flops(c, "fwd+bwd") == 3.5 * fwd
+    # A3 bytes: the P write.
+    assert attention.pointwise_bytes(a3, "fwd", torch.bfloat16) == \
+        8 * 16 * 2048 * 2048 * 2
+
+    jobs = attention.plan(gpu, sdpa, compile=False)
+    providers = {j.provider for j in jobs}
+    assert {"seqkernels-cuda", "seqkernels-triton", "seqkernels-auto",
+            "torch-sdpa-flash", "torch-sdpa-efficient", "torch-sdpa-cudnn",
+            "torch-sdpa-math"} == providers
+    assert all(j.dtype == torch.bfloat16 for j in jobs)
+    big = [j for j in jobs if j.provider == "torch-sdpa-math"
+           and j.config.Tq == 16384]
+    assert big and all("GiB" in j.skip for j in big)
+
+    selected = bench_run._select(CPU, False, ["attention"], ["A2"])
+    assert {c.name for c in selected["attention"]} == {c.name for c in sdpa}
+    selected = bench_run._select(CPU, False, ["attention"], ["A4"])
+    assert [c.name for c in selected["attention"]] == ["A4"]
+
+    assert bench_run.main(["--list", "--full", "--device", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert "sdpa-hd128-causal-T16384" in out and "torch-sdpa-cudnn" in out
+    assert "lstm" in out and "A4" in out
+
+
+def test_attention_quick_cpu_is_small():
+    quick = attention.configs(CPU, False)
+    assert len(quick) <= 5
+    sdpa = [c for c in quick if c.kind == "sdpa"]
+    assert [(c.B, c.heads, c.Tq, c.D) for c in sdpa] == [(2, 4, 256, 64)]
+    additive = next(c for c in quick if c.kind == "additive")
+    assert (additive.B, additive.Tq, additive.H) == (4, 64, 64)
+    assert all(c.sanity for c in quick)
+    assert not any(c.sanity for c in attention.configs(CPU, True))
