@@ -29,7 +29,7 @@ def activate(pre: Tensor, nonlinearity: str) -> Tensor:
         return pre.tanh()
     if nonlinearity == "relu":
         return pre.relu()
-    return pre.clone()
+    return pre
 
 
 def activate_backward(h: Tensor, dh: Tensor, nonlinearity: str) -> Tensor:
@@ -38,7 +38,7 @@ def activate_backward(h: Tensor, dh: Tensor, nonlinearity: str) -> Tensor:
         return dh * (1 - h * h)
     if nonlinearity == "relu":
         return torch.where(h <= 0, 0, dh)  # torch's threshold_backward
-    return dh.clone()
+    return dh
 
 
 def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor],
@@ -51,12 +51,13 @@ def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor],
     if bias is not None:
         pre = pre + bias.to(acc)
     h = activate(pre, nonlinearity)
-    return h.to(x_proj.dtype), h
+    # A copy even where the dtypes agree: the op's outputs must not alias.
+    return h.to(x_proj.dtype, copy=True), h
 
 
 def rnn_cell_backward(grad_h: Tensor, gates: Tensor,
                       nonlinearity: str) -> Tensor:
     """Backward of ``rnn_cell``: the gradient of the pre-activation."""
     check_nonlinearity(nonlinearity)
-    return activate_backward(gates, grad_h.to(gates.dtype),
-                             nonlinearity).to(grad_h.dtype)
+    grad_pre = activate_backward(gates, grad_h.to(gates.dtype), nonlinearity)
+    return grad_pre.to(grad_h.dtype, copy=True)  # never an alias of grad_h
