@@ -385,6 +385,18 @@ def test_compile_fullgraph_matches_eager():
         torch.testing.assert_close(a, b)
 
 
+def test_compile_inductor_fullgraph():
+    torch.manual_seed(0)
+    gru = seqkernels.GRU(4, 6)
+    rnn = seqkernels.RNN(6, 3, nonlinearity="relu")
+
+    def f(x):
+        return rnn(gru(x)[0])[0]
+
+    x = torch.randn(5, 2, 4)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x), f(x))
+
+
 @pytest.mark.parametrize("cls", [seqkernels.GRU, seqkernels.RNN])
 def test_dropout_between_layers_in_training(cls):
     torch.manual_seed(0)
