@@ -30,6 +30,35 @@ const char* kLstmSeqBackward =
     " -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih,"
     " Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)";
 
+const char* kGruCell =
+    "(Tensor x_proj, Tensor h_proj, Tensor h, Tensor? b_ih, Tensor? b_hh)"
+    " -> (Tensor h_new, Tensor gates)";
+const char* kGruCellBackward =
+    "(Tensor grad_h, Tensor h, Tensor gates)"
+    " -> (Tensor grad_x_proj, Tensor grad_h_proj, Tensor grad_h_prev)";
+const char* kGruSeq =
+    "(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih,"
+    " Tensor? b_hh, Tensor? lengths) -> (Tensor y, Tensor h_n, Tensor gates)";
+const char* kGruSeqBackward =
+    "(Tensor grad_y, Tensor grad_h_n, Tensor x, Tensor h0, Tensor w_ih,"
+    " Tensor w_hh, Tensor? lengths, Tensor y, Tensor gates, bool has_bias)"
+    " -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh,"
+    " Tensor grad_b_ih, Tensor grad_b_hh)";
+const char* kRnnCell =
+    "(Tensor x_proj, Tensor h_proj, Tensor? bias, str nonlinearity)"
+    " -> (Tensor h_new, Tensor gates)";
+const char* kRnnCellBackward =
+    "(Tensor grad_h, Tensor gates, str nonlinearity) -> Tensor";
+const char* kRnnSeq =
+    "(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? bias,"
+    " Tensor? lengths, str nonlinearity)"
+    " -> (Tensor y, Tensor h_n, Tensor gates)";
+const char* kRnnSeqBackward =
+    "(Tensor grad_y, Tensor grad_h_n, Tensor x, Tensor h0, Tensor w_ih,"
+    " Tensor w_hh, Tensor? lengths, Tensor y, Tensor gates, bool has_bias,"
+    " str nonlinearity) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih,"
+    " Tensor grad_w_hh, Tensor grad_bias)";
+
 const char* kSdpa =
     "(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float dropout_p,"
     " bool is_causal, float scale, Tensor? rng) -> (Tensor out, Tensor lse)";
@@ -67,6 +96,14 @@ TORCH_LIBRARY(seqkernels, m) {
   define_variants(m, "lstm_cell_backward", kLstmCellBackward);
   define_variants(m, "lstm_seq", kLstmSeq);
   define_variants(m, "lstm_seq_backward", kLstmSeqBackward);
+  define_variants(m, "gru_cell", kGruCell);
+  define_variants(m, "gru_cell_backward", kGruCellBackward);
+  define_variants(m, "gru_seq", kGruSeq);
+  define_variants(m, "gru_seq_backward", kGruSeqBackward);
+  define_variants(m, "rnn_cell", kRnnCell);
+  define_variants(m, "rnn_cell_backward", kRnnCellBackward);
+  define_variants(m, "rnn_seq", kRnnSeq);
+  define_variants(m, "rnn_seq_backward", kRnnSeqBackward);
   define_variants(m, "sdpa", kSdpa);
   define_variants(m, "sdpa_backward", kSdpaBackward);
   define_variants(m, "attention_scores", kAttentionScores);

@@ -32,6 +32,29 @@ def lstm_cases(device):
             yield f"lstm {dtype} {kw} lengths={lengths}"
 
 
+def gru_rnn_cases(device):
+    for dtype in (torch.float32, torch.bfloat16):
+        for cls, kw in ((seqkernels.GRU, dict()),
+                        (seqkernels.RNN, dict(nonlinearity="relu")),
+                        (seqkernels.RNN, dict(nonlinearity="identity"))):
+            for extra, lengths in (
+                (dict(), None),
+                (dict(bidirectional=True, num_layers=2), [5, 2, 7]),
+            ):
+                m = cls(13, 37, backend="cuda", device=device, dtype=dtype,
+                        **kw, **extra)
+                x = torch.randn(7, 3, 13, device=device, dtype=dtype,
+                                requires_grad=True)
+                inp = x
+                if lengths is not None:
+                    inp = torch.nn.utils.rnn.pack_padded_sequence(
+                        x, torch.tensor(lengths), enforce_sorted=False)
+                out, h = m(inp)
+                out = out.data if lengths is not None else out
+                (out.float().sum() + h.float().sum()).backward()
+                yield f"{cls.__name__} {kw} {dtype} {extra} lengths={lengths}"
+
+
 def cell_cases(device):
     for dtype in (torch.float32, torch.float16):
         cell = seqkernels.LSTMCell(13, 37, backend="cuda", device=device,
@@ -40,11 +63,20 @@ def cell_cases(device):
         h, c = cell(x)
         (h.float().sum() + c.float().sum()).backward()
         yield f"lstm_cell {dtype}"
+        for cell in (seqkernels.GRUCell(13, 37, backend="cuda",
+                                        device=device, dtype=dtype),
+                     seqkernels.RNNCell(13, 37, nonlinearity="identity",
+                                        backend="cuda", device=device,
+                                        dtype=dtype)):
+            h = cell(x, torch.randn(5, 37, device=device, dtype=dtype))
+            h.float().sum().backward()
+            yield f"{type(cell).__name__} {dtype}"
 
 
 def main():
     device = torch.device("cuda")
-    for gen in (lstm_cases(device), cell_cases(device)):
+    for gen in (lstm_cases(device), gru_rnn_cases(device),
+                cell_cases(device)):
         for name in gen:
             torch.cuda.synchronize()
             print("ok", name, flush=True)

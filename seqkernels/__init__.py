@@ -1,9 +1,11 @@
 """seqkernels: fused GPU kernels for sequence models in PyTorch.
 
-Drop-in modules (``seqkernels.LSTM``, ``seqkernels.LSTMCell``,
-``seqkernels.MultiheadAttention``), ``seqkernels.AdditiveAttention``, a functional
-API (``seqkernels.functional``) and the registered ops underneath
-(``torch.ops.seqkernels.*``). See the README for backends and support.
+Drop-in modules (``seqkernels.LSTM``, ``GRU``, ``RNN``, ``LSTMCell``,
+``GRUCell``, ``RNNCell``, ``MultiheadAttention``), ``seqkernels.AdditiveAttention``,
+``seqkernels.convert`` (swap the torch.nn modules of a model for these and
+back), a functional API (``seqkernels.functional``) and the registered ops
+underneath (``torch.ops.seqkernels.*``). See the README for backends and
+support.
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)
@@ -12,12 +14,15 @@ from . import _C  # noqa: F401  (loads the op library)
 from . import ops  # noqa: F401  (registers fakes and autograd)
 from . import functional
 from ._backend import BACKENDS
-from .nn import LSTM, AdditiveAttention, LSTMCell, MultiheadAttention
+from .convert import convert
+from .nn import (GRU, LSTM, RNN, AdditiveAttention, GRUCell, LSTMCell,
+                 MultiheadAttention, RNNCell)
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "MultiheadAttention", "AdditiveAttention",
-           "functional", "ops", "BACKENDS", "build_info"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "RNN", "RNNCell",
+           "MultiheadAttention", "AdditiveAttention", "convert", "functional",
+           "ops", "BACKENDS", "build_info"]
 
 
 def build_info() -> dict:

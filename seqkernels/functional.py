@@ -1,11 +1,13 @@
-"""Functional API: whole LSTM stacks (layers, directions, variable lengths,
-dropout between layers) over the single-layer op ``lstm_seq``; the fused
-cell over ``lstm_cell``; scaled dot-product attention, attention
-probabilities and additive (Bahdanau) attention over their fused ops.
+"""Functional API: whole recurrent stacks (LSTM, GRU, vanilla RNN: layers,
+directions, variable lengths, dropout between layers) over the single-layer
+ops ``lstm_seq``, ``gru_seq`` and ``rnn_seq``; the fused cells over
+``lstm_cell``, ``gru_cell`` and ``rnn_cell``; scaled dot-product attention,
+attention probabilities and additive (Bahdanau) attention over their fused
+ops.
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +15,20 @@ from torch import Tensor
 
 from . import _backend
 from .ops._variants import op as _op
+from .ops import gru_cell as _gru_cell_op
+from .ops import gru_seq as _gru_seq_op
 from .ops import lstm_cell as _lstm_cell_op
 from .ops import lstm_seq as _lstm_seq_op
+from .ops import rnn_cell as _rnn_cell_op
+from .ops import rnn_seq as _rnn_seq_op
+from .reference.rnn_cell import check_nonlinearity
 
 # Per layer and direction: (w_ih, w_hh, b_ih, b_hh, w_hr), None where absent.
 LayerWeights = tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor],
                      Optional[Tensor]]
+# GRU and RNN: (w_ih, w_hh, b_ih, b_hh), None where absent (a fifth entry,
+# w_hr, is accepted if None).
+CellWeights = tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]
 
 
 def reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -48,6 +58,78 @@ def _check_lengths(lengths: Tensor, T: int, B: int) -> None:
             f"length), got {lengths.tolist()}")
 
 
+# One layer in one direction: (seq [T,B,I], initial states, the layer's
+# weights, lengths) -> (y [T,B,*], final states). Time runs forward.
+LayerFn = Callable[[Tensor, tuple[Tensor, ...], tuple, Optional[Tensor]],
+                   tuple[Tensor, tuple[Tensor, ...]]]
+
+
+def _stack(layer_fn: LayerFn, input: Tensor,
+           hx: Optional[tuple[Tensor, ...]],
+           states: Sequence[tuple[str, int]], weights: Sequence[tuple], *,
+           num_layers: int, bidirectional: bool, batch_first: bool,
+           dropout: float, training: bool, lengths: Optional[Tensor]
+           ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The layer/direction/lengths stacking shared by every recurrent cell.
+
+    ``states``: (name, size) of each recurrent state, e.g. ``(("hx[0]", P),
+    ("hx[1]", H))`` for the LSTM; ``hx`` holds them as ``[L*D, B, size]``
+    tensors, or is None for zeros. Returns the output (batch_first if asked)
+    and the final states, stacked ``[L*D, B, size]``.
+    """
+    if input.dim() != 3:
+        raise ValueError(
+            f"seqkernels: input must be 3-D [T, B, input_size] (or batch "
+            f"first), got shape {tuple(input.shape)}")
+    if not input.is_floating_point():
+        raise TypeError(
+            f"seqkernels: input must be floating point, got {input.dtype}")
+    x = input.transpose(0, 1) if batch_first else input
+    T, B, _ = x.shape
+    if T == 0 or B == 0:
+        raise ValueError(
+            f"seqkernels: input needs at least one step and one batch "
+            f"element, got shape {tuple(input.shape)}")
+    D = 2 if bidirectional else 1
+    if len(weights) != num_layers * D:
+        raise ValueError(
+            f"seqkernels: weights must hold {num_layers * D} layer tuples, got "
+            f"{len(weights)}")
+    if hx is None:
+        hx = tuple(x.new_zeros(num_layers * D, B, size) for _, size in states)
+    else:
+        for (name, size), t in zip(states, hx):
+            if tuple(t.shape) != (num_layers * D, B, size):
+                raise ValueError(
+                    f"seqkernels: {name} must have shape "
+                    f"{(num_layers * D, B, size)}, got {tuple(t.shape)}")
+            if t.dtype != x.dtype or t.device != x.device:
+                raise ValueError(
+                    f"seqkernels: {name} must have input's dtype and device "
+                    f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
+    if lengths is not None:
+        _check_lengths(lengths, T, B)
+        lengths = lengths.to(device=x.device, dtype=torch.int64)
+
+    finals: list[list[Tensor]] = [[] for _ in states]
+    layer_in = x
+    for layer in range(num_layers):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            seq = reverse_padded(layer_in, lengths) if d == 1 else layer_in
+            y, last = layer_fn(seq, tuple(t[k] for t in hx), weights[k],
+                               lengths)
+            outs.append(reverse_padded(y, lengths) if d == 1 else y)
+            for acc, t in zip(finals, last):
+                acc.append(t)
+        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_in = F.dropout(layer_in, dropout, training=True)
+    out = layer_in.transpose(0, 1) if batch_first else layer_in
+    return out, tuple(torch.stack(f) for f in finals)
+
+
 def lstm(input: Tensor, hx: Optional[tuple[Tensor, Tensor]],
          weights: Sequence[LayerWeights], *, num_layers: int,
          bidirectional: bool = False, batch_first: bool = False,
@@ -70,63 +152,104 @@ def lstm(input: Tensor, hx: Optional[tuple[Tensor, Tensor]],
     Returns:
         ``output [T, B, D*P]`` (batch_first if asked) and ``(h_n, c_n)``.
     """
-    if input.dim() != 3:
-        raise ValueError(
-            f"seqkernels: input must be 3-D [T, B, input_size] (or batch "
-            f"first), got shape {tuple(input.shape)}")
-    if not input.is_floating_point():
-        raise TypeError(
-            f"seqkernels: input must be floating point, got {input.dtype}")
-    x = input.transpose(0, 1) if batch_first else input
-    T, B, _ = x.shape
-    if T == 0 or B == 0:
-        raise ValueError(
-            f"seqkernels: input needs at least one step and one batch "
-            f"element, got shape {tuple(input.shape)}")
-    D = 2 if bidirectional else 1
-    if len(weights) != num_layers * D:
-        raise ValueError(
-            f"seqkernels: weights must hold {num_layers * D} layer tuples, got "
-            f"{len(weights)}")
-    H = weights[0][1].shape[0] // 4
-    P = weights[0][1].shape[1]
-    if hx is None:
-        h0 = x.new_zeros(num_layers * D, B, P)
-        c0 = x.new_zeros(num_layers * D, B, H)
-    else:
-        h0, c0 = hx
-        for name, t, size in (("hx[0]", h0, P), ("hx[1]", c0, H)):
-            if tuple(t.shape) != (num_layers * D, B, size):
-                raise ValueError(
-                    f"seqkernels: {name} must have shape "
-                    f"{(num_layers * D, B, size)}, got {tuple(t.shape)}")
-            if t.dtype != x.dtype or t.device != x.device:
-                raise ValueError(
-                    f"seqkernels: {name} must have input's dtype and device "
-                    f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
-    if lengths is not None:
-        _check_lengths(lengths, T, B)
-        lengths = lengths.to(device=x.device, dtype=torch.int64)
+    H = weights[0][1].shape[0] // 4 if weights else 0
+    P = weights[0][1].shape[1] if weights else 0
 
-    h_n, c_n = [], []
-    layer_in = x
-    for layer in range(num_layers):
-        outs = []
-        for d in range(D):
-            k = layer * D + d
-            w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
-            bias = b_ih + b_hh if b_ih is not None else None
-            seq = reverse_padded(layer_in, lengths) if d == 1 else layer_in
-            y, h, c = _lstm_seq_op(seq, h0[k], c0[k], w_ih, w_hh, bias, w_hr,
-                                   lengths, backend=backend)
-            outs.append(reverse_padded(y, lengths) if d == 1 else y)
-            h_n.append(h)
-            c_n.append(c)
-        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)
-        if dropout > 0 and training and layer < num_layers - 1:
-            layer_in = F.dropout(layer_in, dropout, training=True)
-    out = layer_in.transpose(0, 1) if batch_first else layer_in
-    return out, (torch.stack(h_n), torch.stack(c_n))
+    def layer(seq, states, w, lengths):
+        w_ih, w_hh, b_ih, b_hh, w_hr = w
+        bias = b_ih + b_hh if b_ih is not None else None
+        y, h, c = _lstm_seq_op(seq, states[0], states[1], w_ih, w_hh, bias,
+                               w_hr, lengths, backend=backend)
+        return y, (h, c)
+
+    out, (h_n, c_n) = _stack(
+        layer, input, hx, (("hx[0]", P), ("hx[1]", H)), weights,
+        num_layers=num_layers, bidirectional=bidirectional,
+        batch_first=batch_first, dropout=dropout, training=training,
+        lengths=lengths)
+    return out, (h_n, c_n)
+
+
+def gru(input: Tensor, hx: Optional[Tensor], weights: Sequence[CellWeights],
+        *, num_layers: int, bidirectional: bool = False,
+        batch_first: bool = False, dropout: float = 0.0,
+        training: bool = False, lengths: Optional[Tensor] = None,
+        backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
+    """A multi-layer, optionally bidirectional GRU, as torch.nn.GRU computes.
+
+    Args as :func:`lstm`, with ``hx = h0 [L*D, B, H]`` (or None) and
+    ``weights`` tuples ``(w_ih [3H, I], w_hh [3H, H], b_ih, b_hh)``.
+
+    Returns:
+        ``output [T, B, D*H]`` (batch_first if asked) and ``h_n``.
+    """
+    H = weights[0][1].shape[1] if weights else 0
+
+    def layer(seq, states, w, lengths):
+        w_ih, w_hh, b_ih, b_hh = w[:4]
+        y, h = _gru_seq_op(seq, states[0], w_ih, w_hh, b_ih, b_hh, lengths,
+                           backend=backend)
+        return y, (h,)
+
+    out, (h_n,) = _stack(
+        layer, input, None if hx is None else (hx,), (("hx", H),), weights,
+        num_layers=num_layers, bidirectional=bidirectional,
+        batch_first=batch_first, dropout=dropout, training=training,
+        lengths=lengths)
+    return out, h_n
+
+
+def rnn(input: Tensor, hx: Optional[Tensor], weights: Sequence[CellWeights],
+        *, num_layers: int, nonlinearity: str = "tanh",
+        bidirectional: bool = False, batch_first: bool = False,
+        dropout: float = 0.0, training: bool = False,
+        lengths: Optional[Tensor] = None,
+        backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
+    """A multi-layer, optionally bidirectional vanilla RNN, as torch.nn.RNN
+    computes: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)`` with
+    ``nonlinearity`` "tanh", "relu" or "identity" (a linear dynamical
+    system, which torch.nn.RNN does not offer).
+
+    Args as :func:`gru`, with ``weights`` tuples ``(w_ih [H, I],
+    w_hh [H, H], b_ih, b_hh)``.
+
+    Returns:
+        ``output [T, B, D*H]`` (batch_first if asked) and ``h_n``.
+    """
+    check_nonlinearity(nonlinearity)
+    H = weights[0][1].shape[1] if weights else 0
+
+    def layer(seq, states, w, lengths):
+        w_ih, w_hh, b_ih, b_hh = w[:4]
+        bias = b_ih + b_hh if b_ih is not None else b_hh
+        y, h = _rnn_seq_op(seq, states[0], w_ih, w_hh, bias, lengths,
+                           nonlinearity, backend=backend)
+        return y, (h,)
+
+    out, (h_n,) = _stack(
+        layer, input, None if hx is None else (hx,), (("hx", H),), weights,
+        num_layers=num_layers, bidirectional=bidirectional,
+        batch_first=batch_first, dropout=dropout, training=training,
+        lengths=lengths)
+    return out, h_n
+
+
+def _cell_states(input: Tensor, hx: Optional[tuple[Tensor, ...]],
+                 names: Sequence[str], H: int) -> tuple[Tensor, ...]:
+    """Checks a cell's input [B, I] and states [B, H] (zeros for None)."""
+    if input.dim() != 2:
+        raise ValueError(
+            f"seqkernels: input must be [B, input_size], got shape "
+            f"{tuple(input.shape)}")
+    if hx is None:
+        zeros = input.new_zeros(input.shape[0], H)
+        return tuple(zeros for _ in names)
+    for name, t in zip(names, hx):
+        if tuple(t.shape) != (input.shape[0], H):
+            raise ValueError(
+                f"seqkernels: {name} must have shape {(input.shape[0], H)}, "
+                f"got {tuple(t.shape)}")
+    return tuple(hx)
 
 
 def lstm_cell(input: Tensor, hx: Optional[tuple[Tensor, Tensor]],
@@ -135,23 +258,36 @@ def lstm_cell(input: Tensor, hx: Optional[tuple[Tensor, Tensor]],
               backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
     """One LSTM cell step, as torch.nn.LSTMCell computes: ``input [B, I]``,
     ``hx = (h [B, H], c [B, H])`` or None for zeros; returns ``(h', c')``."""
-    if input.dim() != 2:
-        raise ValueError(
-            f"seqkernels: input must be [B, input_size], got shape "
-            f"{tuple(input.shape)}")
-    H = w_hh.shape[1]
-    if hx is None:
-        zeros = input.new_zeros(input.shape[0], H)
-        hx = (zeros, zeros)
-    h, c = hx
-    for name, t in (("hx[0]", h), ("hx[1]", c)):
-        if tuple(t.shape) != (input.shape[0], H):
-            raise ValueError(
-                f"seqkernels: {name} must have shape {(input.shape[0], H)}, "
-                f"got {tuple(t.shape)}")
+    h, c = _cell_states(input, hx, ("hx[0]", "hx[1]"), w_hh.shape[1])
     bias = b_ih + b_hh if b_ih is not None else None
     return _lstm_cell_op(input @ w_ih.t(), h @ w_hh.t(), c, bias,
                          backend=backend)
+
+
+def gru_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor,
+             w_hh: Tensor, b_ih: Optional[Tensor] = None,
+             b_hh: Optional[Tensor] = None, *,
+             backend: Optional[str] = None) -> Tensor:
+    """One GRU cell step, as torch.nn.GRUCell computes: ``input [B, I]``,
+    ``hx [B, H]`` or None for zeros; returns ``h'``."""
+    (h,) = _cell_states(input, None if hx is None else (hx,), ("hx",),
+                        w_hh.shape[1])
+    return _gru_cell_op(input @ w_ih.t(), h @ w_hh.t(), h, b_ih, b_hh,
+                        backend=backend)
+
+
+def rnn_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor,
+             w_hh: Tensor, b_ih: Optional[Tensor] = None,
+             b_hh: Optional[Tensor] = None, *, nonlinearity: str = "tanh",
+             backend: Optional[str] = None) -> Tensor:
+    """One vanilla RNN cell step, as torch.nn.RNNCell computes, with
+    ``nonlinearity`` "tanh", "relu" or "identity"; returns ``h'``."""
+    check_nonlinearity(nonlinearity)
+    (h,) = _cell_states(input, None if hx is None else (hx,), ("hx",),
+                        w_hh.shape[1])
+    bias = b_ih + b_hh if b_ih is not None else b_hh
+    return _rnn_cell_op(input @ w_ih.t(), h @ w_hh.t(), bias, nonlinearity,
+                        backend=backend)
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,33 @@ if not HAS_CUDA:
 import seqkernels  # noqa: E402
 from seqkernels import _backend  # noqa: E402
 
+
+def _use_this_checkouts_triton_kernels():
+    """Tests of a source checkout built in place (``setup.py build_ext
+    --inplace``) must run that checkout's Triton kernels. setup.py maps
+    ``seqkernels.triton_kernels`` to the top-level ``triton_kernels/``
+    folder only on install, so an editable install of another checkout
+    would otherwise serve that module (and silently test other kernels)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    folder = root / "triton_kernels"
+    if (pathlib.Path(seqkernels.__file__).resolve().parent != root / "seqkernels"
+            or not folder.is_dir() or "seqkernels.triton_kernels" in sys.modules):
+        return
+    spec = importlib.util.spec_from_file_location(
+        "seqkernels.triton_kernels", folder / "__init__.py",
+        submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["seqkernels.triton_kernels"] = module
+    spec.loader.exec_module(module)
+    seqkernels.triton_kernels = module
+
+
+_use_this_checkouts_triton_kernels()
+
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda") if HAS_CUDA else None
 

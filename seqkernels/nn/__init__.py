@@ -2,5 +2,7 @@
 
 from .attention import AdditiveAttention, MultiheadAttention
 from .lstm import LSTM, LSTMCell
+from .rnn import GRU, RNN, GRUCell, RNNCell
 
-__all__ = ["LSTM", "LSTMCell", "MultiheadAttention", "AdditiveAttention"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "RNN", "RNNCell",
+           "MultiheadAttention", "AdditiveAttention"]

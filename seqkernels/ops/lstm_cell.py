@@ -47,7 +47,7 @@ register_family(
     setup_context=_setup_context,
     backward=_backward,
     reference=(reference.lstm_cell, reference.lstm_cell_backward),
-    triton_module="seqkernels.triton_kernels.lstm_cell",
+    triton_module="seqkernels.triton_kernels.cells",
 )
 
 

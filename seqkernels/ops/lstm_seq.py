@@ -63,7 +63,7 @@ register_family(
     setup_context=_setup_context,
     backward=_backward,
     reference=(reference.forward, reference.backward),
-    triton_module="seqkernels.triton_kernels.lstm_seq",
+    triton_module="seqkernels.triton_kernels.recurrent",
 )
 
 

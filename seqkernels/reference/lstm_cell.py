@@ -1,5 +1,5 @@
 """Pointwise LSTM cell in PyTorch: the same math as
-csrc/include/seqkernels/lstm_cell_math.h, on whole tensors.
+csrc/include/seqkernels/cell_math.h, on whole tensors.
 
 Layouts: pre-activations and gates are ``[B, 4H]`` in torch.nn.LSTM's gate
 order (i, f, g, o); states are ``[B, H]``.

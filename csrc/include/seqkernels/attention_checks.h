@@ -20,7 +20,6 @@
 #include <ATen/ATen.h>
 
 #include "seqkernels/checks.h"
-#include "seqkernels/lstm_seq_host.h"  // acc_dtype
 
 namespace seqkernels {
 

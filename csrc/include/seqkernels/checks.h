@@ -9,6 +9,11 @@
 
 namespace seqkernels {
 
+// Accumulation dtype for a storage dtype: float for half and bfloat16.
+inline at::ScalarType acc_dtype(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
 inline void check_shape(const at::Tensor& t, const char* name,
                         at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes().equals(expected), "seqkernels: ", name,

@@ -1,0 +1,266 @@
+// CPU kernels of the recurrent cells (LSTM, GRU, RNN): the steps of the
+// sequence driver (csrc/recurrent_host.cpp) and the pointwise cell ops.
+//
+// On the CPU the recurrent product is an ATen GEMM (MKL/oneDNN) followed by
+// the shared pointwise cell math of cell_math.h; a hand-written CPU GEMM
+// would only be slower.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "seqkernels/recurrent_host.h"
+
+namespace seqkernels {
+namespace {
+
+void check_cpu_dtype(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+              "seqkernels: the cpu backend supports float32 and float64; ",
+              name, " is ", t.scalar_type());
+}
+
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+bool active(const int64_t* lengths, int64_t b, int64_t s) {
+  return lengths == nullptr || lengths[b] > s;
+}
+
+const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
+  return lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// Sequence steps (contract in recurrent_host.h)
+// ---------------------------------------------------------------------------
+
+void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
+                  const at::Tensor& h_in, const at::Tensor& w_hh,
+                  const at::Tensor& b_hh, at::Tensor& c_state,
+                  const c10::optional<at::Tensor>& lengths,
+                  at::Tensor& saved_s, at::Tensor& cs_s, at::Tensor& out_s,
+                  at::Tensor& h_out) {
+  const at::Tensor hg = b_hh.defined() ? at::addmm(b_hh, h_in, w_hh.t())
+                                       : at::mm(h_in, w_hh.t());
+  const int64_t B = out_s.size(0), H = out_s.size(1), P = h_in.size(1);
+  const int64_t* len = lengths_ptr(lengths);
+  AT_DISPATCH_FLOATING_TYPES(hg.scalar_type(), "seq_forward_cpu", [&] {
+    dispatch_cell(cell.kind, [&](auto cell_tag) {
+      using Cell = decltype(cell_tag);
+      constexpr int G = Cell::kGates, S = Cell::kSaved;
+      const scalar_t* xp = ptr<scalar_t>(xg_s);
+      const scalar_t* hp = ptr<scalar_t>(hg);
+      const scalar_t* hi = ptr<scalar_t>(h_in);
+      scalar_t* c = ptr<scalar_t>(c_state);
+      scalar_t* sv = ptr<scalar_t>(saved_s);
+      scalar_t* cs = ptr<scalar_t>(cs_s);
+      scalar_t* out = ptr<scalar_t>(out_s);
+      scalar_t* ho = ptr<scalar_t>(h_out);
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const bool on = active(len, b, s);
+          for (int64_t j = 0; j < H; ++j) {
+            const int64_t bj = b * H + j;
+            scalar_t* saved = sv + b * S * H + j;
+            if (!on) {
+              for (int k = 0; k < S; ++k) saved[k * H] = 0;
+              if (cs != nullptr) cs[bj] = 0;
+              out[bj] = 0;
+              continue;
+            }
+            scalar_t xg[G], hgv[G], sk[S];
+            for (int g = 0; g < G; ++g) {
+              xg[g] = xp[b * G * H + g * H + j];
+              hgv[g] = hp[b * G * H + g * H + j];
+            }
+            scalar_t h_prev = 0;
+            if constexpr (Cell::kDirectH) h_prev = hi[b * P + j];
+            scalar_t c_val = c != nullptr ? c[bj] : scalar_t(0);
+            scalar_t h;
+            Cell::forward(xg, hgv, h_prev, cell.act, c_val, sk, h);
+            for (int k = 0; k < S; ++k) saved[k * H] = sk[k];
+            if (c != nullptr) c[bj] = cs[bj] = c_val;
+            out[bj] = h;
+          }
+          if (ho != nullptr) {
+            for (int64_t k = 0; k < P; ++k) {
+              ho[b * P + k] = on ? out[b * H + k] : hi[b * P + k];
+            }
+          }
+        }
+      });
+    });
+  });
+}
+
+void backward_step(const CellDesc& cell, int64_t s,
+                   const at::Tensor& grad_hg_next, const at::Tensor& w_hh,
+                   at::Tensor& dh_carry, const at::Tensor& dh_in,
+                   at::Tensor& carry, const at::Tensor& saved_s,
+                   const at::Tensor& h_prev, const at::Tensor& c_prev,
+                   const at::Tensor& cs_s,
+                   const c10::optional<at::Tensor>& lengths,
+                   at::Tensor& grad_xg_s, at::Tensor& grad_hg_s) {
+  at::Tensor from_next;
+  if (w_hh.defined() && grad_hg_next.defined()) {
+    from_next = at::mm(grad_hg_next, w_hh);
+  }
+  const int64_t B = dh_in.size(0), H = dh_in.size(1);
+  const int64_t* len = lengths_ptr(lengths);
+  AT_DISPATCH_FLOATING_TYPES(dh_in.scalar_type(), "seq_backward_cpu", [&] {
+    dispatch_cell(cell.kind, [&](auto cell_tag) {
+      using Cell = decltype(cell_tag);
+      constexpr int G = Cell::kGates, S = Cell::kSaved;
+      const scalar_t* fn = ptr<scalar_t>(from_next);
+      scalar_t* dhc = w_hh.defined() ? ptr<scalar_t>(dh_carry) : nullptr;
+      const scalar_t* dhi = ptr<scalar_t>(dh_in);
+      scalar_t* pc = ptr<scalar_t>(carry);
+      const scalar_t* sv = ptr<scalar_t>(saved_s);
+      const scalar_t* hp = ptr<scalar_t>(h_prev);
+      const scalar_t* cp = ptr<scalar_t>(c_prev);
+      const scalar_t* cs = ptr<scalar_t>(cs_s);
+      scalar_t* gx = ptr<scalar_t>(grad_xg_s);
+      scalar_t* gh = ptr<scalar_t>(grad_hg_s);
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const bool on = active(len, b, s);
+          const bool next_on = fn != nullptr && active(len, b, s + 1);
+          for (int64_t j = 0; j < H; ++j) {
+            const int64_t bj = b * H + j, g0 = b * G * H + j;
+            scalar_t cr = 0;
+            if (dhc != nullptr) {
+              if (next_on) {
+                cr = fn[bj];
+                if constexpr (Cell::kDirectH) cr += pc[bj];
+              } else {
+                cr = dhc[bj];
+              }
+              dhc[bj] = cr;
+            }
+            if (!on) {
+              for (int g = 0; g < G; ++g) {
+                gx[g0 + g * H] = 0;
+                if constexpr (Cell::kSplitGrad) gh[g0 + g * H] = 0;
+              }
+              continue;
+            }
+            scalar_t sk[S], dxg[G], dhg[G];
+            for (int k = 0; k < S; ++k) sk[k] = sv[b * S * H + k * H + j];
+            scalar_t h_p = 0, c_p = 0, c_v = 0;
+            if constexpr (Cell::kDirectH) h_p = hp[bj];
+            if constexpr (Cell::kHasC) c_p = cp[bj], c_v = cs[bj];
+            scalar_t pcarry = pc != nullptr ? pc[bj] : scalar_t(0);
+            Cell::backward(sk, h_p, c_p, c_v, dhi[bj] + cr, cell.act, pcarry,
+                           dxg, dhg);
+            for (int g = 0; g < G; ++g) {
+              gx[g0 + g * H] = dxg[g];
+              if constexpr (Cell::kSplitGrad) gh[g0 + g * H] = dhg[g];
+            }
+            if (pc != nullptr) pc[bj] = pcarry;
+          }
+        }
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Pointwise cell kernels (contract in recurrent_host.h)
+// ---------------------------------------------------------------------------
+
+void cell_forward(const CellDesc& cell, const at::Tensor& x_proj,
+                  const at::Tensor& h_proj, const at::Tensor& b_x,
+                  const at::Tensor& b_h, const at::Tensor& h,
+                  const at::Tensor& c, at::Tensor& h_new, at::Tensor& c_new,
+                  at::Tensor& saved) {
+  const int64_t B = h_new.size(0), H = h_new.size(1);
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "cell_forward_cpu", [&] {
+    dispatch_cell(cell.kind, [&](auto cell_tag) {
+      using Cell = decltype(cell_tag);
+      constexpr int G = Cell::kGates, S = Cell::kSaved;
+      const scalar_t* xp = ptr<scalar_t>(x_proj);
+      const scalar_t* hp = ptr<scalar_t>(h_proj);
+      const scalar_t* bx = ptr<scalar_t>(b_x);
+      const scalar_t* bh = ptr<scalar_t>(b_h);
+      const scalar_t* hv = ptr<scalar_t>(h);
+      const scalar_t* cv = ptr<scalar_t>(c);
+      scalar_t* hn = ptr<scalar_t>(h_new);
+      scalar_t* cn = ptr<scalar_t>(c_new);
+      scalar_t* sv = ptr<scalar_t>(saved);
+      at::parallel_for(0, B * H, 1024, [&](int64_t i0, int64_t i1) {
+        for (int64_t bj = i0; bj < i1; ++bj) {
+          const int64_t b = bj / H, j = bj % H;
+          scalar_t xg[G], hg[G], sk[S];
+          for (int g = 0; g < G; ++g) {
+            const int64_t n = b * G * H + g * H + j;
+            xg[g] = xp[n] + (bx != nullptr ? bx[g * H + j] : scalar_t(0));
+            hg[g] = hp[n] + (bh != nullptr ? bh[g * H + j] : scalar_t(0));
+          }
+          scalar_t h_p = 0, c_v = 0, h_v;
+          if constexpr (Cell::kDirectH) h_p = hv[bj];
+          if constexpr (Cell::kHasC) c_v = cv[bj];
+          Cell::forward(xg, hg, h_p, cell.act, c_v, sk, h_v);
+          hn[bj] = h_v;
+          if constexpr (Cell::kHasC) cn[bj] = c_v;
+          for (int k = 0; k < S; ++k) sv[b * S * H + k * H + j] = sk[k];
+        }
+      });
+    });
+  });
+}
+
+void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
+                   const at::Tensor& grad_c, const at::Tensor& saved,
+                   const at::Tensor& h, const at::Tensor& c,
+                   const at::Tensor& c_new, at::Tensor& grad_xg,
+                   at::Tensor& grad_hg, at::Tensor& grad_carry) {
+  const int64_t B = grad_h.size(0), H = grad_h.size(1);
+  AT_DISPATCH_FLOATING_TYPES(grad_h.scalar_type(), "cell_backward_cpu", [&] {
+    dispatch_cell(cell.kind, [&](auto cell_tag) {
+      using Cell = decltype(cell_tag);
+      constexpr int G = Cell::kGates, S = Cell::kSaved;
+      const scalar_t* dh = ptr<scalar_t>(grad_h);
+      const scalar_t* dc = ptr<scalar_t>(grad_c);
+      const scalar_t* sv = ptr<scalar_t>(saved);
+      const scalar_t* hv = ptr<scalar_t>(h);
+      const scalar_t* cv = ptr<scalar_t>(c);
+      const scalar_t* cn = ptr<scalar_t>(c_new);
+      scalar_t* gx = ptr<scalar_t>(grad_xg);
+      scalar_t* gh = ptr<scalar_t>(grad_hg);
+      scalar_t* gc = ptr<scalar_t>(grad_carry);
+      at::parallel_for(0, B * H, 1024, [&](int64_t i0, int64_t i1) {
+        for (int64_t bj = i0; bj < i1; ++bj) {
+          const int64_t b = bj / H, j = bj % H;
+          scalar_t sk[S], dxg[G], dhg[G];
+          for (int k = 0; k < S; ++k) sk[k] = sv[b * S * H + k * H + j];
+          scalar_t h_p = 0, c_p = 0, c_v = 0, carry = 0;
+          if constexpr (Cell::kDirectH) h_p = hv[bj];
+          if constexpr (Cell::kHasC) c_p = cv[bj], c_v = cn[bj], carry = dc[bj];
+          Cell::backward(sk, h_p, c_p, c_v, dh[bj], cell.act, carry, dxg,
+                         dhg);
+          for (int g = 0; g < G; ++g) {
+            const int64_t n = b * G * H + g * H + j;
+            gx[n] = dxg[g];
+            if constexpr (Cell::kSplitGrad) gh[n] = dhg[g];
+          }
+          if constexpr (Cell::kHasC || Cell::kDirectH) gc[bj] = carry;
+        }
+      });
+    });
+  });
+}
+
+}  // namespace
+
+extern const SeqSteps kCpuSteps{check_cpu_dtype, forward_step, backward_step};
+extern const CellKernels kCpuCells{check_cpu_dtype, cell_forward,
+                                   cell_backward};
+
+}  // namespace seqkernels
+
+TORCH_LIBRARY_IMPL(seqkernels, CPU, m) {
+  seqkernels::register_recurrent_ops<seqkernels::kCpuSteps,
+                                     seqkernels::kCpuCells>(m);
+}

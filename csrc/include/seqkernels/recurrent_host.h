@@ -1,0 +1,328 @@
+// The recurrent machinery shared by every cell (LSTM, GRU, RNN) and by the
+// CPU and CUDA backends.
+//
+// A sequence runs the same way for every cell and backend: one GEMM for the
+// input projection of all steps, a loop of recurrence steps, and after the
+// loop the weight gradients as large GEMMs. Only the step differs per
+// backend (a backend hands its step functions to the driver, SeqSteps), and
+// only the pointwise math differs per cell (a CellDesc here, the traits of
+// cell_math.h inside the step kernels).
+//
+// Shapes: T steps, B batch, I input, H hidden, G gates (4 LSTM, 3 GRU,
+// 1 RNN), S saved values per unit (cell_math.h), P = proj_size or H.
+//   x [T,B,I]  h0 [B,P]  c0 [B,H] (LSTM)  w_ih [G*H,I]  w_hh [G*H,P]
+//   b_ih, b_hh [G*H]  w_hr [P,H] (LSTM)  lengths [B] int64 (each in [1, T];
+//   a row is active at step s while s < length; time runs forward: reversed
+//   directions are reversed by the caller before and after).
+// Saved for backward, in the accumulation type (float for half/bfloat16):
+//   saved [T,B,S*H] (the cell's saved values, block k at columns k*H..);
+//   cs [T,B,H] cell states (LSTM); ms [T,B,H] cell outputs before the
+//   projection (LSTM with w_hr). Absent ones are empty tensors.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "seqkernels/cell_math.h"
+#include "seqkernels/checks.h"
+
+namespace seqkernels {
+
+enum class CellKind : int { kLstm = 0, kGru = 1, kRnn = 2 };
+
+// What the host code needs to know of a cell: the numbers of cell_math.h's
+// traits, at run time, and the RNN's activation.
+struct CellDesc {
+  CellKind kind;
+  Activation act;
+  int gates;
+  int saved;
+  bool has_c;
+  bool split_grad;
+  bool direct_h;
+};
+
+CellDesc cell_desc(CellKind kind, Activation act = Activation::kTanh);
+
+// "tanh", "relu" or "identity"; anything else is an error naming it.
+Activation parse_activation(c10::string_view nonlinearity);
+
+// Calls f(Cell{}) with the traits struct of `kind`: the way a backend turns
+// the run-time CellDesc into a template argument of its kernels.
+template <typename F>
+void dispatch_cell(CellKind kind, F&& f) {
+  switch (kind) {
+    case CellKind::kLstm:
+      f(LstmCell{});
+      break;
+    case CellKind::kGru:
+      f(GruCell{});
+      break;
+    case CellKind::kRnn:
+      f(RnnCell{});
+      break;
+  }
+}
+
+// The per-step functions of a backend. Undefined tensors stand for absent
+// ones.
+struct SeqSteps {
+  // Rejects inputs the backend cannot run (say, a dtype); null: none.
+  void (*check)(const at::Tensor& t, const char* name);
+  // One forward step s. For each active (b, j):
+  //   xg[g] = xg_s[b, g*H + j]
+  //   hg[g] = sum_k h_in[b, k] w_hh[g*H + j, k] + b_hh[g*H + j]
+  //   Cell::forward(xg, hg, h_in[b, j], act, c_state[b, j], saved, h)
+  //   saved_s[b, k*H + j] = saved[k]; cs_s[b, j] = c (kHasC);
+  //   out_s[b, j] = h; h_out[b, j] = h (if defined; P == H then).
+  // Inactive rows: saved_s, cs_s, out_s are zero; h_out copies h_in; the
+  // c_state is kept.
+  void (*forward)(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
+                  const at::Tensor& h_in, const at::Tensor& w_hh,
+                  const at::Tensor& b_hh, at::Tensor& c_state,
+                  const c10::optional<at::Tensor>& lengths,
+                  at::Tensor& saved_s, at::Tensor& cs_s, at::Tensor& out_s,
+                  at::Tensor& h_out);
+  // One backward step s. For each (b, j):
+  //   if w_hh is defined:
+  //     dh_carry[b, j] = grad_hg_next defined and row active at s + 1
+  //         ? sum_n grad_hg_next[b, n] w_hh[n, j] + (kDirectH ? carry : 0)
+  //         : dh_carry[b, j]
+  //   active at s: dh = dh_in[b, j] + dh_carry[b, j] (0 without w_hh);
+  //     Cell::backward(saved_s, h_prev[b, j], c_prev, cs_s, dh, act,
+  //                    carry[b, j] (in place), dxg, dhg)
+  //     grad_xg_s[b, g*H + j] = dxg[g]; grad_hg_s likewise (kSplitGrad)
+  //   inactive: grad_xg_s (and grad_hg_s) are zero; carry is kept.
+  void (*backward)(const CellDesc& cell, int64_t s,
+                   const at::Tensor& grad_hg_next, const at::Tensor& w_hh,
+                   at::Tensor& dh_carry, const at::Tensor& dh_in,
+                   at::Tensor& carry, const at::Tensor& saved_s,
+                   const at::Tensor& h_prev, const at::Tensor& c_prev,
+                   const at::Tensor& cs_s,
+                   const c10::optional<at::Tensor>& lengths,
+                   at::Tensor& grad_xg_s, at::Tensor& grad_hg_s);
+};
+
+// The sequence driver. Returns (y, h_n, c_n, saved, cs, ms).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x,
+                      const at::Tensor& h0,
+                      const c10::optional<at::Tensor>& c0,
+                      const at::Tensor& w_ih, const at::Tensor& w_hh,
+                      const c10::optional<at::Tensor>& b_ih,
+                      const c10::optional<at::Tensor>& b_hh,
+                      const c10::optional<at::Tensor>& w_hr,
+                      const c10::optional<at::Tensor>& lengths,
+                      const SeqSteps& steps);
+
+// Backward through time. Returns (grad_x, grad_h0, grad_c0, grad_w_ih,
+// grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr); absent ones are empty.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor, at::Tensor>
+recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y,
+                       const at::Tensor& grad_h_n,
+                       const c10::optional<at::Tensor>& grad_c_n,
+                       const at::Tensor& x, const at::Tensor& h0,
+                       const c10::optional<at::Tensor>& c0,
+                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                       const c10::optional<at::Tensor>& w_hr,
+                       const c10::optional<at::Tensor>& lengths,
+                       const at::Tensor& y, const at::Tensor& saved,
+                       const at::Tensor& cs, const at::Tensor& ms,
+                       bool has_bias, const SeqSteps& steps);
+
+// The sequence ops of every cell, schemas in csrc/ops.cpp.
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Tensors5 =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Tensors6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor>;
+using Tensors7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor, at::Tensor>;
+using OptTensor = c10::optional<at::Tensor>;
+
+Tensors6 lstm_seq(const at::Tensor& x, const at::Tensor& h0,
+                  const at::Tensor& c0, const at::Tensor& w_ih,
+                  const at::Tensor& w_hh, const OptTensor& bias,
+                  const OptTensor& w_hr, const OptTensor& lengths,
+                  const SeqSteps& steps);
+Tensors7 lstm_seq_backward(
+    const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+    const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
+    const at::Tensor& gates, const at::Tensor& cs, const at::Tensor& ms,
+    bool has_bias, const SeqSteps& steps);
+Tensors3 gru_seq(const at::Tensor& x, const at::Tensor& h0,
+                 const at::Tensor& w_ih, const at::Tensor& w_hh,
+                 const OptTensor& b_ih, const OptTensor& b_hh,
+                 const OptTensor& lengths, const SeqSteps& steps);
+Tensors6 gru_seq_backward(const at::Tensor& grad_y,
+                          const at::Tensor& grad_h_n, const at::Tensor& x,
+                          const at::Tensor& h0, const at::Tensor& w_ih,
+                          const at::Tensor& w_hh, const OptTensor& lengths,
+                          const at::Tensor& y, const at::Tensor& gates,
+                          bool has_bias, const SeqSteps& steps);
+Tensors3 rnn_seq(const at::Tensor& x, const at::Tensor& h0,
+                 const at::Tensor& w_ih, const at::Tensor& w_hh,
+                 const OptTensor& bias, const OptTensor& lengths,
+                 c10::string_view nonlinearity, const SeqSteps& steps);
+Tensors5 rnn_seq_backward(const at::Tensor& grad_y,
+                          const at::Tensor& grad_h_n, const at::Tensor& x,
+                          const at::Tensor& h0, const at::Tensor& w_ih,
+                          const at::Tensor& w_hh, const OptTensor& lengths,
+                          const at::Tensor& y, const at::Tensor& gates,
+                          bool has_bias, c10::string_view nonlinearity,
+                          const SeqSteps& steps);
+
+// The pointwise cell kernels of a backend (the `*_cell` ops: the
+// projections stay GEMMs in torch, the kernel fuses everything after them).
+// All tensors contiguous; undefined ones are absent.
+struct CellKernels {
+  void (*check)(const at::Tensor& t, const char* name);
+  // For each (b, j): xg[g] = x_proj[b, g*H + j] + b_x[g*H + j],
+  //   hg[g] = h_proj[b, g*H + j] + b_h[g*H + j];
+  //   c = c[b, j]; Cell::forward(xg, hg, h[b, j], act, c, saved, h_new)
+  //   -> h_new[b, j], c_new[b, j] = c, saved[b, k*H + j].
+  void (*forward)(const CellDesc& cell, const at::Tensor& x_proj,
+                  const at::Tensor& h_proj, const at::Tensor& b_x,
+                  const at::Tensor& b_h, const at::Tensor& h,
+                  const at::Tensor& c, at::Tensor& h_new, at::Tensor& c_new,
+                  at::Tensor& saved);
+  // For each (b, j): carry = grad_c[b, j];
+  //   Cell::backward(saved, h[b, j], c[b, j], c_new[b, j], grad_h[b, j],
+  //                  act, carry, dxg, dhg)
+  //   -> grad_xg[b, g*H + j], grad_hg (kSplitGrad), grad_carry[b, j]
+  //   (kHasC or kDirectH).
+  void (*backward)(const CellDesc& cell, const at::Tensor& grad_h,
+                   const at::Tensor& grad_c, const at::Tensor& saved,
+                   const at::Tensor& h, const at::Tensor& c,
+                   const at::Tensor& c_new, at::Tensor& grad_xg,
+                   at::Tensor& grad_hg, at::Tensor& grad_carry);
+};
+
+Tensors3 lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                   const at::Tensor& c, const OptTensor& bias,
+                   const CellKernels& k);
+std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
+    const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& c,
+    const at::Tensor& c_new, const at::Tensor& gates, const CellKernels& k);
+std::tuple<at::Tensor, at::Tensor> gru_cell(
+    const at::Tensor& x_proj, const at::Tensor& h_proj, const at::Tensor& h,
+    const OptTensor& b_ih, const OptTensor& b_hh, const CellKernels& k);
+Tensors3 gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
+                           const at::Tensor& gates, const CellKernels& k);
+std::tuple<at::Tensor, at::Tensor> rnn_cell(
+    const at::Tensor& x_proj, const at::Tensor& h_proj,
+    const OptTensor& bias, c10::string_view nonlinearity,
+    const CellKernels& k);
+at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
+                             const at::Tensor& gates,
+                             c10::string_view nonlinearity,
+                             const CellKernels& k);
+
+// A backend's TORCH_LIBRARY_IMPL registers every recurrent op with its
+// steps and cell kernels: register_recurrent_ops<kSteps, kCells>(m).
+template <const SeqSteps& kSteps, const CellKernels& kCells>
+struct RecurrentOps {
+  static Tensors6 lstm_seq_op(const at::Tensor& x, const at::Tensor& h0,
+                              const at::Tensor& c0, const at::Tensor& w_ih,
+                              const at::Tensor& w_hh, const OptTensor& bias,
+                              const OptTensor& w_hr,
+                              const OptTensor& lengths) {
+    return lstm_seq(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, kSteps);
+  }
+  static Tensors7 lstm_seq_backward_op(
+      const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+      const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
+      const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+      const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
+      const at::Tensor& gates, const at::Tensor& cs, const at::Tensor& ms,
+      bool has_bias) {
+    return lstm_seq_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
+                             w_hh, w_hr, lengths, y, gates, cs, ms, has_bias,
+                             kSteps);
+  }
+  static Tensors3 gru_seq_op(const at::Tensor& x, const at::Tensor& h0,
+                             const at::Tensor& w_ih, const at::Tensor& w_hh,
+                             const OptTensor& b_ih, const OptTensor& b_hh,
+                             const OptTensor& lengths) {
+    return gru_seq(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kSteps);
+  }
+  static Tensors6 gru_seq_backward_op(
+      const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+      const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+      const at::Tensor& w_hh, const OptTensor& lengths, const at::Tensor& y,
+      const at::Tensor& gates, bool has_bias) {
+    return gru_seq_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y,
+                            gates, has_bias, kSteps);
+  }
+  static Tensors3 rnn_seq_op(const at::Tensor& x, const at::Tensor& h0,
+                             const at::Tensor& w_ih, const at::Tensor& w_hh,
+                             const OptTensor& bias, const OptTensor& lengths,
+                             c10::string_view nonlinearity) {
+    return rnn_seq(x, h0, w_ih, w_hh, bias, lengths, nonlinearity, kSteps);
+  }
+  static Tensors5 rnn_seq_backward_op(
+      const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+      const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+      const at::Tensor& w_hh, const OptTensor& lengths, const at::Tensor& y,
+      const at::Tensor& gates, bool has_bias,
+      c10::string_view nonlinearity) {
+    return rnn_seq_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y,
+                            gates, has_bias, nonlinearity, kSteps);
+  }
+  static Tensors3 lstm_cell_op(const at::Tensor& x_proj,
+                               const at::Tensor& h_proj, const at::Tensor& c,
+                               const OptTensor& bias) {
+    return lstm_cell(x_proj, h_proj, c, bias, kCells);
+  }
+  static std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_op(
+      const at::Tensor& grad_h, const at::Tensor& grad_c,
+      const at::Tensor& c, const at::Tensor& c_new,
+      const at::Tensor& gates) {
+    return lstm_cell_backward(grad_h, grad_c, c, c_new, gates, kCells);
+  }
+  static std::tuple<at::Tensor, at::Tensor> gru_cell_op(
+      const at::Tensor& x_proj, const at::Tensor& h_proj,
+      const at::Tensor& h, const OptTensor& b_ih, const OptTensor& b_hh) {
+    return gru_cell(x_proj, h_proj, h, b_ih, b_hh, kCells);
+  }
+  static Tensors3 gru_cell_backward_op(const at::Tensor& grad_h,
+                                       const at::Tensor& h,
+                                       const at::Tensor& gates) {
+    return gru_cell_backward(grad_h, h, gates, kCells);
+  }
+  static std::tuple<at::Tensor, at::Tensor> rnn_cell_op(
+      const at::Tensor& x_proj, const at::Tensor& h_proj,
+      const OptTensor& bias, c10::string_view nonlinearity) {
+    return rnn_cell(x_proj, h_proj, bias, nonlinearity, kCells);
+  }
+  static at::Tensor rnn_cell_backward_op(const at::Tensor& grad_h,
+                                         const at::Tensor& gates,
+                                         c10::string_view nonlinearity) {
+    return rnn_cell_backward(grad_h, gates, nonlinearity, kCells);
+  }
+};
+
+template <const SeqSteps& kSteps, const CellKernels& kCells>
+void register_recurrent_ops(torch::Library& m) {
+  using Ops = RecurrentOps<kSteps, kCells>;
+  m.impl("lstm_seq", &Ops::lstm_seq_op);
+  m.impl("lstm_seq_backward", &Ops::lstm_seq_backward_op);
+  m.impl("gru_seq", &Ops::gru_seq_op);
+  m.impl("gru_seq_backward", &Ops::gru_seq_backward_op);
+  m.impl("rnn_seq", &Ops::rnn_seq_op);
+  m.impl("rnn_seq_backward", &Ops::rnn_seq_backward_op);
+  m.impl("lstm_cell", &Ops::lstm_cell_op);
+  m.impl("lstm_cell_backward", &Ops::lstm_cell_backward_op);
+  m.impl("gru_cell", &Ops::gru_cell_op);
+  m.impl("gru_cell_backward", &Ops::gru_cell_backward_op);
+  m.impl("rnn_cell", &Ops::rnn_cell_op);
+  m.impl("rnn_cell_backward", &Ops::rnn_cell_backward_op);
+}
+
+}  // namespace seqkernels

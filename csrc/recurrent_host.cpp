@@ -1,0 +1,556 @@
+// The backend-neutral recurrent machinery: see recurrent_host.h.
+#include "seqkernels/recurrent_host.h"
+
+#include <string>
+
+#include "seqkernels/checks.h"
+
+namespace seqkernels {
+
+CellDesc cell_desc(CellKind kind, Activation act) {
+  CellDesc d{kind, act, 0, 0, false, false, false};
+  dispatch_cell(kind, [&](auto cell) {
+    using Cell = decltype(cell);
+    d.gates = Cell::kGates;
+    d.saved = Cell::kSaved;
+    d.has_c = Cell::kHasC;
+    d.split_grad = Cell::kSplitGrad;
+    d.direct_h = Cell::kDirectH;
+  });
+  return d;
+}
+
+Activation parse_activation(c10::string_view nonlinearity) {
+  if (nonlinearity == "tanh") return Activation::kTanh;
+  if (nonlinearity == "relu") return Activation::kRelu;
+  if (nonlinearity == "identity") return Activation::kIdentity;
+  TORCH_CHECK(false,
+              "seqkernels: nonlinearity must be 'tanh', 'relu' or "
+              "'identity', got '",
+              std::string(nonlinearity), "'");
+}
+
+namespace {
+
+const char* kind_name(CellKind kind) {
+  switch (kind) {
+    case CellKind::kLstm:
+      return "lstm";
+    case CellKind::kGru:
+      return "gru";
+    default:
+      return "rnn";
+  }
+}
+
+void check_bias(const OptTensor& b, const char* name, int64_t n,
+                const at::Tensor& like, const char* like_name) {
+  if (!b.has_value()) return;
+  check_shape(*b, name, {n});
+  check_same_dtype_device(*b, name, like, like_name);
+}
+
+struct Dims {
+  int64_t T, B, I, H, P;
+};
+
+Dims check_seq(const CellDesc& cell, const at::Tensor& x,
+               const at::Tensor& h0, const OptTensor& c0,
+               const at::Tensor& w_ih, const at::Tensor& w_hh,
+               const OptTensor& b_ih, const OptTensor& b_hh,
+               const OptTensor& w_hr, const OptTensor& lengths) {
+  const int64_t G = cell.gates;
+  TORCH_CHECK(x.dim() == 3, "seqkernels: x must be [T, B, input_size], got ",
+              x.sizes());
+  TORCH_CHECK(x.size(0) > 0 && x.size(1) > 0,
+              "seqkernels: x must have at least one step and one batch "
+              "element, got shape ",
+              x.sizes());
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % G == 0,
+              "seqkernels: w_ih must be [", G,
+              " * hidden_size, input_size] for the ", kind_name(cell.kind),
+              " cell, got ", w_ih.sizes());
+  const int64_t H = w_ih.size(0) / G;
+  TORCH_CHECK(!w_hr.has_value() || cell.kind == CellKind::kLstm,
+              "seqkernels: w_hr (a projection) exists for the lstm cell "
+              "only");
+  const int64_t P = w_hr.has_value() ? w_hr->size(0) : H;
+  Dims d{x.size(0), x.size(1), x.size(2), H, P};
+  check_shape(w_ih, "w_ih", {G * H, d.I});
+  check_shape(w_hh, "w_hh", {G * H, P});
+  check_shape(h0, "h0", {d.B, P});
+  check_same_dtype_device(w_ih, "w_ih", x, "x");
+  check_same_dtype_device(w_hh, "w_hh", x, "x");
+  check_same_dtype_device(h0, "h0", x, "x");
+  if (cell.has_c) {
+    TORCH_CHECK(c0.has_value(), "seqkernels: c0 is missing");
+    check_shape(*c0, "c0", {d.B, H});
+    check_same_dtype_device(*c0, "c0", x, "x");
+  }
+  check_bias(b_ih, "b_ih", G * H, x, "x");
+  check_bias(b_hh, "b_hh", G * H, x, "x");
+  if (w_hr.has_value()) {
+    check_shape(*w_hr, "w_hr", {P, H});
+    check_same_dtype_device(*w_hr, "w_hr", x, "x");
+  }
+  check_lengths(lengths, x);
+  return d;
+}
+
+// Rows active at step s, as a [B, 1] bool mask (only for the projection
+// path, whose projection GEMM runs in ATen outside the step kernels).
+at::Tensor active_mask(const OptTensor& lengths, int64_t s) {
+  return lengths->gt(s).unsqueeze(1);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
+                      const at::Tensor& h0_in, const OptTensor& c0_in,
+                      const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                      const OptTensor& b_ih, const OptTensor& b_hh,
+                      const OptTensor& w_hr_in, const OptTensor& lengths_in,
+                      const SeqSteps& steps) {
+  if (steps.check != nullptr) steps.check(x_in, "x");
+  const Dims d = check_seq(cell, x_in, h0_in, c0_in, w_ih_in, w_hh_in, b_ih,
+                           b_hh, w_hr_in, lengths_in);
+  const int64_t GH = cell.gates * d.H;
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor w_hh = w_hh_in.contiguous();
+  OptTensor lengths;
+  if (lengths_in.has_value()) lengths = lengths_in->contiguous();
+  const bool proj = w_hr_in.has_value();
+  const auto acc = x.options().dtype(acc_dtype(x.scalar_type()));
+
+  // The input-side bias goes into the input projection. The recurrent bias
+  // joins it where the cell only sees the sum of both sides; a cell that
+  // treats the sides differently (GRU) gets it in its step.
+  OptTensor bias_x = b_ih;
+  at::Tensor bias_h;
+  if (b_hh.has_value()) {
+    if (cell.split_grad) {
+      bias_h = b_hh->contiguous();
+    } else {
+      bias_x = bias_x.has_value() ? *bias_x + *b_hh : *b_hh;
+    }
+  }
+
+  // Input projection of every step in one GEMM.
+  const at::Tensor x2 = x.view({d.T * d.B, d.I});
+  const at::Tensor xg =
+      (bias_x.has_value() ? at::addmm(*bias_x, x2, w_ih_in.t())
+                          : at::mm(x2, w_ih_in.t()))
+          .view({d.T, d.B, GH});
+
+  at::Tensor y = at::empty({d.T, d.B, d.P}, x.options());
+  at::Tensor saved = at::empty({d.T, d.B, cell.saved * d.H}, acc);
+  at::Tensor cs = cell.has_c ? at::empty({d.T, d.B, d.H}, acc)
+                             : at::empty({0}, acc);
+  at::Tensor ms = proj ? at::empty({d.T, d.B, d.H}, x.options())
+                       : at::empty({0}, x.options());
+  at::Tensor c_state;
+  if (cell.has_c) {
+    c_state = c0_in->to(acc, /*non_blocking=*/false, /*copy=*/true);
+  }
+  // Ping-pong hidden states: every block of a step reads all of h_{s-1}.
+  at::Tensor h_state[2] = {h0_in.contiguous().clone(),
+                           at::empty({d.B, d.P}, x.options())};
+  at::Tensor no_h, no_cs;
+  for (int64_t s = 0; s < d.T; ++s) {
+    at::Tensor& h_in = h_state[s % 2];
+    at::Tensor& h_next = h_state[(s + 1) % 2];
+    at::Tensor saved_s = saved[s];
+    at::Tensor cs_s = cell.has_c ? cs[s] : no_cs;
+    if (!proj) {
+      at::Tensor out_s = y[s];
+      steps.forward(cell, s, xg[s], h_in, w_hh, bias_h, c_state, lengths,
+                    saved_s, cs_s, out_s, h_next);
+      continue;
+    }
+    at::Tensor m_s = ms[s];
+    steps.forward(cell, s, xg[s], h_in, w_hh, bias_h, c_state, lengths,
+                  saved_s, cs_s, m_s, no_h);
+    const at::Tensor h_new = at::mm(m_s, w_hr_in->t());
+    if (lengths.has_value()) {
+      const at::Tensor active = active_mask(lengths, s);
+      y[s].copy_(at::where(active, h_new, at::zeros_like(h_new)));
+      h_next.copy_(at::where(active, h_new, h_in));
+    } else {
+      y[s].copy_(h_new);
+      h_next.copy_(h_new);
+    }
+  }
+  at::Tensor h_n = h_state[d.T % 2];
+  at::Tensor c_n = cell.has_c ? c_state.to(x.scalar_type())
+                              : at::empty({0}, x.options());
+  return {y, h_n, c_n, saved, cs, ms};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor, at::Tensor>
+recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
+                       const at::Tensor& grad_h_n, const OptTensor& grad_c_n,
+                       const at::Tensor& x_in, const at::Tensor& h0,
+                       const OptTensor& c0, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh_in, const OptTensor& w_hr,
+                       const OptTensor& lengths_in, const at::Tensor& y,
+                       const at::Tensor& saved, const at::Tensor& cs,
+                       const at::Tensor& ms, bool has_bias,
+                       const SeqSteps& steps) {
+  if (steps.check != nullptr) steps.check(x_in, "x");
+  const Dims d = check_seq(cell, x_in, h0, c0, w_ih, w_hh_in, c10::nullopt,
+                           c10::nullopt, w_hr, lengths_in);
+  const int64_t GH = cell.gates * d.H;
+  const auto acc_type = acc_dtype(x_in.scalar_type());
+  check_shape(grad_y_in, "grad_y", {d.T, d.B, d.P});
+  check_shape(grad_h_n, "grad_h_n", {d.B, d.P});
+  check_shape(y, "y", {d.T, d.B, d.P});
+  check_shape(saved, "gates", {d.T, d.B, cell.saved * d.H});
+  TORCH_CHECK(saved.scalar_type() == acc_type, "seqkernels: gates must be ",
+              acc_type, " (what the forward saved), got ",
+              saved.scalar_type());
+  if (cell.has_c) {
+    TORCH_CHECK(grad_c_n.has_value(), "seqkernels: grad_c_n is missing");
+    check_shape(*grad_c_n, "grad_c_n", {d.B, d.H});
+    check_shape(cs, "cs", {d.T, d.B, d.H});
+  }
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor grad_y = grad_y_in.contiguous();
+  const at::Tensor w_hh = w_hh_in.contiguous();
+  OptTensor lengths;
+  if (lengths_in.has_value()) lengths = lengths_in->contiguous();
+  const bool proj = w_hr.has_value();
+  const auto acc = x.options().dtype(acc_type);
+
+  // Gradients of the input-side pre-activations, and of the recurrent side
+  // where the cell makes them differ.
+  at::Tensor grad_xg = at::empty({d.T, d.B, GH}, x.options());
+  at::Tensor grad_hg =
+      cell.split_grad ? at::empty({d.T, d.B, GH}, x.options()) : grad_xg;
+  // The pointwise carry: dc (LSTM), the direct dh path (GRU).
+  at::Tensor carry;
+  if (cell.has_c) {
+    carry = grad_c_n->to(acc, false, /*copy=*/true);
+  } else if (cell.direct_h) {
+    carry = at::zeros({d.B, d.H}, acc);
+  }
+  at::Tensor c0_acc;
+  if (cell.has_c) c0_acc = c0->to(acc);
+  // h_{s-1} for every step: padded steps carry zero gate gradients, so the
+  // zeros that y holds there do not matter.
+  const at::Tensor h_prev =
+      at::cat({h0.unsqueeze(0), y.narrow(0, 0, d.T - 1)}, 0);
+  at::Tensor grad_w_hr;
+  const at::Tensor none;
+
+  if (!proj) {
+    at::Tensor dh_carry = grad_h_n.to(acc, false, /*copy=*/true);
+    for (int64_t s = d.T - 1; s >= 0; --s) {
+      const at::Tensor next = s + 1 < d.T ? grad_hg[s + 1] : none;
+      at::Tensor gx_s = grad_xg[s];
+      at::Tensor gh_s = cell.split_grad ? grad_hg[s] : gx_s;
+      steps.backward(cell, s, next, w_hh, dh_carry, grad_y[s], carry,
+                     saved[s], cell.direct_h ? h_prev[s] : none,
+                     cell.has_c ? (s > 0 ? cs[s - 1] : c0_acc) : none,
+                     cell.has_c ? cs[s] : none, lengths, gx_s, gh_s);
+    }
+  } else {
+    // With a projection (LSTM) the carried gradient lives in the P-dim h
+    // space; it reaches the cell through w_hr, so the step runs without its
+    // GEMM.
+    at::Tensor dh_carry = grad_h_n.contiguous().clone();
+    at::Tensor grad_h_all = at::empty({d.T, d.B, d.P}, x.options());
+    at::Tensor unused;
+    for (int64_t s = d.T - 1; s >= 0; --s) {
+      if (s + 1 < d.T) {
+        const at::Tensor from_next = at::mm(grad_hg[s + 1], w_hh);
+        dh_carry = lengths.has_value()
+                       ? at::where(active_mask(lengths, s + 1), from_next,
+                                   dh_carry)
+                       : from_next;
+      }
+      at::Tensor dh = grad_y[s] + dh_carry;
+      if (lengths.has_value()) {
+        dh = at::where(active_mask(lengths, s), dh, at::zeros_like(dh));
+      }
+      grad_h_all[s].copy_(dh);
+      const at::Tensor dm = at::mm(dh, *w_hr);
+      at::Tensor gx_s = grad_xg[s];
+      steps.backward(cell, s, none, none, unused, dm, carry, saved[s], none,
+                     s > 0 ? cs[s - 1] : c0_acc, cs[s], lengths, gx_s, gx_s);
+    }
+    grad_w_hr = at::mm(grad_h_all.view({d.T * d.B, d.P}).t(),
+                       ms.reshape({d.T * d.B, d.H}));
+  }
+
+  // Every row is active at step 0, so h0's gradient comes through w_hh
+  // (and the direct path of the GRU).
+  at::Tensor grad_h0 = at::mm(grad_hg[0], w_hh);
+  if (cell.direct_h) grad_h0.add_(carry);
+  at::Tensor grad_c0 = cell.has_c ? carry.to(x.scalar_type())
+                                  : at::empty({0}, x.options());
+  const at::Tensor gx2 = grad_xg.view({d.T * d.B, GH});
+  const at::Tensor gh2 = grad_hg.view({d.T * d.B, GH});
+  at::Tensor grad_x = at::mm(gx2, w_ih).view({d.T, d.B, d.I});
+  at::Tensor grad_w_ih = at::mm(gx2.t(), x.view({d.T * d.B, d.I}));
+  at::Tensor grad_w_hh = at::mm(gh2.t(), h_prev.view({d.T * d.B, d.P}));
+  const at::Tensor empty = at::empty({0}, x.options());
+  at::Tensor grad_b_ih = has_bias ? gx2.sum(0) : empty;
+  at::Tensor grad_b_hh = has_bias && cell.split_grad ? gh2.sum(0) : empty;
+  if (!proj) grad_w_hr = empty;
+  return {grad_x,    grad_h0,   grad_c0,   grad_w_ih,
+          grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr};
+}
+
+// ---------------------------------------------------------------------------
+// The sequence ops
+// ---------------------------------------------------------------------------
+
+Tensors6 lstm_seq(const at::Tensor& x, const at::Tensor& h0,
+                  const at::Tensor& c0, const at::Tensor& w_ih,
+                  const at::Tensor& w_hh, const OptTensor& bias,
+                  const OptTensor& w_hr, const OptTensor& lengths,
+                  const SeqSteps& steps) {
+  return recurrent_seq_forward(cell_desc(CellKind::kLstm), x, h0, c0, w_ih,
+                               w_hh, bias, c10::nullopt, w_hr, lengths,
+                               steps);
+}
+
+Tensors7 lstm_seq_backward(
+    const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+    const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
+    const at::Tensor& gates, const at::Tensor& cs, const at::Tensor& ms,
+    bool has_bias, const SeqSteps& steps) {
+  auto [gx, gh0, gc0, gw_ih, gw_hh, gb, gb_hh, gw_hr] =
+      recurrent_seq_backward(cell_desc(CellKind::kLstm), grad_y, grad_h_n,
+                             grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, lengths,
+                             y, gates, cs, ms, has_bias, steps);
+  return {gx, gh0, gc0, gw_ih, gw_hh, gb, gw_hr};
+}
+
+Tensors3 gru_seq(const at::Tensor& x, const at::Tensor& h0,
+                 const at::Tensor& w_ih, const at::Tensor& w_hh,
+                 const OptTensor& b_ih, const OptTensor& b_hh,
+                 const OptTensor& lengths, const SeqSteps& steps) {
+  auto [y, h_n, c_n, saved, cs, ms] = recurrent_seq_forward(
+      cell_desc(CellKind::kGru), x, h0, c10::nullopt, w_ih, w_hh, b_ih, b_hh,
+      c10::nullopt, lengths, steps);
+  return {y, h_n, saved};
+}
+
+Tensors6 gru_seq_backward(const at::Tensor& grad_y,
+                          const at::Tensor& grad_h_n, const at::Tensor& x,
+                          const at::Tensor& h0, const at::Tensor& w_ih,
+                          const at::Tensor& w_hh, const OptTensor& lengths,
+                          const at::Tensor& y, const at::Tensor& gates,
+                          bool has_bias, const SeqSteps& steps) {
+  const at::Tensor empty = at::empty({0}, x.options());
+  auto [gx, gh0, gc0, gw_ih, gw_hh, gb_ih, gb_hh, gw_hr] =
+      recurrent_seq_backward(cell_desc(CellKind::kGru), grad_y, grad_h_n,
+                             c10::nullopt, x, h0, c10::nullopt, w_ih, w_hh,
+                             c10::nullopt, lengths, y, gates, empty, empty,
+                             has_bias, steps);
+  return {gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh};
+}
+
+Tensors3 rnn_seq(const at::Tensor& x, const at::Tensor& h0,
+                 const at::Tensor& w_ih, const at::Tensor& w_hh,
+                 const OptTensor& bias, const OptTensor& lengths,
+                 c10::string_view nonlinearity, const SeqSteps& steps) {
+  auto [y, h_n, c_n, saved, cs, ms] = recurrent_seq_forward(
+      cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), x, h0,
+      c10::nullopt, w_ih, w_hh, bias, c10::nullopt, c10::nullopt, lengths,
+      steps);
+  return {y, h_n, saved};
+}
+
+Tensors5 rnn_seq_backward(const at::Tensor& grad_y,
+                          const at::Tensor& grad_h_n, const at::Tensor& x,
+                          const at::Tensor& h0, const at::Tensor& w_ih,
+                          const at::Tensor& w_hh, const OptTensor& lengths,
+                          const at::Tensor& y, const at::Tensor& gates,
+                          bool has_bias, c10::string_view nonlinearity,
+                          const SeqSteps& steps) {
+  const at::Tensor empty = at::empty({0}, x.options());
+  auto [gx, gh0, gc0, gw_ih, gw_hh, gb, gb_hh, gw_hr] =
+      recurrent_seq_backward(
+          cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), grad_y,
+          grad_h_n, c10::nullopt, x, h0, c10::nullopt, w_ih, w_hh,
+          c10::nullopt, lengths, y, gates, empty, empty, has_bias, steps);
+  return {gx, gh0, gw_ih, gw_hh, gb};
+}
+
+// ---------------------------------------------------------------------------
+// The cell ops
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// Checks the inputs of a cell op; returns H.
+int64_t check_cell(const CellDesc& cell, const at::Tensor& x_proj,
+                   const at::Tensor& h_proj, const OptTensor& b_x,
+                   const OptTensor& b_h, const at::Tensor& state,
+                   const char* state_name, const CellKernels& k) {
+  const int64_t G = cell.gates;
+  TORCH_CHECK(x_proj.dim() == 2 && x_proj.size(1) % G == 0,
+              "seqkernels: x_proj must be [B, ", G, " * hidden_size], got ",
+              x_proj.sizes());
+  const int64_t B = x_proj.size(0), H = x_proj.size(1) / G;
+  check_shape(h_proj, "h_proj", {B, G * H});
+  check_same_dtype_device(h_proj, "h_proj", x_proj, "x_proj");
+  if (state.defined()) {
+    check_shape(state, state_name, {B, H});
+    check_same_dtype_device(state, state_name, x_proj, "x_proj");
+  }
+  check_bias(b_x, b_h.has_value() ? "b_ih" : "bias", G * H, x_proj,
+             "x_proj");
+  check_bias(b_h, "b_hh", G * H, x_proj, "x_proj");
+  if (k.check != nullptr) k.check(x_proj, "x_proj");
+  return H;
+}
+
+// Checks the inputs of a cell op's backward: `state` [B, H] gives the
+// shapes, `saved` is what the forward saved.
+void check_cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
+                         const at::Tensor& state, const char* state_name,
+                         const at::Tensor& saved, const CellKernels& k) {
+  TORCH_CHECK(state.dim() == 2, "seqkernels: ", state_name,
+              " must be [B, hidden_size], got ", state.sizes());
+  check_shape(grad_h, "grad_h", state.sizes());
+  check_same_dtype_device(grad_h, "grad_h", state, state_name);
+  check_shape(saved, "gates", {state.size(0), cell.saved * state.size(1)});
+  TORCH_CHECK(saved.scalar_type() == acc_dtype(state.scalar_type()),
+              "seqkernels: gates must be ", acc_dtype(state.scalar_type()),
+              " (what the forward saved), got ", saved.scalar_type());
+  TORCH_CHECK(saved.device() == state.device(),
+              "seqkernels: gates must be on the device of ", state_name);
+  if (k.check != nullptr) k.check(state, state_name);
+}
+
+at::Tensor contiguous_or_undefined(const OptTensor& t) {
+  return t.has_value() ? t->contiguous() : at::Tensor();
+}
+
+}  // namespace
+
+Tensors3 lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                   const at::Tensor& c_in, const OptTensor& bias,
+                   const CellKernels& k) {
+  const CellDesc cell = cell_desc(CellKind::kLstm);
+  const int64_t H = check_cell(cell, x_proj, h_proj, bias, c10::nullopt,
+                               c_in, "c", k);
+  const int64_t B = x_proj.size(0);
+  const at::Tensor c = c_in.contiguous();
+  at::Tensor h_new = at::empty({B, H}, c.options());
+  at::Tensor c_new = at::empty({B, H}, c.options());
+  at::Tensor gates = at::empty(
+      {B, cell.saved * H}, c.options().dtype(acc_dtype(c.scalar_type())));
+  if (B * H > 0) {
+    k.forward(cell, x_proj.contiguous(), h_proj.contiguous(),
+              contiguous_or_undefined(bias), at::Tensor(), at::Tensor(), c,
+              h_new, c_new, gates);
+  }
+  return {h_new, c_new, gates};
+}
+
+std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
+    const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& c,
+    const at::Tensor& c_new, const at::Tensor& gates, const CellKernels& k) {
+  const CellDesc cell = cell_desc(CellKind::kLstm);
+  check_cell_backward(cell, grad_h, c, "c", gates, k);
+  check_shape(grad_c, "grad_c", c.sizes());
+  check_shape(c_new, "c_new", c.sizes());
+  check_same_dtype_device(grad_c, "grad_c", c, "c");
+  check_same_dtype_device(c_new, "c_new", c, "c");
+  at::Tensor grad_gates = at::empty(gates.sizes(), c.options());
+  at::Tensor grad_c_prev = at::empty(c.sizes(), c.options());
+  at::Tensor none;
+  if (c.numel() > 0) {
+    k.backward(cell, grad_h.contiguous(), grad_c.contiguous(),
+               gates.contiguous(), at::Tensor(), c.contiguous(),
+               c_new.contiguous(), grad_gates, none, grad_c_prev);
+  }
+  return {grad_gates, grad_c_prev};
+}
+
+std::tuple<at::Tensor, at::Tensor> gru_cell(
+    const at::Tensor& x_proj, const at::Tensor& h_proj, const at::Tensor& h_in,
+    const OptTensor& b_ih, const OptTensor& b_hh, const CellKernels& k) {
+  const CellDesc cell = cell_desc(CellKind::kGru);
+  const int64_t H =
+      check_cell(cell, x_proj, h_proj, b_ih, b_hh, h_in, "h", k);
+  const int64_t B = x_proj.size(0);
+  const at::Tensor h = h_in.contiguous();
+  at::Tensor h_new = at::empty({B, H}, h.options());
+  at::Tensor gates = at::empty(
+      {B, cell.saved * H}, h.options().dtype(acc_dtype(h.scalar_type())));
+  at::Tensor none;
+  if (B * H > 0) {
+    k.forward(cell, x_proj.contiguous(), h_proj.contiguous(),
+              contiguous_or_undefined(b_ih), contiguous_or_undefined(b_hh), h,
+              at::Tensor(), h_new, none, gates);
+  }
+  return {h_new, gates};
+}
+
+Tensors3 gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
+                           const at::Tensor& gates, const CellKernels& k) {
+  const CellDesc cell = cell_desc(CellKind::kGru);
+  check_cell_backward(cell, grad_h, h, "h", gates, k);
+  const int64_t B = h.size(0), H = h.size(1);
+  at::Tensor grad_x_proj = at::empty({B, cell.gates * H}, h.options());
+  at::Tensor grad_h_proj = at::empty({B, cell.gates * H}, h.options());
+  at::Tensor grad_h_prev = at::empty({B, H}, h.options());
+  if (B * H > 0) {
+    k.backward(cell, grad_h.contiguous(), at::Tensor(), gates.contiguous(),
+               h.contiguous(), at::Tensor(), at::Tensor(), grad_x_proj,
+               grad_h_proj, grad_h_prev);
+  }
+  return {grad_x_proj, grad_h_proj, grad_h_prev};
+}
+
+std::tuple<at::Tensor, at::Tensor> rnn_cell(const at::Tensor& x_proj,
+                                            const at::Tensor& h_proj,
+                                            const OptTensor& bias,
+                                            c10::string_view nonlinearity,
+                                            const CellKernels& k) {
+  const CellDesc cell =
+      cell_desc(CellKind::kRnn, parse_activation(nonlinearity));
+  const int64_t H = check_cell(cell, x_proj, h_proj, bias, c10::nullopt,
+                               at::Tensor(), "", k);
+  const int64_t B = x_proj.size(0);
+  at::Tensor h_new = at::empty({B, H}, x_proj.options());
+  at::Tensor gates = at::empty(
+      {B, cell.saved * H},
+      x_proj.options().dtype(acc_dtype(x_proj.scalar_type())));
+  at::Tensor none;
+  if (B * H > 0) {
+    k.forward(cell, x_proj.contiguous(), h_proj.contiguous(),
+              contiguous_or_undefined(bias), at::Tensor(), at::Tensor(),
+              at::Tensor(), h_new, none, gates);
+  }
+  return {h_new, gates};
+}
+
+at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
+                             const at::Tensor& gates,
+                             c10::string_view nonlinearity,
+                             const CellKernels& k) {
+  const CellDesc cell =
+      cell_desc(CellKind::kRnn, parse_activation(nonlinearity));
+  check_cell_backward(cell, grad_h, grad_h, "grad_h", gates, k);
+  at::Tensor grad_pre = at::empty(grad_h.sizes(), grad_h.options());
+  at::Tensor none;
+  if (grad_h.numel() > 0) {
+    k.backward(cell, grad_h.contiguous(), at::Tensor(), gates.contiguous(),
+               at::Tensor(), at::Tensor(), at::Tensor(), grad_pre, none,
+               none);
+  }
+  return grad_pre;
+}
+
+}  // namespace seqkernels

@@ -1,0 +1,173 @@
+"""Pointwise math of every recurrent cell in Triton, and host helpers shared
+by the Triton kernels of ``recurrent.py`` (sequence steps) and ``cells.py``
+(the fused cell ops).
+
+The same equations as ``csrc/include/seqkernels/cell_math.h`` and the
+reference (``seqkernels/reference/*_cell.py``). A cell is chosen by the
+constexpr ``CELL`` (``LSTM``, ``GRU``, ``RNN``) and, for the RNN, ``ACT``
+(``TANH``, ``RELU``, ``IDENTITY``); Triton compiles only the chosen branch.
+
+Per hidden unit a cell sees up to four gates: ``x*`` the input side of the
+pre-activations (x W_ih^T + b_ih), ``a*`` the recurrent side (h W_hh^T +
+b_hh). Saved for the backward (``sv0..sv3``, accumulation dtype):
+
+* LSTM (gates i, f, g, o): the activated gates;
+* GRU (gates r, z, n): r, z, n and the recurrent side of n (W_hn h + b_hn);
+* RNN (one gate): the output h (``sv0`` only).
+"""
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+# Values of the constexprs CELL and ACT (jit code reads globals only as
+# constexprs; the host passes the plain ints of CELL_IDS / ACT_IDS).
+LSTM = tl.constexpr(0)
+GRU = tl.constexpr(1)
+RNN = tl.constexpr(2)
+
+TANH = tl.constexpr(0)
+RELU = tl.constexpr(1)
+IDENTITY = tl.constexpr(2)
+
+CELL_IDS = {"lstm": 0, "gru": 1, "rnn": 2}
+ACT_IDS = {"tanh": 0, "relu": 1, "identity": 2}
+
+
+# ---------------------------------------------------------------------------
+# Host helpers
+# ---------------------------------------------------------------------------
+
+def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half and bfloat16, else the dtype itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def tl_acc_dtype(dtype: torch.dtype):
+    """The Triton dtype the kernels compute in for a storage dtype."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def device_guard(t: Tensor):
+    """Launch on ``t``'s GPU (Triton launches on the current device)."""
+    if t.is_cuda:
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def sigmoid(x):
+    # exp of a non-positive argument only: no overflow, and small results
+    # keep their relative precision.
+    e = tl.exp(-tl.abs(x))
+    r = 1.0 / (1.0 + e)
+    return tl.where(x >= 0, r, e * r)
+
+
+@triton.jit
+def tanh(x):
+    # tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|) <= 1; odd symmetry.
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x >= 0, t, -t)
+
+
+@triton.jit
+def activate(x, ACT: tl.constexpr):
+    if ACT == TANH:
+        y = tanh(x)
+    elif ACT == RELU:
+        y = tl.where(x < 0, 0.0, x)  # NaN passes, as torch.relu
+    else:
+        y = x
+    return y
+
+
+@triton.jit
+def activate_grad(y, ACT: tl.constexpr):
+    """The activation's derivative from its output ``y``."""
+    if ACT == TANH:
+        d = 1.0 - y * y
+    elif ACT == RELU:
+        d = tl.where(y <= 0, 0.0, 1.0)  # torch's threshold_backward
+    else:
+        d = tl.full(y.shape, 1.0, y.dtype)
+    return d
+
+
+# ---------------------------------------------------------------------------
+# Cells
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def cell_forward(x0, x1, x2, x3, a0, a1, a2, a3, h_prev, c_prev,
+                 CELL: tl.constexpr, ACT: tl.constexpr):
+    """One step of the cell: returns (sv0, sv1, sv2, sv3, c, h). Unused
+    inputs and outputs of a cell are placeholders."""
+    if CELL == LSTM:
+        sv0 = sigmoid(x0 + a0)
+        sv1 = sigmoid(x1 + a1)
+        sv2 = tanh(x2 + a2)
+        sv3 = sigmoid(x3 + a3)
+        c = sv1 * c_prev + sv0 * sv2
+        h = sv3 * tanh(c)
+    elif CELL == GRU:
+        sv0 = sigmoid(x0 + a0)
+        sv1 = sigmoid(x1 + a1)
+        sv2 = tanh(x2 + sv0 * a2)
+        sv3 = a2
+        h = sv2 + sv1 * (h_prev - sv2)
+        c = h
+    else:
+        h = activate(x0 + a0, ACT)
+        sv0 = h
+        sv1 = h
+        sv2 = h
+        sv3 = h
+        c = h
+    return sv0, sv1, sv2, sv3, c, h
+
+
+@triton.jit
+def cell_backward(sv0, sv1, sv2, sv3, h_prev, c_prev, c, dh, carry,
+                  CELL: tl.constexpr, ACT: tl.constexpr):
+    """Backward of one step. ``dh``: the whole gradient reaching h;
+    ``carry``: LSTM, the gradient reaching c from later steps.
+
+    Returns (d0, d1, d2, d3, e2, carry_out): the gradients of the input-side
+    pre-activations; e2, the recurrent side's gradient of the GRU's n gate
+    (the other recurrent-side gradients equal the input side's); carry_out,
+    LSTM: the gradient of c_prev, GRU: the gradient of h_prev through the
+    pointwise path h' = (1 - z) n + z h.
+    """
+    if CELL == LSTM:
+        tanh_c = tanh(c)
+        dc_total = carry + dh * sv3 * (1.0 - tanh_c * tanh_c)
+        d0 = dc_total * sv2 * sv0 * (1.0 - sv0)
+        d1 = dc_total * c_prev * sv1 * (1.0 - sv1)
+        d2 = dc_total * sv0 * (1.0 - sv2 * sv2)
+        d3 = dh * tanh_c * sv3 * (1.0 - sv3)
+        e2 = d2
+        carry_out = dc_total * sv1
+    elif CELL == GRU:
+        d2 = dh * (1.0 - sv1) * (1.0 - sv2 * sv2)
+        d0 = d2 * sv3 * sv0 * (1.0 - sv0)
+        d1 = dh * (h_prev - sv2) * sv1 * (1.0 - sv1)
+        d3 = d2
+        e2 = d2 * sv0
+        carry_out = dh * sv1
+    else:
+        d0 = dh * activate_grad(sv0, ACT)
+        d1 = d0
+        d2 = d0
+        d3 = d0
+        e2 = d0
+        carry_out = d0
+    return d0, d1, d2, d3, e2, carry_out

@@ -1,0 +1,262 @@
+"""Triton kernels of the fused cell ops ``lstm_cell``, ``gru_cell`` and
+``rnn_cell``: everything after the two projections, forward and backward.
+
+Same contracts as ``seqkernels/reference/{lstm,gru,rnn}_cell.py``:
+pre-activations and their gradients are ``[B, G*H]`` in torch's gate order,
+states ``[B, H]``, saved values ``[B, S*H]`` in the accumulation dtype
+(float32 for half, bfloat16 and float32; float64 for float64). One kernel
+pair serves every cell (the constexpr ``CELL``), with the pointwise math of
+``cell_math.py`` that the sequence steps use too; each op is one launch
+over all ``(b, j)``.
+"""
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .cell_math import (ACT_IDS, CELL_IDS, GRU, LSTM, RNN, acc_torch_dtype,
+                        cell_backward, cell_forward, device_guard,
+                        tl_acc_dtype)
+
+# Elements of [B, H] per program.
+_BLOCK = 1024
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_SAVED = {"lstm": 4, "gru": 4, "rnn": 1}
+
+
+@triton.jit
+def _cell_fwd_kernel(x_ptr, hp_ptr, bx_ptr, bh_ptr, h_ptr, c_ptr, h_out_ptr,
+                     c_out_ptr, saved_ptr, N, H,
+                     CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
+                     S: tl.constexpr, HAS_BX: tl.constexpr,
+                     HAS_BH: tl.constexpr, ACC: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    # One program: BLOCK consecutive elements (b, j) of the [B, H] states.
+    pid = tl.program_id(0).to(tl.int64)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < N
+    b = idx // H
+    j = idx - b * H
+    g0 = b * (G * H) + j  # gate 0 of (b, j) in the [B, G*H] rows
+    x0 = tl.load(x_ptr + g0, mask=mask, other=0.0).to(ACC)
+    a0 = tl.load(hp_ptr + g0, mask=mask, other=0.0).to(ACC)
+    x1 = x0
+    x2 = x0
+    x3 = x0
+    a1 = a0
+    a2 = a0
+    a3 = a0
+    if G > 1:
+        x1 = tl.load(x_ptr + g0 + H, mask=mask, other=0.0).to(ACC)
+        a1 = tl.load(hp_ptr + g0 + H, mask=mask, other=0.0).to(ACC)
+        x2 = tl.load(x_ptr + g0 + 2 * H, mask=mask, other=0.0).to(ACC)
+        a2 = tl.load(hp_ptr + g0 + 2 * H, mask=mask, other=0.0).to(ACC)
+    if G > 3:
+        x3 = tl.load(x_ptr + g0 + 3 * H, mask=mask, other=0.0).to(ACC)
+        a3 = tl.load(hp_ptr + g0 + 3 * H, mask=mask, other=0.0).to(ACC)
+    if HAS_BX:
+        x0 += tl.load(bx_ptr + j, mask=mask, other=0.0).to(ACC)
+        if G > 1:
+            x1 += tl.load(bx_ptr + j + H, mask=mask, other=0.0).to(ACC)
+            x2 += tl.load(bx_ptr + j + 2 * H, mask=mask, other=0.0).to(ACC)
+        if G > 3:
+            x3 += tl.load(bx_ptr + j + 3 * H, mask=mask, other=0.0).to(ACC)
+    if HAS_BH:
+        a0 += tl.load(bh_ptr + j, mask=mask, other=0.0).to(ACC)
+        if G > 1:
+            a1 += tl.load(bh_ptr + j + H, mask=mask, other=0.0).to(ACC)
+            a2 += tl.load(bh_ptr + j + 2 * H, mask=mask, other=0.0).to(ACC)
+        if G > 3:
+            a3 += tl.load(bh_ptr + j + 3 * H, mask=mask, other=0.0).to(ACC)
+    if CELL == LSTM:
+        c_prev = tl.load(c_ptr + idx, mask=mask, other=0.0).to(ACC)
+    else:
+        c_prev = x0
+    if CELL == GRU:
+        h_prev = tl.load(h_ptr + idx, mask=mask, other=0.0).to(ACC)
+    else:
+        h_prev = x0
+    sv0, sv1, sv2, sv3, c, h = cell_forward(x0, x1, x2, x3, a0, a1, a2, a3,
+                                            h_prev, c_prev, CELL, ACT)
+    sty = saved_ptr.dtype.element_ty
+    s0 = b * (S * H) + j
+    tl.store(saved_ptr + s0, sv0.to(sty), mask=mask)
+    if S > 1:
+        tl.store(saved_ptr + s0 + H, sv1.to(sty), mask=mask)
+        tl.store(saved_ptr + s0 + 2 * H, sv2.to(sty), mask=mask)
+        tl.store(saved_ptr + s0 + 3 * H, sv3.to(sty), mask=mask)
+    if CELL == LSTM:
+        tl.store(c_out_ptr + idx, c.to(c_out_ptr.dtype.element_ty),
+                 mask=mask)
+    tl.store(h_out_ptr + idx, h.to(h_out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _cell_bwd_kernel(dh_ptr, dc_ptr, saved_ptr, h_ptr, c_ptr, c_new_ptr,
+                     gx_ptr, gh_ptr, g_carry_ptr, N, H,
+                     CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
+                     S: tl.constexpr, ACC: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < N
+    b = idx // H
+    j = idx - b * H
+    g0 = b * (G * H) + j
+    s0 = b * (S * H) + j
+    dh = tl.load(dh_ptr + idx, mask=mask, other=0.0).to(ACC)
+    sv0 = tl.load(saved_ptr + s0, mask=mask, other=0.0).to(ACC)
+    sv1 = sv0
+    sv2 = sv0
+    sv3 = sv0
+    if S > 1:
+        sv1 = tl.load(saved_ptr + s0 + H, mask=mask, other=0.0).to(ACC)
+        sv2 = tl.load(saved_ptr + s0 + 2 * H, mask=mask, other=0.0).to(ACC)
+        sv3 = tl.load(saved_ptr + s0 + 3 * H, mask=mask, other=0.0).to(ACC)
+    if CELL == LSTM:
+        dc = tl.load(dc_ptr + idx, mask=mask, other=0.0).to(ACC)
+        c_prev = tl.load(c_ptr + idx, mask=mask, other=0.0).to(ACC)
+        c = tl.load(c_new_ptr + idx, mask=mask, other=0.0).to(ACC)
+    else:
+        dc = dh
+        c_prev = dh
+        c = dh
+    if CELL == GRU:
+        h_prev = tl.load(h_ptr + idx, mask=mask, other=0.0).to(ACC)
+    else:
+        h_prev = dh
+    d0, d1, d2, d3, e2, carry = cell_backward(sv0, sv1, sv2, sv3, h_prev,
+                                              c_prev, c, dh, dc, CELL, ACT)
+    gty = gx_ptr.dtype.element_ty
+    tl.store(gx_ptr + g0, d0.to(gty), mask=mask)
+    if G > 1:
+        tl.store(gx_ptr + g0 + H, d1.to(gty), mask=mask)
+        tl.store(gx_ptr + g0 + 2 * H, d2.to(gty), mask=mask)
+    if G > 3:
+        tl.store(gx_ptr + g0 + 3 * H, d3.to(gty), mask=mask)
+    if CELL == GRU:
+        tl.store(gh_ptr + g0, d0.to(gty), mask=mask)
+        tl.store(gh_ptr + g0 + H, d1.to(gty), mask=mask)
+        tl.store(gh_ptr + g0 + 2 * H, e2.to(gty), mask=mask)
+    if CELL != RNN:
+        tl.store(g_carry_ptr + idx, carry.to(g_carry_ptr.dtype.element_ty),
+                 mask=mask)
+
+
+def _forward(kind: str, act: str, x_proj: Tensor, h_proj: Tensor,
+             b_x: Optional[Tensor], b_h: Optional[Tensor],
+             h: Optional[Tensor], c: Optional[Tensor]):
+    """Runs the forward kernel; returns (h_new, c_new or None, saved)."""
+    x_proj = x_proj.contiguous()
+    h_proj = h_proj.contiguous()
+    b_x = b_x.contiguous() if b_x is not None else None
+    b_h = b_h.contiguous() if b_h is not None else None
+    h = h.contiguous() if h is not None else None
+    c = c.contiguous() if c is not None else None
+    G, S = _GATES[kind], _SAVED[kind]
+    B, H = x_proj.shape[0], x_proj.shape[1] // G
+    acc = acc_torch_dtype(x_proj.dtype)
+    h_new = x_proj.new_empty(B, H)
+    c_new = x_proj.new_empty(B, H) if kind == "lstm" else None
+    saved = x_proj.new_empty(B, S * H, dtype=acc)
+    N = B * H
+    if N > 0:
+        with device_guard(x_proj):
+            _cell_fwd_kernel[(triton.cdiv(N, _BLOCK),)](
+                x_proj, h_proj, b_x if b_x is not None else x_proj,
+                b_h if b_h is not None else x_proj,
+                h if h is not None else x_proj,
+                c if c is not None else x_proj, h_new,
+                c_new if c_new is not None else h_new, saved, N, H,
+                CELL=CELL_IDS[kind], ACT=ACT_IDS[act], G=G, S=S,
+                HAS_BX=b_x is not None, HAS_BH=b_h is not None,
+                ACC=tl_acc_dtype(acc), BLOCK=_BLOCK)
+    return h_new, c_new, saved
+
+
+def _backward(kind: str, act: str, grad_h: Tensor, grad_c: Optional[Tensor],
+              saved: Tensor, h: Optional[Tensor], c: Optional[Tensor],
+              c_new: Optional[Tensor]):
+    """Runs the backward kernel; returns (grad_xg, grad_hg or None,
+    grad_carry or None)."""
+    grad_h = grad_h.contiguous()
+    saved = saved.contiguous()
+    grad_c, h, c, c_new = (t.contiguous() if t is not None else None
+                           for t in (grad_c, h, c, c_new))
+    G, S = _GATES[kind], _SAVED[kind]
+    B, H = grad_h.shape
+    grad_xg = grad_h.new_empty(B, G * H)
+    grad_hg = grad_h.new_empty(B, G * H) if kind == "gru" else None
+    grad_carry = grad_h.new_empty(B, H) if kind != "rnn" else None
+    N = B * H
+    if N > 0:
+        placeholder = grad_h
+        with device_guard(grad_h):
+            _cell_bwd_kernel[(triton.cdiv(N, _BLOCK),)](
+                grad_h, grad_c if grad_c is not None else placeholder, saved,
+                h if h is not None else placeholder,
+                c if c is not None else placeholder,
+                c_new if c_new is not None else placeholder, grad_xg,
+                grad_hg if grad_hg is not None else grad_xg,
+                grad_carry if grad_carry is not None else grad_xg, N, H,
+                CELL=CELL_IDS[kind], ACT=ACT_IDS[act], G=G, S=S,
+                ACC=tl_acc_dtype(saved.dtype), BLOCK=_BLOCK)
+    return grad_xg, grad_hg, grad_carry
+
+
+# ---------------------------------------------------------------------------
+# Op implementations
+# ---------------------------------------------------------------------------
+
+def lstm_cell(x_proj: Tensor, h_proj: Tensor, c: Tensor,
+              bias: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward of ``lstm_cell``: returns (h_new, c_new, gates)."""
+    return _forward("lstm", "tanh", x_proj, h_proj, bias, None, None, c)
+
+
+def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, c: Tensor,
+                       c_new: Tensor, gates: Tensor) -> tuple[Tensor, Tensor]:
+    """Backward of ``lstm_cell``: returns (grad_gates, grad_c_prev)."""
+    grad_gates, _, grad_c_prev = _backward("lstm", "tanh", grad_h, grad_c,
+                                           gates, None, c, c_new)
+    return grad_gates, grad_c_prev
+
+
+def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,
+             b_ih: Optional[Tensor],
+             b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Forward of ``gru_cell``: returns (h_new, gates)."""
+    h_new, _, saved = _forward("gru", "tanh", x_proj, h_proj, b_ih, b_hh, h,
+                               None)
+    return h_new, saved
+
+
+def gru_cell_backward(grad_h: Tensor, h: Tensor,
+                      gates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of ``gru_cell``: returns (grad_x_proj, grad_h_proj,
+    grad_h_prev)."""
+    return _backward("gru", "tanh", grad_h, None, gates, h, None, None)
+
+
+def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor],
+             nonlinearity: str) -> tuple[Tensor, Tensor]:
+    """Forward of ``rnn_cell``: returns (h_new, gates)."""
+    if nonlinearity not in ACT_IDS:
+        raise ValueError(
+            f"seqkernels: nonlinearity must be 'tanh', 'relu' or 'identity', "
+            f"got {nonlinearity!r}")
+    h_new, _, saved = _forward("rnn", nonlinearity, x_proj, h_proj, bias,
+                               None, None, None)
+    return h_new, saved
+
+
+def rnn_cell_backward(grad_h: Tensor, gates: Tensor,
+                      nonlinearity: str) -> Tensor:
+    """Backward of ``rnn_cell``: the gradient of the pre-activation."""
+    grad_pre, _, _ = _backward("rnn", nonlinearity, grad_h, None, gates, None,
+                               None, None)
+    return grad_pre

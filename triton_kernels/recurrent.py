@@ -1,0 +1,513 @@
+"""Triton steps of the recurrent sequence ops (``lstm_seq``, ``gru_seq``,
+``rnn_seq``).
+
+The sequence machinery (input projection, the loop over steps, weight
+gradients) is the shared Python driver of ``seqkernels.reference.recurrent``;
+this module provides its steps, :class:`TritonSteps`, with the contract of
+``TorchSteps`` there (and of ``SeqSteps`` in
+``csrc/include/seqkernels/recurrent_host.h``). One pair of kernels serves
+every cell: the cell is a constexpr (``CELL``, and ``ACT`` for the RNN), and
+its pointwise math comes from ``cell_math.py``. Each step is one kernel
+launch that fuses the recurrent matrix product with the pointwise cell:
+
+* forward: a program owns a tile of ``BLOCK_B`` batch rows by ``BLOCK_H``
+  hidden units; for each of the G gates (4 LSTM, 3 GRU, 1 RNN) it
+  accumulates ``h_in[b, :] @ w_hh[gate*H + j, :]`` over K in blocks of
+  ``BLOCK_K``, adds the recurrent bias (GRU), and runs the cell on the tile.
+* backward: the same tiling over ``[B, H]``; the product
+  ``grad_hg_next[b, :] @ w_hh[:, j]`` runs over the G*H rows of ``w_hh`` in
+  blocks, then the carry/lengths logic and the pointwise backward.
+
+Products use ``tl.dot`` (float32 accumulation; TF32 for float32 inputs only
+where ``torch.backends.cudnn.allow_tf32`` allows it, as cuDNN's RNNs do).
+float64 always, and bfloat16 under the interpreter (whose ``tl.dot`` is wrong
+for it), use a broadcast multiply and sum in the accumulation dtype instead.
+"""
+
+import functools
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from seqkernels.reference import gru_seq as _gru_driver
+from seqkernels.reference import lstm_seq as _lstm_driver
+from seqkernels.reference import rnn_seq as _rnn_driver
+from seqkernels.reference.recurrent import Cell
+
+from .cell_math import (ACT_IDS, CELL_IDS, GRU, LSTM, RNN, cell_backward,
+                        cell_forward, device_guard, tl_acc_dtype)
+
+
+# ---------------------------------------------------------------------------
+# Device code
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def _mac(a, b, acc, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + a @ b for tiles a [M, K], b [K, N] and acc [M, N]."""
+    if USE_DOT:
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    else:
+        a = a.to(acc.dtype)
+        b = b.to(acc.dtype)
+        acc += tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return acc
+
+
+@triton.jit(do_not_specialize=["s"])
+def _seq_fwd_step(
+        xg_ptr, h_in_ptr, w_ptr, b_hh_ptr, c_state_ptr, len_ptr, saved_ptr,
+        cs_ptr, out_ptr, h_out_ptr,
+        s, B, H, K,
+        s_xg_b, s_xg_n, s_hi_b, s_hi_k, s_w_n, s_w_k, s_c_b, s_c_j,
+        s_sv_b, s_sv_n, s_cs_b, s_cs_j, s_o_b, s_o_j, s_ho_b, s_ho_j,
+        CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
+        S: tl.constexpr, HAS_W: tl.constexpr, HAS_BH: tl.constexpr,
+        HAS_LENGTHS: tl.constexpr, HAS_HOUT: tl.constexpr,
+        USE_DOT: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+        BLOCK_K: tl.constexpr):
+    rb = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rj = tl.program_id(1).to(tl.int64) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mb = rb < B
+    mj = rj < H
+    mask = mb[:, None] & mj[None, :]
+
+    # a_g[b, j] = h_in[b, :] . w_hh[g*H + j, :] (+ b_hh[g*H + j]): the
+    # recurrent side of gate g.
+    a0 = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
+    a1 = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
+    a2 = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
+    a3 = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
+    if HAS_W:
+        rk = tl.arange(0, BLOCK_K)
+        a_rows = h_in_ptr + rb[:, None] * s_hi_b
+        w_cols = w_ptr + rj[None, :] * s_w_n  # row gate*H + j of w_hh
+        gate_step = H * s_w_n
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + rk
+            mk = kk < K
+            a = tl.load(a_rows + kk[None, :] * s_hi_k,
+                        mask=mb[:, None] & mk[None, :], other=0.0)
+            w_mask = mk[:, None] & mj[None, :]
+            # w tiles are [BLOCK_K, BLOCK_H]: w_hh[gate*H + j, k] at (k, j).
+            w_tile = w_cols + kk[:, None] * s_w_k
+            a0 = _mac(a, tl.load(w_tile, mask=w_mask, other=0.0), a0,
+                      USE_DOT, PRECISION)
+            if G > 1:
+                a1 = _mac(a, tl.load(w_tile + gate_step, mask=w_mask,
+                                     other=0.0), a1, USE_DOT, PRECISION)
+            if G > 2:
+                a2 = _mac(a, tl.load(w_tile + 2 * gate_step, mask=w_mask,
+                                     other=0.0), a2, USE_DOT, PRECISION)
+            if G > 3:
+                a3 = _mac(a, tl.load(w_tile + 3 * gate_step, mask=w_mask,
+                                     other=0.0), a3, USE_DOT, PRECISION)
+    a0 = a0.to(ACC)
+    a1 = a1.to(ACC)
+    a2 = a2.to(ACC)
+    a3 = a3.to(ACC)
+    if HAS_BH:
+        a0 += tl.load(b_hh_ptr + rj, mask=mj, other=0.0).to(ACC)[None, :]
+        if G > 1:
+            a1 += tl.load(b_hh_ptr + H + rj, mask=mj,
+                          other=0.0).to(ACC)[None, :]
+        if G > 2:
+            a2 += tl.load(b_hh_ptr + 2 * H + rj, mask=mj,
+                          other=0.0).to(ACC)[None, :]
+        if G > 3:
+            a3 += tl.load(b_hh_ptr + 3 * H + rj, mask=mj,
+                          other=0.0).to(ACC)[None, :]
+    # The input side, from the input projection of all steps.
+    xg = xg_ptr + rb[:, None] * s_xg_b + rj[None, :] * s_xg_n
+    xg_gate = H * s_xg_n
+    x0 = tl.load(xg, mask=mask, other=0.0).to(ACC)
+    x1 = x0
+    x2 = x0
+    x3 = x0
+    if G > 1:
+        x1 = tl.load(xg + xg_gate, mask=mask, other=0.0).to(ACC)
+    if G > 2:
+        x2 = tl.load(xg + 2 * xg_gate, mask=mask, other=0.0).to(ACC)
+    if G > 3:
+        x3 = tl.load(xg + 3 * xg_gate, mask=mask, other=0.0).to(ACC)
+
+    c_ptrs = c_state_ptr + rb[:, None] * s_c_b + rj[None, :] * s_c_j
+    if CELL == LSTM:
+        c_prev = tl.load(c_ptrs, mask=mask, other=0.0).to(ACC)
+    else:
+        c_prev = x0
+    if CELL == GRU:
+        # This unit of the previous h (P == H for the GRU).
+        h_prev = tl.load(h_in_ptr + rb[:, None] * s_hi_b
+                         + rj[None, :] * s_hi_k, mask=mask,
+                         other=0.0).to(ACC)
+    else:
+        h_prev = x0
+    sv0, sv1, sv2, sv3, c, h = cell_forward(x0, x1, x2, x3, a0, a1, a2, a3,
+                                            h_prev, c_prev, CELL, ACT)
+
+    if HAS_LENGTHS:
+        active = tl.load(len_ptr + rb, mask=mb, other=0) > s
+        on = active[:, None] & mask  # active row, in bounds
+        off = (~active)[:, None] & mask  # inactive row, in bounds
+        sv0 = tl.where(on, sv0, 0.0)
+        sv1 = tl.where(on, sv1, 0.0)
+        sv2 = tl.where(on, sv2, 0.0)
+        sv3 = tl.where(on, sv3, 0.0)
+        c = tl.where(on, c, 0.0)
+        h = tl.where(on, h, 0.0)
+    else:
+        on = mask
+
+    sty = saved_ptr.dtype.element_ty
+    sv_ptrs = saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n
+    sv_gate = H * s_sv_n
+    tl.store(sv_ptrs, sv0.to(sty), mask=mask)
+    if S > 1:
+        tl.store(sv_ptrs + sv_gate, sv1.to(sty), mask=mask)
+        tl.store(sv_ptrs + 2 * sv_gate, sv2.to(sty), mask=mask)
+        tl.store(sv_ptrs + 3 * sv_gate, sv3.to(sty), mask=mask)
+    if CELL == LSTM:
+        tl.store(cs_ptr + rb[:, None] * s_cs_b + rj[None, :] * s_cs_j,
+                 c.to(cs_ptr.dtype.element_ty), mask=mask)
+        # The cell state moves on in active rows only.
+        tl.store(c_ptrs, c.to(c_state_ptr.dtype.element_ty), mask=on)
+    h_store = h.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + rb[:, None] * s_o_b + rj[None, :] * s_o_j, h_store,
+             mask=mask)
+    if HAS_HOUT:
+        # h_out is [B, P] with P == H here: the new state where the row is
+        # active, else a copy of h_in.
+        ho_ptrs = h_out_ptr + rb[:, None] * s_ho_b + rj[None, :] * s_ho_j
+        hty = h_out_ptr.dtype.element_ty
+        tl.store(ho_ptrs, h.to(hty), mask=on)
+        if HAS_LENGTHS:
+            kept = tl.load(h_in_ptr + rb[:, None] * s_hi_b
+                           + rj[None, :] * s_hi_k, mask=off, other=0.0)
+            tl.store(ho_ptrs, kept.to(hty), mask=off)
+
+
+@triton.jit(do_not_specialize=["s"])
+def _seq_bwd_step(
+        ggn_ptr, w_ptr, dh_carry_ptr, dh_in_ptr, carry_ptr, saved_ptr,
+        h_prev_ptr, c_prev_ptr, cs_ptr, len_ptr, gx_ptr, gh_ptr,
+        s, B, H, N,
+        s_ggn_b, s_ggn_n, s_w_n, s_w_j, s_dhc_b, s_dhc_j, s_dhi_b, s_dhi_j,
+        s_pc_b, s_pc_j, s_sv_b, s_sv_n, s_hp_b, s_hp_j, s_cp_b, s_cp_j,
+        s_cs_b, s_cs_j, s_gx_b, s_gx_n, s_gh_b, s_gh_n,
+        CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
+        S: tl.constexpr, HAS_W: tl.constexpr, HAS_NEXT: tl.constexpr,
+        HAS_LENGTHS: tl.constexpr, USE_DOT: tl.constexpr,
+        PRECISION: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+        BLOCK_K: tl.constexpr):
+    rb = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rj = tl.program_id(1).to(tl.int64) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mb = rb < B
+    mj = rj < H
+    mask = mb[:, None] & mj[None, :]
+    if HAS_LENGTHS:
+        length = tl.load(len_ptr + rb, mask=mb, other=0)
+    pc_ptrs = carry_ptr + rb[:, None] * s_pc_b + rj[None, :] * s_pc_j
+
+    # The gradient reaching h from step s + 1.
+    if HAS_W:
+        dhc_ptrs = dh_carry_ptr + rb[:, None] * s_dhc_b + rj[None, :] * s_dhc_j
+        later = tl.load(dhc_ptrs, mask=mask, other=0.0).to(ACC)
+        if HAS_NEXT:
+            acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
+            rn = tl.arange(0, BLOCK_K)
+            a_rows = ggn_ptr + rb[:, None] * s_ggn_b
+            w_cols = w_ptr + rj[None, :] * s_w_j
+            for n0 in range(0, N, BLOCK_K):
+                nn = n0 + rn
+                mn = nn < N
+                a = tl.load(a_rows + nn[None, :] * s_ggn_n,
+                            mask=mb[:, None] & mn[None, :], other=0.0)
+                w = tl.load(w_cols + nn[:, None] * s_w_n,
+                            mask=mn[:, None] & mj[None, :], other=0.0)
+                acc = _mac(a, w, acc, USE_DOT, PRECISION)
+            from_next = acc.to(ACC)
+            if CELL == GRU:
+                # ... plus the pointwise path h' = (1 - z) n + z h.
+                from_next += tl.load(pc_ptrs, mask=mask, other=0.0).to(ACC)
+            if HAS_LENGTHS:
+                later = tl.where((length > s + 1)[:, None], from_next, later)
+            else:
+                later = from_next
+            tl.store(dhc_ptrs, later.to(dh_carry_ptr.dtype.element_ty),
+                     mask=mask)
+    else:
+        later = tl.zeros((BLOCK_B, BLOCK_H), dtype=ACC)
+
+    dh = tl.load(dh_in_ptr + rb[:, None] * s_dhi_b + rj[None, :] * s_dhi_j,
+                 mask=mask, other=0.0).to(ACC) + later
+    sv_ptrs = saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n
+    sv_gate = H * s_sv_n
+    sv0 = tl.load(sv_ptrs, mask=mask, other=0.0).to(ACC)
+    sv1 = sv0
+    sv2 = sv0
+    sv3 = sv0
+    if S > 1:
+        sv1 = tl.load(sv_ptrs + sv_gate, mask=mask, other=0.0).to(ACC)
+        sv2 = tl.load(sv_ptrs + 2 * sv_gate, mask=mask, other=0.0).to(ACC)
+        sv3 = tl.load(sv_ptrs + 3 * sv_gate, mask=mask, other=0.0).to(ACC)
+    if CELL == LSTM:
+        dc = tl.load(pc_ptrs, mask=mask, other=0.0).to(ACC)
+        c_prev = tl.load(c_prev_ptr + rb[:, None] * s_cp_b
+                         + rj[None, :] * s_cp_j, mask=mask, other=0.0).to(ACC)
+        c = tl.load(cs_ptr + rb[:, None] * s_cs_b + rj[None, :] * s_cs_j,
+                    mask=mask, other=0.0).to(ACC)
+    else:
+        dc = dh
+        c_prev = dh
+        c = dh
+    if CELL == GRU:
+        h_prev = tl.load(h_prev_ptr + rb[:, None] * s_hp_b
+                         + rj[None, :] * s_hp_j, mask=mask, other=0.0).to(ACC)
+    else:
+        h_prev = dh
+    d0, d1, d2, d3, e2, carry_out = cell_backward(
+        sv0, sv1, sv2, sv3, h_prev, c_prev, c, dh, dc, CELL, ACT)
+
+    if HAS_LENGTHS:
+        on = (length > s)[:, None] & mask
+        d0 = tl.where(on, d0, 0.0)
+        d1 = tl.where(on, d1, 0.0)
+        d2 = tl.where(on, d2, 0.0)
+        d3 = tl.where(on, d3, 0.0)
+        e2 = tl.where(on, e2, 0.0)
+    else:
+        on = mask
+    gty = gx_ptr.dtype.element_ty
+    gx_ptrs = gx_ptr + rb[:, None] * s_gx_b + rj[None, :] * s_gx_n
+    gx_gate = H * s_gx_n
+    tl.store(gx_ptrs, d0.to(gty), mask=mask)
+    if G > 1:
+        tl.store(gx_ptrs + gx_gate, d1.to(gty), mask=mask)
+    if G > 2:
+        tl.store(gx_ptrs + 2 * gx_gate, d2.to(gty), mask=mask)
+    if G > 3:
+        tl.store(gx_ptrs + 3 * gx_gate, d3.to(gty), mask=mask)
+    if CELL == GRU:
+        # The recurrent side differs in the n gate only.
+        gh_ptrs = gh_ptr + rb[:, None] * s_gh_b + rj[None, :] * s_gh_n
+        gh_gate = H * s_gh_n
+        tl.store(gh_ptrs, d0.to(gty), mask=mask)
+        tl.store(gh_ptrs + gh_gate, d1.to(gty), mask=mask)
+        tl.store(gh_ptrs + 2 * gh_gate, e2.to(gty), mask=mask)
+    if CELL != RNN:  # LSTM: dc_prev; GRU: the pointwise dh_prev
+        # Moves on in active rows only.
+        tl.store(pc_ptrs, carry_out.to(carry_ptr.dtype.element_ty), mask=on)
+
+
+# ---------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms_of(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None \
+        else torch.cuda.current_device()
+    return _num_sms_of(index)
+
+
+def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
+    """(USE_DOT, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, num_warps)."""
+    on_gpu = device.type == "cuda"
+    # float64: no tl.dot (not supported for fp64 on every GPU target); bf16
+    # under the interpreter: its tl.dot gives wrong results.
+    use_dot = dtype != torch.float64 and (on_gpu or dtype != torch.bfloat16)
+    precision = "ieee"
+    if (on_gpu and dtype == torch.float32 and torch.version.hip is None
+            and torch.backends.cudnn.allow_tf32):
+        precision = "tf32"
+    # tl.dot needs every tile dimension >= 16; partial tiles are masked.
+    block_b = min(64, max(16, _next_pow2(B)))
+    if not use_dot:
+        # The broadcast product holds a [BLOCK_B, BLOCK_K, BLOCK_H] tile.
+        block_b = 16 if on_gpu else block_b
+        block_h = 16 if on_gpu else min(64, max(16, _next_pow2(H)))
+        block_k = 8 if on_gpu else 16
+        return use_dot, precision, block_b, block_h, block_k, 4
+    block_k = 64 if dtype in (torch.float16, torch.bfloat16) else 32
+    block_h = min(64, max(16, _next_pow2(H)))
+    if on_gpu:
+        # The recurrence is latency bound: prefer more, smaller programs
+        # while the grid does not fill the GPU.
+        sms = _num_sms(device)
+        while block_h > 16 and (triton.cdiv(B, block_b)
+                                * triton.cdiv(H, block_h)) < sms:
+            block_h //= 2
+    return use_dot, precision, block_b, block_h, block_k, 4
+
+
+def _strides(t: Optional[Tensor]) -> tuple[int, int]:
+    return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
+
+
+# ---------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------
+
+class TritonSteps:
+    """The steps of the sequence driver, one Triton kernel each, for every
+    cell."""
+
+    @staticmethod
+    def forward(cell: Cell, s: int, xg_s: Tensor, h_in: Tensor,
+                w_hh: Optional[Tensor], b_hh: Optional[Tensor],
+                c_state: Optional[Tensor], lengths: Optional[Tensor],
+                saved_s: Tensor, cs_s: Optional[Tensor], out_s: Tensor,
+                h_out: Optional[Tensor]) -> None:
+        B, H = out_s.shape
+        K = h_in.shape[1]
+        if B == 0 or H == 0:
+            return
+        use_dot, precision, bb, bh, bk, warps = _config(
+            h_in.dtype, h_in.device, B, H)
+        grid = (triton.cdiv(B, bb), triton.cdiv(H, bh))
+        with device_guard(out_s):
+            _seq_fwd_step[grid](
+                xg_s, h_in, w_hh if w_hh is not None else h_in,
+                b_hh if b_hh is not None else h_in,
+                c_state if c_state is not None else out_s,
+                lengths if lengths is not None else out_s, saved_s,
+                cs_s if cs_s is not None else out_s, out_s,
+                h_out if h_out is not None else out_s,
+                s, B, H, K,
+                *_strides(xg_s), *_strides(h_in), *_strides(w_hh),
+                *_strides(c_state), *_strides(saved_s), *_strides(cs_s),
+                *_strides(out_s), *_strides(h_out),
+                CELL=CELL_IDS[cell.kind], ACT=ACT_IDS[cell.act],
+                G=cell.gates, S=cell.saved,
+                HAS_W=w_hh is not None and K > 0,
+                HAS_BH=b_hh is not None,
+                HAS_LENGTHS=lengths is not None,
+                HAS_HOUT=h_out is not None, USE_DOT=use_dot,
+                PRECISION=precision, ACC=tl_acc_dtype(h_in.dtype),
+                BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
+
+    @staticmethod
+    def backward(cell: Cell, s: int, grad_hg_next: Optional[Tensor],
+                 w_hh: Optional[Tensor], dh_carry: Optional[Tensor],
+                 dh_in: Tensor, carry: Optional[Tensor], saved_s: Tensor,
+                 h_prev: Optional[Tensor], c_prev: Optional[Tensor],
+                 cs_s: Optional[Tensor], lengths: Optional[Tensor],
+                 grad_xg_s: Tensor, grad_hg_s: Tensor) -> None:
+        B, H = dh_in.shape
+        if B == 0 or H == 0:
+            return
+        has_w = w_hh is not None
+        has_next = has_w and grad_hg_next is not None
+        dtype = grad_hg_next.dtype if has_next else dh_in.dtype
+        use_dot, precision, bb, bh, bk, warps = _config(
+            dtype, dh_in.device, B, H)
+        grid = (triton.cdiv(B, bb), triton.cdiv(H, bh))
+        N = w_hh.shape[0] if has_w else 0
+        with device_guard(dh_in):
+            _seq_bwd_step[grid](
+                grad_hg_next if has_next else dh_in,
+                w_hh if has_w else dh_in,
+                dh_carry if has_w else dh_in, dh_in,
+                carry if carry is not None else dh_in, saved_s,
+                h_prev if h_prev is not None else dh_in,
+                c_prev if c_prev is not None else dh_in,
+                cs_s if cs_s is not None else dh_in,
+                lengths if lengths is not None else dh_in,
+                grad_xg_s, grad_hg_s,
+                s, B, H, N,
+                *_strides(grad_hg_next if has_next else None),
+                *_strides(w_hh if has_w else None),
+                *_strides(dh_carry if has_w else None), *_strides(dh_in),
+                *_strides(carry), *_strides(saved_s), *_strides(h_prev),
+                *_strides(c_prev), *_strides(cs_s), *_strides(grad_xg_s),
+                *_strides(grad_hg_s),
+                CELL=CELL_IDS[cell.kind], ACT=ACT_IDS[cell.act],
+                G=cell.gates, S=cell.saved,
+                HAS_W=has_w, HAS_NEXT=has_next and N > 0,
+                HAS_LENGTHS=lengths is not None, USE_DOT=use_dot,
+                PRECISION=precision, ACC=tl_acc_dtype(saved_s.dtype),
+                BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
+
+
+# ---------------------------------------------------------------------------
+# Op implementations
+# ---------------------------------------------------------------------------
+
+def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+             bias: Optional[Tensor], w_hr: Optional[Tensor],
+             lengths: Optional[Tensor]):
+    """Forward of ``lstm_seq``: returns (y, h_n, c_n, gates, cs, ms)."""
+    with device_guard(x):
+        return _lstm_driver.forward(x, h0, c0, w_ih, w_hh, bias, w_hr,
+                                    lengths, steps=TritonSteps)
+
+
+def lstm_seq_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
+                      x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor,
+                      w_hh: Tensor, w_hr: Optional[Tensor],
+                      lengths: Optional[Tensor], y: Tensor, gates: Tensor,
+                      cs: Tensor, ms: Tensor, has_bias: bool):
+    """Backward of ``lstm_seq``: returns (grad_x, grad_h0, grad_c0,
+    grad_w_ih, grad_w_hh, grad_bias, grad_w_hr)."""
+    with device_guard(x):
+        return _lstm_driver.backward(grad_y, grad_h_n, grad_c_n, x, h0, c0,
+                                     w_ih, w_hh, w_hr, lengths, y, gates, cs,
+                                     ms, has_bias, steps=TritonSteps)
+
+
+def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
+            b_ih: Optional[Tensor], b_hh: Optional[Tensor],
+            lengths: Optional[Tensor]):
+    """Forward of ``gru_seq``: returns (y, h_n, gates)."""
+    with device_guard(x):
+        return _gru_driver.forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                   steps=TritonSteps)
+
+
+def gru_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
+                     h0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                     lengths: Optional[Tensor], y: Tensor, gates: Tensor,
+                     has_bias: bool):
+    """Backward of ``gru_seq``: returns (grad_x, grad_h0, grad_w_ih,
+    grad_w_hh, grad_b_ih, grad_b_hh)."""
+    with device_guard(x):
+        return _gru_driver.backward(grad_y, grad_h_n, x, h0, w_ih, w_hh,
+                                    lengths, y, gates, has_bias,
+                                    steps=TritonSteps)
+
+
+def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
+            bias: Optional[Tensor], lengths: Optional[Tensor],
+            nonlinearity: str):
+    """Forward of ``rnn_seq``: returns (y, h_n, gates)."""
+    with device_guard(x):
+        return _rnn_driver.forward(x, h0, w_ih, w_hh, bias, lengths,
+                                   nonlinearity, steps=TritonSteps)
+
+
+def rnn_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
+                     h0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                     lengths: Optional[Tensor], y: Tensor, gates: Tensor,
+                     has_bias: bool, nonlinearity: str):
+    """Backward of ``rnn_seq``: returns (grad_x, grad_h0, grad_w_ih,
+    grad_w_hh, grad_bias)."""
+    with device_guard(x):
+        return _rnn_driver.backward(grad_y, grad_h_n, x, h0, w_ih, w_hh,
+                                    lengths, y, gates, has_bias,
+                                    nonlinearity, steps=TritonSteps)
