@@ -33,10 +33,12 @@ tests=$?
 
 : >"$out/sanitizer.log"
 sanitizer=0
-for tool in memcheck racecheck; do
-  echo "== compute-sanitizer --tool $tool" >>"$out/sanitizer.log"
-  compute-sanitizer --tool "$tool" --error-exitcode 1 \
-    python scripts/sanitize_cases.py >>"$out/sanitizer.log" 2>&1 || sanitizer=$?
+for cases in scripts/sanitize_cases.py scripts/sanitize_attention_cases.py; do
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer --tool $tool $cases" >>"$out/sanitizer.log"
+    compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      python "$cases" >>"$out/sanitizer.log" 2>&1 || sanitizer=$?
+  done
 done
 
 python benchmarks/run.py --full --time-limit 300 --out "$out/bench" >"$out/bench.log" 2>&1

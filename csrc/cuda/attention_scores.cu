@@ -1,0 +1,238 @@
+// CUDA kernels of the attention probabilities: the ops attention_scores and
+// attention_scores_backward (semantics:
+// seqkernels/reference/attention_scores.py).
+//
+// forward: one kernel, the flash block layout of seqkernels/attention_cuda.cuh
+//          (BM query rows of one (b, h) per block): a first pass over the key
+//          tiles computes each row's log-sum-exp online, a second pass
+//          recomputes the scores and writes P = exp(s - lse) once. Under
+//          is_causal the tiles past the block's last row are written as 0
+//          without computing scores.
+// backward: one kernel computes dS = P * (dP - rowsum(dP * P)) (a warp per
+//          row, fixed order); dQ = scale dS K and dK = scale dS^T Q are GEMMs
+//          through ATen (cuBLAS, deterministic). For grouped-query attention
+//          the query heads of a group are stacked along the GEMM's
+//          contraction dimension, so dK sums the group inside the GEMM.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "seqkernels/attention_cuda.cuh"
+
+namespace seqkernels {
+namespace {
+
+using namespace attn;
+
+// q [B,Hq,Tq,D]  k [B,Hk,Tk,D]  probs [B,Hq,Tq,Tk]
+// grid x = n_blocks * B * Hq, row blocks fastest.
+template <typename scalar_t, typename acc_t, int NC>
+__global__ void __launch_bounds__(kThreads)
+    attention_scores_forward_kernel(
+        const FlashParams<acc_t> p, const scalar_t* __restrict__ q,
+        const scalar_t* __restrict__ k, const MaskView mask,
+        scalar_t* __restrict__ probs) {
+  constexpr int RPW = FlashTile<acc_t>::kRowsPerWarp;
+  constexpr int BN = FlashTile<acc_t>::kKeys;
+  constexpr int NT = BN / kWarpSize;
+  constexpr int BM = kWarps * RPW;
+  constexpr int LDQ = NC * kWarpSize;  // >= D
+  __shared__ acc_t qs[BM][LDQ];
+  __shared__ acc_t buf[BN][kPad];
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int64_t blk = int64_t(blockIdx.x) % p.n_blocks;
+  const int64_t bh = int64_t(blockIdx.x) / p.n_blocks;  // b * Hq + h
+  const int64_t b = bh / p.Hq, h = bh % p.Hq;
+  const int64_t hk = h / (p.Hq / p.Hk);
+  const int64_t i0 = blk * BM;
+  const int row0 = warp * RPW;
+  const scalar_t* kp = k + (b * p.Hk + hk) * p.Tk * p.D;
+
+  load_rows<BM, kThreads, LDQ>(&qs[0][0], q + bh * p.Tq * p.D, p.Tq,
+                               static_cast<int>(p.D), i0);
+
+  // Pass 1: log-sum-exp of each row.
+  acc_t m[RPW], l[RPW];
+#pragma unroll
+  for (int r = 0; r < RPW; ++r) {
+    m[r] = neg_inf<acc_t>();
+    l[r] = acc_t(0);
+  }
+  const int64_t kend = p.causal ? min64(p.Tk, i0 + BM) : p.Tk;
+  for (int64_t j0 = 0; j0 < kend; j0 += BN) {
+    acc_t s[RPW][NT];
+    rows_dot_keys<RPW, NT, kThreads, LDQ>(s, &qs[row0], buf, kp, p.Tk, p.D,
+                                          j0);
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) {
+      const int64_t i = i0 + row0 + r;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const int64_t j = j0 + lane + kWarpSize * t;
+        s[r][t] = masked_score<scalar_t>(s[r][t], p.scale, mask, p.causal, b,
+                                         h, i, j, p.Tq, p.Tk);
+      }
+      online_softmax_step<NT>(s[r], m[r], l[r]);
+    }
+  }
+  acc_t lse_r[RPW];
+#pragma unroll
+  for (int r = 0; r < RPW; ++r) lse_r[r] = finish_lse(m[r], l[r]);
+
+  // Pass 2: the probabilities, every column of every row written once.
+  for (int64_t j0 = 0; j0 < p.Tk; j0 += BN) {
+    acc_t s[RPW][NT];
+    if (j0 < kend) {  // the same in every thread of the block
+      rows_dot_keys<RPW, NT, kThreads, LDQ>(s, &qs[row0], buf, kp, p.Tk, p.D,
+                                            j0);
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        const int64_t i = i0 + row0 + r;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const int64_t j = j0 + lane + kWarpSize * t;
+          const acc_t x = masked_score<scalar_t>(s[r][t], p.scale, mask,
+                                                 p.causal, b, h, i, j, p.Tq,
+                                                 p.Tk);
+          s[r][t] = prob_from_lse(x, lse_r[r]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) s[r][t] = acc_t(0);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) {
+      const int64_t i = i0 + row0 + r;
+      if (i < p.Tq) {
+        scalar_t* row = probs + (bh * p.Tq + i) * p.Tk;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const int64_t j = j0 + lane + kWarpSize * t;
+          if (j < p.Tk) row[j] = static_cast<scalar_t>(s[r][t]);
+        }
+      }
+    }
+  }
+}
+
+// ds[row, :] = p * (gp - sum_c gp[row, c] * p[row, c]) for each of `rows`
+// rows of n columns; one warp per row. gp, p [rows, n] (storage dtype),
+// ds [rows, n] (accumulation dtype).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) attention_scores_ds_kernel(
+    int64_t rows, int64_t n, const scalar_t* __restrict__ gp,
+    const scalar_t* __restrict__ p, acc_t* __restrict__ ds) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  for (int64_t row = int64_t(blockIdx.x) * kWarps + warp; row < rows;
+       row += int64_t(gridDim.x) * kWarps) {
+    const scalar_t* gpr = gp + row * n;
+    const scalar_t* pr = p + row * n;
+    acc_t dot = acc_t(0);
+    for (int64_t c = lane; c < n; c += kWarpSize) {
+      dot += static_cast<acc_t>(gpr[c]) * static_cast<acc_t>(pr[c]);
+    }
+    dot = warp_sum(dot);
+    acc_t* dsr = ds + row * n;
+    for (int64_t c = lane; c < n; c += kWarpSize) {
+      const acc_t pv = static_cast<acc_t>(pr[c]);
+      dsr[c] = pv * (static_cast<acc_t>(gpr[c]) - dot);
+    }
+  }
+}
+
+at::Tensor attention_scores_cuda(const at::Tensor& q_in,
+                                 const at::Tensor& k_in,
+                                 const c10::optional<at::Tensor>& attn_mask,
+                                 bool is_causal, double scale) {
+  check_qkv(q_in, k_in, nullptr);
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2);
+  const int64_t Tk = k_in.size(2);
+  const auto mask = make_mask_view(attn_mask, q_in, "q", {B, Hq, Tq, Tk});
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
+  at::Tensor probs = at::empty({B, Hq, Tq, Tk}, q.options());
+  if (probs.numel() == 0) return probs;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, q.scalar_type(), "attention_scores_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        constexpr int BM = kWarps * FlashTile<acc_t>::kRowsPerWarp;
+        auto p = make_flash_params<acc_t>(q, k, k.size(3), 0.0, is_causal,
+                                          scale);
+        p.n_blocks = ceil_div(Tq, BM);
+        const unsigned int blocks =
+            grid_blocks(p.n_blocks * B * Hq, "attention_scores");
+        dispatch_col_slots(p.D, [&](auto nc) {
+          attention_scores_forward_kernel<scalar_t, acc_t, decltype(nc)::value>
+              <<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                  p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+                  mask.first, probs.data_ptr<scalar_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+      });
+  return probs;
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_scores_backward_cuda(
+    const at::Tensor& grad_p_in, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& p_in, double scale) {
+  check_qkv(q_in, k_in, nullptr);
+  const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2),
+                D = q_in.size(3);
+  const int64_t Hk = k_in.size(1), Tk = k_in.size(2);
+  check_cuda_float(grad_p_in, "grad_p", 4);
+  check_same_dtype_device(grad_p_in, "grad_p", q_in, "q");
+  check_shape(grad_p_in, "grad_p", {B, Hq, Tq, Tk});
+  check_cuda_float(p_in, "p", 4);
+  check_same_dtype_device(p_in, "p", q_in, "q");
+  check_shape(p_in, "p", {B, Hq, Tq, Tk});
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const at::ScalarType acc_type = acc_scalar_type(q_in.scalar_type());
+  const at::Tensor gp = grad_p_in.contiguous(), p = p_in.contiguous();
+  at::Tensor ds = at::empty({B, Hq, Tq, Tk}, q_in.options().dtype(acc_type));
+  const int64_t rows = B * Hq * Tq;
+  if (rows > 0 && Tk > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, q_in.scalar_type(),
+        "attention_scores_backward_cuda", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          const int64_t blocks = std::min<int64_t>(ceil_div(rows, kWarps),
+                                                   int64_t(1) << 20);
+          attention_scores_ds_kernel<scalar_t, acc_t>
+              <<<grid_blocks(blocks, "attention_scores_backward"), kThreads,
+                 0, c10::cuda::getCurrentCUDAStream()>>>(
+                  rows, Tk, gp.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
+                  ds.data_ptr<acc_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+  }
+  // Query head h = hk * G + g: the heads of a group are adjacent, so
+  // [B, Hq, Tq, .] views as [B, Hk, G * Tq, .].
+  const int64_t G = Hq / Hk;
+  const at::Tensor ds_g = ds.view({B, Hk, G * Tq, Tk});
+  const at::Tensor q_g =
+      q_in.to(acc_type).contiguous().view({B, Hk, G * Tq, D});
+  const at::Tensor k_acc = k_in.to(acc_type);
+  at::Tensor grad_q = (at::matmul(ds_g, k_acc) * scale)
+                          .view({B, Hq, Tq, D})
+                          .to(q_in.scalar_type());
+  at::Tensor grad_k = (at::matmul(ds_g.transpose(-1, -2), q_g) * scale)
+                          .to(k_in.scalar_type())
+                          .contiguous();
+  return {grad_q.contiguous(), grad_k};
+}
+
+}  // namespace
+}  // namespace seqkernels
+
+TORCH_LIBRARY_IMPL(seqkernels, CUDA, m) {
+  m.impl("attention_scores", &seqkernels::attention_scores_cuda);
+  m.impl("attention_scores_backward",
+         &seqkernels::attention_scores_backward_cuda);
+}

@@ -1,0 +1,524 @@
+// Device building blocks shared by the CUDA attention kernels (sdpa.cu,
+// attention_scores.cu, additive_attention.cu), and their host-side argument
+// checks. CUDA only: include from .cu files.
+//
+// The flash-style kernels share one layout:
+//   - a block of kThreads = 4 warps owns BM = 4 * RPW query rows; warp w owns
+//     rows w*RPW .. w*RPW + RPW - 1 of the block, so each row's softmax
+//     statistics live in one warp (shuffles, no block barrier);
+//   - a key tile has BN = 32 * NT keys; lane l handles keys l, l + 32, ...;
+//   - tiles of K (or V) pass through a shared buffer [BN][kPad] one chunk of
+//     kChunk = 32 columns at a time (the head dim is looped over in chunks,
+//     so any head dim works); kPad = 33 keeps a warp reading a column of the
+//     buffer free of bank conflicts;
+//   - output accumulators live in registers: lane l owns columns
+//     l + 32 c, c < NC, of each of its warp's rows. NC (column slots: 2, 4
+//     or 8) is a template parameter chosen at launch from the head dims
+//     (<= 64, <= 128, <= 256; see dispatch_col_slots), so that small heads
+//     use few registers and little shared memory.
+// Every sum runs in a fixed order (per-thread loops, xor-butterfly warp
+// reductions whose result is the same in every lane): no atomics, results
+// are bitwise reproducible.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "seqkernels/checks.h"
+#include "seqkernels/dropout_hash.h"
+
+namespace seqkernels {
+namespace attn {
+
+constexpr int kWarpSize = 32;
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * kWarpSize;  // threads of a flash-style block
+constexpr int kChunk = 32;                    // columns per shared-memory chunk
+constexpr int kPad = kChunk + 1;              // row pitch of chunk buffers
+constexpr int kMaxHeadDim = 256;              // sdpa / attention_scores D, Dv
+constexpr int kMaxColSlots = kMaxHeadDim / kWarpSize;
+
+// Minimum resident blocks per SM promised to ptxas in __launch_bounds__ of
+// the kernels with NC accumulator slots per row (kThreads threads): it caps
+// registers at 65536 / (128 * blocks) per thread (4: 128, 3: 168, 2: 255).
+// Without a promise ptxas picks its own cap and spills a little; these
+// values keep every instantiation free of spills (ptxas -v, sm_90a and
+// sm_80) at the highest occupancy that allows.
+constexpr int rows_kernel_min_blocks(int nc) { return nc <= 2 ? 4 : 3; }
+
+// Tile sizes per accumulation type, chosen so that every kernel's static
+// shared memory stays under 48 KB (double takes twice the bytes).
+template <typename acc_t>
+struct FlashTile;
+template <>
+struct FlashTile<float> {
+  static constexpr int kRowsPerWarp = 4;  // RPW
+  static constexpr int kKeys = 64;        // BN
+};
+template <>
+struct FlashTile<double> {
+  static constexpr int kRowsPerWarp = 2;
+  static constexpr int kKeys = 32;
+};
+
+// Shapes and scalars of the dot-product attention kernels (sdpa,
+// attention_scores): q [B,Hq,Tq,D], k [B,Hk,Tk,D], v [B,Hk,Tk,Dv].
+template <typename acc_t>
+struct FlashParams {
+  int64_t B, Hq, Hk, Tq, Tk, D, Dv;
+  int64_t n_blocks;  // blocks per head: query-row blocks, or key blocks
+  acc_t scale;
+  acc_t inv_keep;    // 1 / (1 - dropout_p); 1 without dropout
+  float dropout_p;   // compared as float, as the reference does
+  bool causal;
+  bool dropout;      // dropout_p > 0
+};
+
+// ---------------------------------------------------------------------------
+// Math wrappers (accurate library functions; no fast-math intrinsics).
+
+__device__ __forceinline__ float sk_exp(float x) { return expf(x); }
+__device__ __forceinline__ double sk_exp(double x) { return exp(x); }
+__device__ __forceinline__ float sk_log(float x) { return logf(x); }
+__device__ __forceinline__ double sk_log(double x) { return log(x); }
+__device__ __forceinline__ float sk_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double sk_tanh(double x) { return tanh(x); }
+
+template <typename T>
+__device__ __forceinline__ T neg_inf();
+template <>
+__device__ __forceinline__ float neg_inf<float>() {
+  return -__int_as_float(0x7f800000);
+}
+template <>
+__device__ __forceinline__ double neg_inf<double>() {
+  return -__longlong_as_double(0x7ff0000000000000LL);
+}
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+template <typename T>
+__device__ __forceinline__ T max_of(T a, T b) {
+  return a > b ? a : b;
+}
+
+// Sum / max over the 32 lanes of a warp. The xor butterfly leaves the same
+// bits in every lane (each step adds the same two values, commutatively).
+// All 32 lanes must call.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T x) {
+#pragma unroll
+  for (int o = kWarpSize / 2; o > 0; o >>= 1) {
+    x += __shfl_xor_sync(0xffffffffu, x, o);
+  }
+  return x;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_max(T x) {
+#pragma unroll
+  for (int o = kWarpSize / 2; o > 0; o >>= 1) {
+    x = max_of(x, __shfl_xor_sync(0xffffffffu, x, o));
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------------------
+// Masks. The mask is read through its strides (a broadcast dimension has
+// stride 0), never copied. Logical shape [B, H, Tq, Tk]; additive attention
+// uses H = 1 (sh = 0).
+
+enum MaskKind : int { kMaskNone = 0, kMaskBool = 1, kMaskFloat = 2 };
+
+struct MaskView {
+  const void* ptr = nullptr;
+  int kind = kMaskNone;
+  int64_t sb = 0, sh = 0, si = 0, sj = 0;
+};
+
+// Masked, scaled score of query i and key j: -inf where not allowed (outside
+// [0,Tq) x [0,Tk), a False bool mask entry, j > i under is_causal), else
+// dot * scale plus the float mask entry. The mask is read only inside the
+// bounds. Float masks have the element type scalar_t.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t masked_score(acc_t dot, acc_t scale,
+                                              const MaskView& mask,
+                                              bool causal, int64_t b,
+                                              int64_t h, int64_t i, int64_t j,
+                                              int64_t Tq, int64_t Tk) {
+  if (i >= Tq || j >= Tk || (causal && j > i)) return neg_inf<acc_t>();
+  acc_t x = dot * scale;
+  if (mask.kind != kMaskNone) {
+    const int64_t off = b * mask.sb + h * mask.sh + i * mask.si + j * mask.sj;
+    if (mask.kind == kMaskBool) {
+      if (static_cast<const uint8_t*>(mask.ptr)[off] == 0) {
+        return neg_inf<acc_t>();
+      }
+    } else {
+      x += static_cast<acc_t>(static_cast<const scalar_t*>(mask.ptr)[off]);
+    }
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------------------
+// Dropout: the per-launch key comes from rng = [seed, offset] (int64, device
+// memory), read here, in the kernel: no host synchronization.
+__device__ __forceinline__ uint32_t dropout_key_from(const int64_t* rng) {
+  return rng == nullptr ? 0u : dropout_key(rng[0], rng[1]);
+}
+
+// ---------------------------------------------------------------------------
+// Shared-memory staging. All NTHREADS threads of a (1-D) block must call.
+
+// dst[r * LD + c] = src[(row0 + r) * ld + col0 + c] for r < ROWS, c < kChunk,
+// converted to acc_t; zero where row0 + r >= n_rows or col0 + c >= n_cols.
+// Thread x copies column x % 32 of rows x / 32, x / 32 + NTHREADS / 32, ...:
+// a warp reads 32 consecutive elements of a row.
+template <int ROWS, int NTHREADS, int LD, typename src_t, typename acc_t>
+__device__ __forceinline__ void load_chunk(acc_t* __restrict__ dst,
+                                           const src_t* __restrict__ src,
+                                           int64_t n_rows, int64_t n_cols,
+                                           int64_t ld, int64_t row0,
+                                           int64_t col0) {
+  static_assert(NTHREADS % kChunk == 0, "whole warps per chunk row");
+  constexpr int kRowStep = NTHREADS / kChunk;
+  const int c = threadIdx.x % kChunk;
+  const int r0 = threadIdx.x / kChunk;
+  const bool col_ok = col0 + c < n_cols;
+  int64_t off = (row0 + r0) * ld + col0 + c;  // only used when in range
+  const int64_t step = int64_t(kRowStep) * ld;
+#pragma unroll 4
+  for (int r = r0; r < ROWS; r += kRowStep, off += step) {
+    dst[r * LD + c] = (col_ok && row0 + r < n_rows)
+                          ? static_cast<acc_t>(src[off])
+                          : acc_t(0);
+  }
+}
+
+// dst[r * LD + c] = src[(row0 + r) * n_cols + c] for r < ROWS, c < n_cols
+// (n_cols <= LD): whole rows of a row-major [n_rows, n_cols] matrix; rows at
+// or past n_rows are zero. Columns n_cols .. LD-1 are not written.
+template <int ROWS, int NTHREADS, int LD, typename src_t, typename acc_t>
+__device__ __forceinline__ void load_rows(acc_t* __restrict__ dst,
+                                          const src_t* __restrict__ src,
+                                          int64_t n_rows, int n_cols,
+                                          int64_t row0) {
+  for (int e = threadIdx.x; e < ROWS * n_cols; e += NTHREADS) {
+    const int r = e / n_cols, c = e % n_cols;
+    const int64_t gr = row0 + r;
+    dst[r * LD + c] =
+        gr < n_rows ? static_cast<acc_t>(src[gr * n_cols + c]) : acc_t(0);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Tile products of the flash layout.
+
+// s[r][t] = sum_d rows[r][d] * M[j0 + lane + 32 t][d], d < n_cols, for the
+// RPW rows of this warp. rows: this warp's first row in shared memory, pitch
+// LDQ >= n_cols, valid columns < n_cols. M: row-major [n_keys, n_cols] in
+// global memory (K for scores, V for dP); keys at or past n_keys give 0.
+// buf: the block's [BN][kPad] chunk buffer. Synchronizes the block; every
+// thread must call, and on return the buffer is still being read.
+template <int RPW, int NT, int NTHREADS, int LDQ, typename scalar_t,
+          typename acc_t>
+__device__ __forceinline__ void rows_dot_keys(
+    acc_t (&s)[RPW][NT], acc_t (*rows)[LDQ],
+    acc_t (*buf)[kPad], const scalar_t* __restrict__ M, int64_t n_keys,
+    int64_t n_cols, int64_t j0) {
+  constexpr int BN = NT * kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+#pragma unroll
+  for (int r = 0; r < RPW; ++r) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) s[r][t] = acc_t(0);
+  }
+  for (int64_t d0 = 0; d0 < n_cols; d0 += kChunk) {
+    __syncthreads();  // earlier readers of buf are done
+    load_chunk<BN, NTHREADS, kPad>(&buf[0][0], M, n_keys, n_cols, n_cols, j0,
+                                   d0);
+    __syncthreads();
+    const int dn = static_cast<int>(min64(kChunk, n_cols - d0));
+    const int dbase = static_cast<int>(d0);
+    for (int dd = 0; dd < dn; ++dd) {
+      acc_t kx[NT];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) kx[t] = buf[lane + kWarpSize * t][dd];
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        const acc_t qx = rows[r][dbase + dd];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) s[r][t] += qx * kx[t];
+      }
+    }
+  }
+}
+
+// o[r][c] += sum_jj w[r][jj] * M[j0 + jj][col0 + 32 c + lane] for this warp's
+// rows: the probability (or dS) tile times a tile of V (or K). w: this
+// warp's [RPW][BN] weights in shared memory, written by the warp before the
+// call. M: row-major [n_keys, ld] in global memory; columns col0 .. col0 +
+// 32 * NC - 1 that are < n_cols are used, the others give 0.
+// Synchronizes the block; every thread must call.
+template <int RPW, int BN, int NC, int NTHREADS, typename scalar_t,
+          typename acc_t>
+__device__ __forceinline__ void weights_times_tile(
+    acc_t (&o)[RPW][NC], acc_t (*w)[BN], acc_t (*buf)[kPad],
+    const scalar_t* __restrict__ M, int64_t n_keys, int64_t n_cols,
+    int64_t ld, int64_t j0, int64_t col0) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int jn = static_cast<int>(min64(BN, n_keys - j0));
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const int64_t cbase = col0 + int64_t(c) * kChunk;
+    if (cbase < n_cols) {  // the same in every thread of the block
+      __syncthreads();
+      load_chunk<BN, NTHREADS, kPad>(&buf[0][0], M, n_keys, n_cols, ld, j0,
+                                     cbase);
+      __syncthreads();
+      for (int jj = 0; jj < jn; ++jj) {
+        const acc_t vx = buf[jj][lane];
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) o[r][c] += w[r][jj] * vx;
+      }
+    }
+  }
+}
+
+// One online-softmax step for a row of this warp. In: s[t] the masked
+// scores of the tile (-inf where not allowed); m, l the running max and sum.
+// Out: s[t] = exp(s[t] - m_new) (0 where -inf, all 0 while every score so
+// far is -inf), m and l updated; returns the factor by which accumulators
+// of the previous tiles must be multiplied. Every lane must call; the result
+// is the same in every lane.
+template <int NT, typename acc_t>
+__device__ __forceinline__ acc_t online_softmax_step(acc_t (&s)[NT], acc_t& m,
+                                                     acc_t& l) {
+  acc_t tile_max = s[0];
+#pragma unroll
+  for (int t = 1; t < NT; ++t) tile_max = max_of(tile_max, s[t]);
+  tile_max = warp_max(tile_max);
+  const acc_t m_new = max_of(m, tile_max);
+  if (m_new == neg_inf<acc_t>()) {  // nothing allowed yet: l = 0, acc = 0
+#pragma unroll
+    for (int t = 0; t < NT; ++t) s[t] = acc_t(0);
+    return acc_t(1);
+  }
+  const acc_t alpha = sk_exp(m - m_new);  // m = -inf gives 0
+  acc_t sum = acc_t(0);
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    s[t] = sk_exp(s[t] - m_new);
+    sum += s[t];
+  }
+  l = l * alpha + warp_sum(sum);
+  m = m_new;
+  return alpha;
+}
+
+// Log-sum-exp of a finished row: -inf for a row with no allowed key.
+template <typename acc_t>
+__device__ __forceinline__ acc_t finish_lse(acc_t m, acc_t l) {
+  return l > acc_t(0) ? m + sk_log(l) : neg_inf<acc_t>();
+}
+
+// Probability from a score and its row's log-sum-exp; 0 for an empty row.
+template <typename acc_t>
+__device__ __forceinline__ acc_t prob_from_lse(acc_t x, acc_t lse) {
+  return lse == neg_inf<acc_t>() ? acc_t(0) : sk_exp(x - lse);
+}
+
+// out[row] = sum_c a[row, c] * b[row, c] over n columns; one warp per row.
+// a, b: [rows, n] row-major. Launch with 1-D blocks of kThreads.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    row_dot_kernel(int64_t rows, int64_t n, const scalar_t* __restrict__ a,
+                   const scalar_t* __restrict__ b, acc_t* __restrict__ out) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  for (int64_t row = int64_t(blockIdx.x) * kWarps + warp; row < rows;
+       row += int64_t(gridDim.x) * kWarps) {
+    acc_t acc = acc_t(0);
+    for (int64_t c = lane; c < n; c += kWarpSize) {
+      acc += static_cast<acc_t>(a[row * n + c]) *
+             static_cast<acc_t>(b[row * n + c]);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) out[row] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host helpers.
+
+template <typename acc_t>
+FlashParams<acc_t> make_flash_params(const at::Tensor& q, const at::Tensor& k,
+                                     int64_t Dv, double dropout_p,
+                                     bool is_causal, double scale) {
+  FlashParams<acc_t> p;
+  p.B = q.size(0);
+  p.Hq = q.size(1);
+  p.Tq = q.size(2);
+  p.D = q.size(3);
+  p.Hk = k.size(1);
+  p.Tk = k.size(2);
+  p.Dv = Dv;
+  p.n_blocks = 0;
+  p.scale = static_cast<acc_t>(scale);
+  p.inv_keep = static_cast<acc_t>(1.0 / (1.0 - dropout_p));
+  p.dropout_p = static_cast<float>(dropout_p);
+  p.causal = is_causal;
+  p.dropout = dropout_p > 0.0;
+  return p;
+}
+
+// Blocks of a 1-D grid; every kernel folds its batch/head dims into x.
+inline unsigned int grid_blocks(int64_t n, const char* what) {
+  TORCH_CHECK(n >= 0 && n <= int64_t(std::numeric_limits<int32_t>::max()),
+              "seqkernels: ", what, ": problem too large for one launch (",
+              n, " blocks)");
+  return static_cast<unsigned int>(n);
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Calls f(std::integral_constant<int, NC>()) with NC = 2, 4 or 8 column
+// slots per lane: the fewest that hold `cols` (<= kMaxHeadDim) columns.
+template <typename F>
+void dispatch_col_slots(int64_t cols, F&& f) {
+  if (cols <= 2 * kWarpSize) {
+    f(std::integral_constant<int, 2>());
+  } else if (cols <= 4 * kWarpSize) {
+    f(std::integral_constant<int, 4>());
+  } else {
+    TORCH_CHECK(cols <= kMaxHeadDim, "seqkernels: internal: head dim ", cols);
+    f(std::integral_constant<int, kMaxColSlots>());
+  }
+}
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 ||
+         t == at::kDouble;
+}
+
+// Accumulation dtype: float32 for float16/bfloat16, else the dtype itself.
+inline at::ScalarType acc_scalar_type(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
+inline void check_cuda_float(const at::Tensor& t, const char* name,
+                             int64_t dim) {
+  TORCH_CHECK(t.is_cuda(), "seqkernels: ", name,
+              " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(t.dim() == dim, "seqkernels: ", name, " must have ", dim,
+              " dimensions, got shape ", t.sizes());
+  TORCH_CHECK(is_supported_float(t.scalar_type()), "seqkernels: ", name,
+              " must be float32, float16, bfloat16 or float64, got ",
+              t.scalar_type());
+}
+
+// A mask broadcastable to `full`: bool, or floating of the dtype of `like`.
+// Returns its view for the kernels (the expanded strides) together with the
+// expanded tensor, which must outlive the launch.
+inline std::pair<MaskView, at::Tensor> make_mask_view(
+    const c10::optional<at::Tensor>& mask, const at::Tensor& like,
+    const char* like_name, at::IntArrayRef full) {
+  MaskView view;
+  if (!mask.has_value()) return {view, at::Tensor()};
+  const at::Tensor& m = *mask;
+  TORCH_CHECK(m.device() == like.device(),
+              "seqkernels: attn_mask must be on the device of ", like_name,
+              " (", like.device(), "), got ", m.device());
+  TORCH_CHECK(m.scalar_type() == at::kBool ||
+                  m.scalar_type() == like.scalar_type(),
+              "seqkernels: attn_mask must be bool or have the dtype of ",
+              like_name, " (", like.scalar_type(), "), got ",
+              m.scalar_type());
+  const int64_t nd = static_cast<int64_t>(full.size());
+  TORCH_CHECK(m.dim() <= nd, "seqkernels: attn_mask must be broadcastable to ",
+              full, ", got shape ", m.sizes());
+  for (int64_t d = 1; d <= m.dim(); ++d) {
+    const int64_t ms = m.size(m.dim() - d), fs = full[nd - d];
+    TORCH_CHECK(ms == fs || ms == 1,
+                "seqkernels: attn_mask must be broadcastable to ", full,
+                ", got shape ", m.sizes());
+  }
+  at::Tensor e = m.expand(full);
+  view.ptr = e.data_ptr();
+  view.kind = m.scalar_type() == at::kBool ? kMaskBool : kMaskFloat;
+  if (nd == 4) {
+    view.sb = e.stride(0);
+    view.sh = e.stride(1);
+    view.si = e.stride(2);
+    view.sj = e.stride(3);
+  } else {
+    TORCH_CHECK(nd == 3, "seqkernels: internal: mask rank");
+    view.sb = e.stride(0);
+    view.sh = 0;
+    view.si = e.stride(1);
+    view.sj = e.stride(2);
+  }
+  return {view, e};
+}
+
+// Checks of q [B,Hq,Tq,D], k [B,Hk,Tk,D] and, if given, v [B,Hk,Tk,Dv].
+inline void check_qkv(const at::Tensor& q, const at::Tensor& k,
+                      const at::Tensor* v) {
+  check_cuda_float(q, "q", 4);
+  check_cuda_float(k, "k", 4);
+  check_same_dtype_device(k, "k", q, "q");
+  TORCH_CHECK(k.size(0) == q.size(0), "seqkernels: k must have the batch "
+              "size of q (", q.size(0), "), got shape ", k.sizes());
+  TORCH_CHECK(k.size(3) == q.size(3), "seqkernels: k must have the head dim "
+              "of q (", q.size(3), "), got shape ", k.sizes());
+  TORCH_CHECK(k.size(1) >= 1 && q.size(1) % k.size(1) == 0,
+              "seqkernels: the heads of q (", q.size(1),
+              ") must be a multiple of the heads of k (", k.size(1), ")");
+  TORCH_CHECK(q.size(3) >= 1 && q.size(3) <= kMaxHeadDim,
+              "seqkernels: the head dim of q must be in [1, ", kMaxHeadDim,
+              "], got ", q.size(3));
+  if (v != nullptr) {
+    check_cuda_float(*v, "v", 4);
+    check_same_dtype_device(*v, "v", q, "q");
+    TORCH_CHECK(v->size(0) == k.size(0) && v->size(1) == k.size(1) &&
+                    v->size(2) == k.size(2),
+                "seqkernels: v must have shape [", k.size(0), ", ",
+                k.size(1), ", ", k.size(2), ", Dv] like k, got ", v->sizes());
+    TORCH_CHECK(v->size(3) >= 1 && v->size(3) <= kMaxHeadDim,
+                "seqkernels: the head dim of v must be in [1, ", kMaxHeadDim,
+                "], got ", v->size(3));
+  }
+}
+
+// dropout_p in [0, 1); rng = [seed, offset] (int64, on q's device) needed
+// when dropout_p > 0. Returns the contiguous rng (undefined without dropout).
+inline at::Tensor check_dropout(double dropout_p,
+                                const c10::optional<at::Tensor>& rng,
+                                const at::Tensor& q) {
+  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0,
+              "seqkernels: dropout_p must be in [0, 1), got ", dropout_p);
+  if (dropout_p == 0.0) return at::Tensor();
+  TORCH_CHECK(rng.has_value(),
+              "seqkernels: rng ([seed, offset], int64) is required when "
+              "dropout_p > 0");
+  const at::Tensor& r = *rng;
+  TORCH_CHECK(r.scalar_type() == at::kLong,
+              "seqkernels: rng must be int64, got ", r.scalar_type());
+  TORCH_CHECK(r.device() == q.device(), "seqkernels: rng must be on the "
+              "device of q (", q.device(), "), got ", r.device());
+  TORCH_CHECK(r.numel() >= 2, "seqkernels: rng must hold [seed, offset], "
+              "got shape ", r.sizes());
+  return r.contiguous();
+}
+
+}  // namespace attn
+}  // namespace seqkernels
