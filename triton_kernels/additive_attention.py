@@ -1,0 +1,553 @@
+"""Triton kernels of the op ``additive_attention`` (Bahdanau attention),
+which never store the [B, Tq, Tk, H] tensor of tanh values.
+
+Contract: ``seqkernels/reference/additive_attention.py``. q [B, Tq, H] and
+k [B, Tk, H] (projected), value [B, Tk, Dv], v and bias [H], attn_mask
+broadcast to [B, Tq, Tk]; s_ij = v . tanh(q_i + k_j + bias), weights =
+softmax_j(s), context = weights @ value; lse [B, Tq] in the accumulation
+dtype, weights empty unless ``need_weights``.
+
+Forward, one program per (query block, batch[, Dv chunk]): for each key
+block the scores of the [BLOCK_M, BLOCK_N] tile are summed over H in chunks
+of BLOCK_H from a [BM, BN, BH] broadcast of tanh(q + k + b) times v; then
+the online softmax and context += p @ value (``tl.dot``, or a broadcast
+product for float64). With ``need_weights`` the masked scores go to a
+[B, Tq, Tk] buffer (the weights themselves when their dtype is the
+accumulation dtype) that a second kernel turns into exp(s - lse): tanh is
+evaluated once.
+
+Backward (tanh recomputed, deterministic, no atomics):
+
+1. probabilities: per query block, recompute s, write P = exp(s - lse) to
+   a [B, Tq, Tk] scratch, and delta_i = rowsum(dctx * ctx) (+ rowsum(gw *
+   P) with grad_weights);
+2. dvalue = P^T @ dctx, per key block;
+3. dS = P * (dctx @ value^T (+ gw) - delta), per tile, over P in place;
+4. dq, per (query block, H chunk), looping over key blocks:
+   dq = v * sum_j dS (1 - t^2); the same loop sums dS * t for dv and the
+   rows of dq for dbias into per-program partials;
+5. dk, per (key block, H chunk), looping over query blocks:
+   dk = v * sum_i dS (1 - t^2).
+
+The partials of dv and dbias ([B, query blocks, H]) are summed with torch
+in a fixed order.
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .attention_common import (acc_torch_dtype, device_guard, dot_precision,
+                               finite_or_zero, mask_arg, masked_scores,
+                               mm_ptrs, mm_reg, mode, on_gpu,
+                               online_softmax_step, pad_dim, softmax_epilogue,
+                               tl_acc_dtype)
+from .cell_math import tanh
+
+
+# ---------------------------------------------------------------------------
+# Device helpers
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def _load_rows(base, rows, row_ok, s_t, hh, h_ok, s_h, ACC: tl.constexpr):
+    """Tile [rows, hh] of a [T, H] slice, in ACC."""
+    return tl.load(base + rows[:, None] * s_t + hh[None, :] * s_h,
+                   mask=row_ok[:, None] & h_ok[None, :], other=0.0).to(ACC)
+
+
+@triton.jit
+def _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias, hh,
+                 h_ok, HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
+    """q[rows, hh] + bias[hh] (the bias folded into the query side)."""
+    qc = _load_rows(q_base, rows, row_ok, sq_t, hh, h_ok, sq_h, ACC)
+    if HAS_BIAS:
+        qc += tl.load(bias_ptr + hh * s_bias, mask=h_ok,
+                      other=0.0).to(ACC)[None, :]
+    return qc
+
+
+@triton.jit
+def _additive_scores(q_base, rows, row_ok, sq_t, sq_h, k_base, cols, col_ok,
+                     sk_t, sk_h, v_ptr, s_v, bias_ptr, s_bias, H,
+                     HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_H: tl.constexpr):
+    """s[i, j] = sum_h v_h tanh(q_ih + k_jh + b_h) for a [BM, BN] tile,
+    over H in chunks of BLOCK_H (padding has v = 0)."""
+    s = tl.zeros([BLOCK_M, BLOCK_N], ACC)
+    for h0 in range(0, H, BLOCK_H):
+        hh = h0 + tl.arange(0, BLOCK_H)
+        h_ok = hh < H
+        qc = _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias,
+                          hh, h_ok, HAS_BIAS, ACC)
+        kc = _load_rows(k_base, cols, col_ok, sk_t, hh, h_ok, sk_h, ACC)
+        vc = tl.load(v_ptr + hh * s_v, mask=h_ok, other=0.0).to(ACC)
+        t = tanh(qc[:, None, :] + kc[None, :, :])
+        s += tl.sum(t * vc[None, None, :], axis=2)
+    return s
+
+
+# ---------------------------------------------------------------------------
+# Forward kernels
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def _additive_fwd_kernel(
+        q_ptr, k_ptr, value_ptr, v_ptr, bias_ptr, mask_ptr, ctx_ptr, lse_ptr,
+        s_ptr,
+        Tq, Tk, H, Dv,
+        sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, sva_b, sva_t, sva_d, s_v, s_bias,
+        sm_b, sm_q, sm_k, sc_b, sc_t, sc_d, ss_b, ss_q, ss_k,
+        MASK_KIND: tl.constexpr, HAS_BIAS: tl.constexpr,
+        STORE_SCORES: tl.constexpr, USE_DOT: tl.constexpr,
+        PRECISION: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+        BLOCK_CV: tl.constexpr):
+    # Program: query rows [pid_m*BM, +BM) of batch b, context columns
+    # [pid_c*BLOCK_CV, +BLOCK_CV) (one chunk covering Dv with tl.dot).
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    q_base = q_ptr + b * sq_b
+    k_base = k_ptr + b * sk_b
+    va_base = value_ptr + b * sva_b
+    m_base = mask_ptr + b * sm_b
+    s_base = s_ptr + b * ss_b
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Tq
+    cv = pid_c * BLOCK_CV + tl.arange(0, BLOCK_CV)
+    cv_ok = cv < Dv
+
+    m_i = tl.full([BLOCK_M], float("-inf"), ACC)
+    l_i = tl.zeros([BLOCK_M], ACC)
+    acc = tl.zeros([BLOCK_M, BLOCK_CV], ACC)
+    for n0 in range(0, Tk, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < Tk
+        s = _additive_scores(q_base, rows, row_ok, sq_t, sq_h, k_base, cols,
+                             col_ok, sk_t, sk_h, v_ptr, s_v, bias_ptr, s_bias,
+                             H, HAS_BIAS, ACC, BLOCK_M, BLOCK_N, BLOCK_H)
+        s = masked_scores(s, rows[:, None], cols[None, :], m_base, sm_q, sm_k,
+                          Tq, Tk, MASK_KIND, False)
+        if STORE_SCORES:
+            tl.store(s_base + rows[:, None] * ss_q + cols[None, :] * ss_k,
+                     s.to(s_ptr.dtype.element_ty),
+                     mask=row_ok[:, None] & col_ok[None, :] & (pid_c == 0))
+        p, alpha, m_i, l_i = online_softmax_step(s, m_i, l_i)
+        vt = tl.load(va_base + cols[:, None] * sva_t + cv[None, :] * sva_d,
+                     mask=col_ok[:, None] & cv_ok[None, :], other=0.0)
+        acc = mm_reg(p, vt, acc * alpha[:, None], USE_DOT, PRECISION)
+
+    lse, inv = softmax_epilogue(m_i, l_i)
+    tl.store(ctx_ptr + b * sc_b + rows[:, None] * sc_t + cv[None, :] * sc_d,
+             (acc * inv[:, None]).to(ctx_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & cv_ok[None, :])
+    tl.store(lse_ptr + b * Tq + rows, lse, mask=row_ok & (pid_c == 0))
+
+
+@triton.jit
+def _probs_from_scores_kernel(s_ptr, lse_ptr, w_ptr, Tq, Tk,
+                              ss_b, ss_q, ss_k, sw_b, sw_q, sw_k,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # weights = exp(s - lse) per [BM, BN] tile (s and w may be one buffer:
+    # each element is read, then written, by the same program).
+    b = tl.program_id(2).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < Tq
+    ok = row_ok[:, None] & (cols < Tk)[None, :]
+    lse = finite_or_zero(tl.load(lse_ptr + b * Tq + rows, mask=row_ok,
+                                 other=0.0))
+    s = tl.load(s_ptr + b * ss_b + rows[:, None] * ss_q + cols[None, :] * ss_k,
+                mask=ok, other=float("-inf"))
+    w = tl.exp(s.to(lse.dtype) - lse[:, None])
+    tl.store(w_ptr + b * sw_b + rows[:, None] * sw_q + cols[None, :] * sw_k,
+             w.to(w_ptr.dtype.element_ty), mask=ok)
+
+
+# ---------------------------------------------------------------------------
+# Backward kernels
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def _additive_bwd_probs_kernel(
+        q_ptr, k_ptr, v_ptr, bias_ptr, mask_ptr, lse_ptr, gw_ptr, dctx_ptr,
+        ctx_ptr, p_ptr, delta_ptr,
+        Tq, Tk, H, Dv,
+        sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, s_v, s_bias, sm_b, sm_q, sm_k,
+        sg_b, sg_q, sg_k, sd_b, sd_t, sd_d, sc_b, sc_t, sc_d,
+        sp_b, sp_q, sp_k,
+        MASK_KIND: tl.constexpr, HAS_BIAS: tl.constexpr,
+        HAS_GW: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+        BLOCK_DV: tl.constexpr):
+    # Program: query rows [pid_m*BM, +BM) of batch b. Writes P and delta.
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    q_base = q_ptr + b * sq_b
+    k_base = k_ptr + b * sk_b
+    m_base = mask_ptr + b * sm_b
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Tq
+    lse = finite_or_zero(tl.load(lse_ptr + b * Tq + rows, mask=row_ok,
+                                 other=0.0))
+    delta = tl.zeros([BLOCK_M], ACC)
+    for n0 in range(0, Tk, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < Tk
+        ok = row_ok[:, None] & col_ok[None, :]
+        s = _additive_scores(q_base, rows, row_ok, sq_t, sq_h, k_base, cols,
+                             col_ok, sk_t, sk_h, v_ptr, s_v, bias_ptr, s_bias,
+                             H, HAS_BIAS, ACC, BLOCK_M, BLOCK_N, BLOCK_H)
+        s = masked_scores(s, rows[:, None], cols[None, :], m_base, sm_q, sm_k,
+                          Tq, Tk, MASK_KIND, False)
+        p = tl.exp(s - lse[:, None])
+        tl.store(p_ptr + b * sp_b + rows[:, None] * sp_q
+                 + cols[None, :] * sp_k, p, mask=ok)
+        if HAS_GW:
+            gw = tl.load(gw_ptr + b * sg_b + rows[:, None] * sg_q
+                         + cols[None, :] * sg_k, mask=ok, other=0.0).to(ACC)
+            delta += tl.sum(gw * p, 1)
+    for d0 in range(0, Dv, BLOCK_DV):
+        dd = d0 + tl.arange(0, BLOCK_DV)
+        ok = row_ok[:, None] & (dd < Dv)[None, :]
+        g = tl.load(dctx_ptr + b * sd_b + rows[:, None] * sd_t
+                    + dd[None, :] * sd_d, mask=ok, other=0.0).to(ACC)
+        c = tl.load(ctx_ptr + b * sc_b + rows[:, None] * sc_t
+                    + dd[None, :] * sc_d, mask=ok, other=0.0).to(ACC)
+        delta += tl.sum(g * c, 1)
+    tl.store(delta_ptr + b * Tq + rows, delta, mask=row_ok)
+
+
+@triton.jit
+def _additive_bwd_dvalue_kernel(
+        p_ptr, dctx_ptr, dvalue_ptr, Tq, Tk, Dv,
+        sp_b, sp_q, sp_k, sd_b, sd_t, sd_d, so_b, so_t, so_d,
+        USE_DOT: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_CV: tl.constexpr):
+    # Program: keys [pid_n*BN, +BN) of batch b, columns [pid_c*BCV, +BCV):
+    # dvalue = P^T @ dctx, summed over query blocks in order.
+    b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < Tk
+    cv = pid_c * BLOCK_CV + tl.arange(0, BLOCK_CV)
+    cv_ok = cv < Dv
+    acc = tl.zeros([BLOCK_N, BLOCK_CV], ACC)
+    for m0 in range(0, Tq, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        row_ok = rows < Tq
+        pt = tl.load(p_ptr + b * sp_b + rows[None, :] * sp_q
+                     + cols[:, None] * sp_k,
+                     mask=col_ok[:, None] & row_ok[None, :], other=0.0)
+        g = tl.load(dctx_ptr + b * sd_b + rows[:, None] * sd_t
+                    + cv[None, :] * sd_d,
+                    mask=row_ok[:, None] & cv_ok[None, :], other=0.0)
+        acc = mm_reg(pt, g, acc, USE_DOT, PRECISION)
+    tl.store(dvalue_ptr + b * so_b + cols[:, None] * so_t + cv[None, :] * so_d,
+             acc.to(dvalue_ptr.dtype.element_ty),
+             mask=col_ok[:, None] & cv_ok[None, :])
+
+
+@triton.jit
+def _additive_bwd_ds_kernel(
+        p_ptr, dctx_ptr, value_ptr, gw_ptr, delta_ptr, Tq, Tk, Dv,
+        sp_b, sp_q, sp_k, sd_b, sd_t, sd_d, sva_b, sva_t, sva_d,
+        sg_b, sg_q, sg_k,
+        HAS_GW: tl.constexpr, USE_DOT: tl.constexpr, HOIST: tl.constexpr,
+        PRECISION: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr):
+    # dS = P * (dctx @ value^T + gw - delta) for one [BM, BN] tile, written
+    # over P (each element read, then written, by this program).
+    b = tl.program_id(2).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < Tq
+    col_ok = cols < Tk
+    ok = row_ok[:, None] & col_ok[None, :]
+    d_base = dctx_ptr + b * sd_b
+    va_base = value_ptr + b * sva_b
+    if HOIST:
+        dd = tl.arange(0, BLOCK_DV)
+        dd_ok = dd < Dv
+        g = tl.load(d_base + rows[:, None] * sd_t + dd[None, :] * sd_d,
+                    mask=row_ok[:, None] & dd_ok[None, :], other=0.0)
+        vt = tl.load(va_base + cols[None, :] * sva_t + dd[:, None] * sva_d,
+                     mask=dd_ok[:, None] & col_ok[None, :], other=0.0)
+        dp = tl.dot(g, vt.to(g.dtype), input_precision=PRECISION)
+    else:
+        dp = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), d_base, rows, sd_t,
+                     sd_d, row_ok, va_base, cols, sva_t, sva_d, col_ok, Dv,
+                     USE_DOT, PRECISION, BLOCK_DV)
+    if HAS_GW:
+        dp += tl.load(gw_ptr + b * sg_b + rows[:, None] * sg_q
+                      + cols[None, :] * sg_k, mask=ok, other=0.0).to(ACC)
+    delta = tl.load(delta_ptr + b * Tq + rows, mask=row_ok, other=0.0)
+    p_ptrs = p_ptr + b * sp_b + rows[:, None] * sp_q + cols[None, :] * sp_k
+    p = tl.load(p_ptrs, mask=ok, other=0.0)
+    tl.store(p_ptrs, p * (dp - delta[:, None]), mask=ok)
+
+
+@triton.jit
+def _additive_bwd_dq_kernel(
+        q_ptr, k_ptr, v_ptr, bias_ptr, ds_ptr, dq_ptr, dv_part_ptr,
+        dbias_part_ptr,
+        Tq, Tk, H, n_m,
+        sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, s_v, s_bias, sds_b, sds_q, sds_k,
+        sdq_b, sdq_t, sdq_h,
+        HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr):
+    # Program: query rows [pid_m*BM, +BM) of batch b, H columns
+    # [pid_h*BH, +BH); loops over all key blocks. Partials of dv and dbias
+    # go to [B, n_m, H] at (b, pid_m).
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    pid_h = tl.program_id(2)
+    q_base = q_ptr + b * sq_b
+    k_base = k_ptr + b * sk_b
+    ds_base = ds_ptr + b * sds_b
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Tq
+    hh = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = hh < H
+    qc = _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias, hh,
+                      h_ok, HAS_BIAS, ACC)
+    acc_q = tl.zeros([BLOCK_M, BLOCK_H], ACC)  # sum_j dS (1 - t^2)
+    acc_t = tl.zeros([BLOCK_M, BLOCK_H], ACC)  # sum_j dS t
+    for n0 in range(0, Tk, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < Tk
+        kc = _load_rows(k_base, cols, col_ok, sk_t, hh, h_ok, sk_h, ACC)
+        ds = tl.load(ds_base + rows[:, None] * sds_q + cols[None, :] * sds_k,
+                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        t = tanh(qc[:, None, :] + kc[None, :, :])
+        dst = ds[:, :, None]
+        acc_q += tl.sum(dst * (1.0 - t * t), axis=1)
+        acc_t += tl.sum(dst * t, axis=1)
+    vc = tl.load(v_ptr + hh * s_v, mask=h_ok, other=0.0).to(ACC)
+    dq = acc_q * vc[None, :]
+    tl.store(dq_ptr + b * sdq_b + rows[:, None] * sdq_t + hh[None, :] * sdq_h,
+             dq.to(dq_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & h_ok[None, :])
+    part = (b * n_m + pid_m) * H + hh
+    tl.store(dv_part_ptr + part, tl.sum(acc_t, 0), mask=h_ok)
+    if HAS_BIAS:
+        tl.store(dbias_part_ptr + part, tl.sum(dq, 0), mask=h_ok)
+
+
+@triton.jit
+def _additive_bwd_dk_kernel(
+        q_ptr, k_ptr, v_ptr, bias_ptr, ds_ptr, dk_ptr,
+        Tq, Tk, H,
+        sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, s_v, s_bias, sds_b, sds_q, sds_k,
+        sdk_b, sdk_t, sdk_h,
+        HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr):
+    # Program: keys [pid_n*BN, +BN) of batch b, H columns [pid_h*BH, +BH);
+    # loops over all query blocks.
+    b = tl.program_id(1).to(tl.int64)
+    pid_h = tl.program_id(2)
+    q_base = q_ptr + b * sq_b
+    ds_base = ds_ptr + b * sds_b
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < Tk
+    hh = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = hh < H
+    kc = _load_rows(k_ptr + b * sk_b, cols, col_ok, sk_t, hh, h_ok, sk_h, ACC)
+    acc = tl.zeros([BLOCK_N, BLOCK_H], ACC)  # sum_i dS (1 - t^2)
+    for m0 in range(0, Tq, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        row_ok = rows < Tq
+        qc = _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias,
+                          hh, h_ok, HAS_BIAS, ACC)
+        ds = tl.load(ds_base + rows[:, None] * sds_q + cols[None, :] * sds_k,
+                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        t = tanh(qc[:, None, :] + kc[None, :, :])
+        acc += tl.sum(ds[:, :, None] * (1.0 - t * t), axis=0)
+    vc = tl.load(v_ptr + hh * s_v, mask=h_ok, other=0.0).to(ACC)
+    tl.store(dk_ptr + b * sdk_b + cols[:, None] * sdk_t + hh[None, :] * sdk_h,
+             (acc * vc[None, :]).to(dk_ptr.dtype.element_ty),
+             mask=col_ok[:, None] & h_ok[None, :])
+
+
+# ---------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------
+
+def _config(dtype: torch.dtype, gpu: bool, Dv: int) -> dict:
+    """Blocks: (BLOCK_M, BLOCK_N, BLOCK_H) of the [BM, BN, BH] tanh tiles;
+    BLOCK_CV, the context / dvalue columns per program (all of Dv in
+    hoisted mode, else split over the grid); DS_M, the square tile of the
+    dS and dvalue kernels, and BLOCK_DV, the dS kernel's Dv reduction chunk
+    (all of Dv in hoisted mode)."""
+    dvp = pad_dim(Dv)
+    dot, hoist = mode(dtype, gpu)
+    cfg = dict(USE_DOT=dot, HOIST=hoist, PRECISION=dot_precision(dtype, gpu),
+               ACC=tl_acc_dtype(dtype), num_warps=4)
+    if gpu:
+        # The tanh tile: 8K elements (4K in float64).
+        bm, bn, bh = (32, 32, 8) if dtype != torch.float64 else (16, 16, 16)
+    else:
+        bm, bn, bh = 16, 16, 16
+    cfg.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_H=bh)
+    if hoist:
+        cfg.update(BLOCK_CV=dvp, BLOCK_DV=dvp,
+                   DS_M=(64 if dvp <= 128 else 32) if gpu else 16)
+    elif dot and gpu:  # float32 with exact products: FMA dots
+        cfg.update(BLOCK_CV=min(dvp, 64), BLOCK_DV=min(dvp, 32), DS_M=32)
+    else:
+        cfg.update(BLOCK_CV=16, BLOCK_DV=16, DS_M=16)
+    return cfg
+
+
+def _check(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
+           bias: Tensor | None) -> None:
+    if q.dim() != 3 or k.dim() != 3 or value.dim() != 3:
+        raise ValueError("additive_attention: q, k, value must be 3-D")
+    H = q.shape[2]
+    if (k.shape[0] != q.shape[0] or k.shape[2] != H
+            or value.shape[:2] != k.shape[:2]):
+        raise ValueError("additive_attention: shapes of q, k, value do not "
+                         "match")
+    if v.shape != (H,) or (bias is not None and bias.shape != (H,)):
+        raise ValueError(f"additive_attention: v and bias must be [{H}]")
+
+
+# ---------------------------------------------------------------------------
+# Op implementations
+# ---------------------------------------------------------------------------
+
+def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
+                       bias: Tensor | None, attn_mask: Tensor | None,
+                       need_weights: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward of ``additive_attention``: returns (context, weights, lse)."""
+    _check(q, k, value, v, bias)
+    q, k, value = q.contiguous(), k.contiguous(), value.contiguous()
+    B, Tq, H = q.shape
+    Tk, Dv = k.shape[1], value.shape[2]
+    acc = acc_torch_dtype(q.dtype)
+    context = torch.empty(B, Tq, Dv, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, Tq, dtype=acc, device=q.device)
+    weights = (torch.empty(B, Tq, Tk, dtype=q.dtype, device=q.device)
+               if need_weights else q.new_empty(0))
+    if lse.numel() == 0:
+        return context, weights, lse
+    gpu = on_gpu(q)
+    cfg = _config(q.dtype, gpu, Dv)
+    mask, ms, kind = mask_arg(attn_mask, (B, Tq, Tk), q)
+    store_scores = bool(need_weights) and Tk > 0
+    if store_scores:
+        # Masked scores, then exp(s - lse) in place when the weights are
+        # in the accumulation dtype already.
+        scores = weights if weights.dtype == acc else torch.empty(
+            B, Tq, Tk, dtype=acc, device=q.device)
+    else:
+        scores = lse
+    ss = scores.stride() if store_scores else (0, 0, 0)
+    bias_t = bias if bias is not None else v
+    chunks = triton.cdiv(Dv, cfg["BLOCK_CV"]) if Dv > 0 else 1
+    with device_guard(q):
+        _additive_fwd_kernel[(triton.cdiv(Tq, cfg["BLOCK_M"]), B, chunks)](
+            q, k, value, v, bias_t, mask, context, lse, scores,
+            Tq, Tk, H, Dv, *q.stride(), *k.stride(), *value.stride(),
+            v.stride(0), bias_t.stride(0), *ms, *context.stride(), *ss,
+            MASK_KIND=kind, HAS_BIAS=bias is not None,
+            STORE_SCORES=store_scores, USE_DOT=cfg["USE_DOT"],
+            PRECISION=cfg["PRECISION"], ACC=cfg["ACC"],
+            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+            BLOCK_H=cfg["BLOCK_H"], BLOCK_CV=cfg["BLOCK_CV"],
+            num_warps=cfg["num_warps"])
+        if store_scores:
+            bm = bn = 64 if gpu else 16
+            _probs_from_scores_kernel[(triton.cdiv(Tq, bm),
+                                       triton.cdiv(Tk, bn), B)](
+                scores, lse, weights, Tq, Tk, *scores.stride(),
+                *weights.stride(), BLOCK_M=bm, BLOCK_N=bn)
+    return context, weights, lse
+
+
+def additive_attention_backward(
+        grad_context: Tensor, grad_weights: Tensor | None, q: Tensor,
+        k: Tensor, value: Tensor, v: Tensor, bias: Tensor | None,
+        attn_mask: Tensor | None, context: Tensor, lse: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward of ``additive_attention``: returns (grad_q, grad_k,
+    grad_value, grad_v, grad_bias); grad_bias is empty without a bias."""
+    _check(q, k, value, v, bias)
+    q, k, value = q.contiguous(), k.contiguous(), value.contiguous()
+    lse = lse.contiguous()
+    B, Tq, H = q.shape
+    Tk, Dv = k.shape[1], value.shape[2]
+    acc = lse.dtype
+    dev = q.device
+    grad_q = torch.empty_like(q)
+    grad_k = torch.empty_like(k)
+    grad_value = torch.empty_like(value)
+    gpu = on_gpu(q)
+    cfg = _config(q.dtype, gpu, Dv)
+    bm, bn, bh = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_H"]
+    n_m = triton.cdiv(Tq, bm)
+    dv_part = torch.empty(B, n_m, H, dtype=acc, device=dev)
+    dbias_part = (torch.empty(B, n_m, H, dtype=acc, device=dev)
+                  if bias is not None else dv_part)
+    mask, ms, kind = mask_arg(attn_mask, (B, Tq, Tk), q)
+    bias_t = bias if bias is not None else v
+    has_gw = grad_weights is not None and grad_weights.numel() > 0
+    gw = grad_weights if has_gw else lse
+    sg = grad_weights.stride() if has_gw else (0, 0, 0)
+    # P, then dS in place: [B, Tq, Tk] in the accumulation dtype.
+    p = torch.empty(B, Tq, Tk, dtype=acc, device=dev)
+    delta = torch.empty(B, Tq, dtype=acc, device=dev)
+    common = dict(ACC=cfg["ACC"], num_warps=cfg["num_warps"])
+    dot = dict(USE_DOT=cfg["USE_DOT"], PRECISION=cfg["PRECISION"])
+    with device_guard(q):
+        if B * Tq > 0:
+            _additive_bwd_probs_kernel[(n_m, B)](
+                q, k, v, bias_t, mask, lse, gw, grad_context, context, p,
+                delta, Tq, Tk, H, Dv,
+                *q.stride(), *k.stride(), v.stride(0), bias_t.stride(0), *ms,
+                *sg, *grad_context.stride(), *context.stride(), *p.stride(),
+                MASK_KIND=kind, HAS_BIAS=bias is not None, HAS_GW=has_gw,
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_H=bh, BLOCK_DV=16 if not gpu
+                else 64, **common)
+        if grad_value.numel() > 0:
+            chunks = triton.cdiv(Dv, cfg["BLOCK_CV"])
+            dsm = cfg["DS_M"]
+            _additive_bwd_dvalue_kernel[(triton.cdiv(Tk, dsm), B, chunks)](
+                p, grad_context, grad_value, Tq, Tk, Dv, *p.stride(),
+                *grad_context.stride(), *grad_value.stride(),
+                BLOCK_M=dsm, BLOCK_N=dsm, BLOCK_CV=cfg["BLOCK_CV"], **dot,
+                **common)
+        if p.numel() > 0:
+            dsm = cfg["DS_M"]
+            _additive_bwd_ds_kernel[(triton.cdiv(Tq, dsm),
+                                     triton.cdiv(Tk, dsm), B)](
+                p, grad_context, value, gw, delta, Tq, Tk, Dv, *p.stride(),
+                *grad_context.stride(), *value.stride(), *sg,
+                HAS_GW=has_gw, HOIST=cfg["HOIST"], BLOCK_M=dsm, BLOCK_N=dsm,
+                BLOCK_DV=cfg["BLOCK_DV"], **dot, **common)
+        if B * Tq * H > 0:
+            _additive_bwd_dq_kernel[(n_m, B, triton.cdiv(H, bh))](
+                q, k, v, bias_t, p, grad_q, dv_part, dbias_part,
+                Tq, Tk, H, n_m,
+                *q.stride(), *k.stride(), v.stride(0), bias_t.stride(0),
+                *p.stride(), *grad_q.stride(),
+                HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn,
+                BLOCK_H=bh, **common)
+        if B * Tk * H > 0:
+            _additive_bwd_dk_kernel[(triton.cdiv(Tk, bn), B,
+                                     triton.cdiv(H, bh))](
+                q, k, v, bias_t, p, grad_k,
+                Tq, Tk, H,
+                *q.stride(), *k.stride(), v.stride(0), bias_t.stride(0),
+                *p.stride(), *grad_k.stride(),
+                HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn,
+                BLOCK_H=bh, **common)
+    # Per-program partials summed in a fixed order.
+    grad_v = dv_part.sum((0, 1)).to(v.dtype)
+    grad_bias = (dbias_part.sum((0, 1)).to(q.dtype) if bias is not None
+                 else q.new_empty(0))
+    return grad_q, grad_k, grad_value, grad_v, grad_bias

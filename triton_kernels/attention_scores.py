@@ -1,0 +1,349 @@
+"""Triton kernels of the op ``attention_scores``: the probabilities
+P = softmax(q k^T * scale + mask) themselves, fused.
+
+Contract: ``seqkernels/reference/attention_scores.py``. Shapes as in
+``sdpa`` (q [B, Hq, Tq, D], k [B, Hk, Tk, D], GQA by h // (Hq // Hk), mask
+broadcast to [B, Hq, Tq, Tk]); P is [B, Hq, Tq, Tk] in q's dtype.
+
+* forward, one program per (query block, batch*head): pass 1 runs the
+  online softmax over the key blocks for the row log-sum-exp; pass 2
+  recomputes the scores and writes P = exp(s - lse) once. Under a causal
+  mask the key blocks past the diagonal are written as zeros without
+  computing them.
+* backward: r = rowsum(dP * P) first (masked entries have P = 0: no mask
+  needed); dS = P * (dP - r); a dQ kernel (query blocks, loop over keys)
+  computes scale * dS K, and a dK kernel (key blocks of one kv head, loop
+  over the group's query heads and query blocks, summed in registers in a
+  fixed order) computes scale * dS^T Q.
+
+Products, precision and the hoisted / chunked modes as in ``sdpa.py``
+(see ``attention_common.py``).
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .attention_common import (acc_torch_dtype, device_guard, dot_precision,
+                               f64_scalar, finite_or_zero, mask_arg,
+                               masked_scores, mm_ptrs, mm_reg, mode, on_gpu,
+                               online_softmax_step, pad_dim, rowdot,
+                               softmax_epilogue, split_scalar, tl_acc_dtype)
+
+
+# ---------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def _scores_tile(q, q_base, rows, row_ok, k_base, cols, col_ok, rd, d_ok,
+                 D, sq_t, sq_d, sk_t, sk_d, ACC: tl.constexpr,
+                 USE_DOT: tl.constexpr, HOIST: tl.constexpr,
+                 PRECISION: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_D: tl.constexpr):
+    """q k^T for a [BM, BN] tile: from the query tile ``q`` in registers
+    (hoisted mode), else reduced over D in chunks from memory."""
+    if HOIST:
+        kt = tl.load(k_base + cols[None, :] * sk_t + rd[:, None] * sk_d,
+                     mask=d_ok[:, None] & col_ok[None, :], other=0.0)
+        s = tl.dot(q, kt, input_precision=PRECISION)
+    else:
+        s = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), q_base, rows, sq_t,
+                    sq_d, row_ok, k_base, cols, sk_t, sk_d, col_ok, D,
+                    USE_DOT, PRECISION, BLOCK_D)
+    return s
+
+
+@triton.jit
+def _scores_fwd_kernel(
+        q_ptr, k_ptr, mask_ptr, p_ptr,
+        Hq, Tq, Tk, D, GROUP,
+        sq_b, sq_h, sq_t, sq_d, sk_b, sk_h, sk_t, sk_d,
+        sm_b, sm_h, sm_q, sm_k, sp_b, sp_h, sp_q, sp_k,
+        scale_hi, scale_lo,
+        MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+        USE_DOT: tl.constexpr, HOIST: tl.constexpr, PRECISION: tl.constexpr,
+        ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // Hq).to(tl.int64)
+    h = (bh % Hq).to(tl.int64)
+    hk = h // GROUP
+    q_base = q_ptr + b * sq_b + h * sq_h
+    k_base = k_ptr + b * sk_b + hk * sk_h
+    m_base = mask_ptr + b * sm_b + h * sm_h
+    p_base = p_ptr + b * sp_b + h * sp_h
+
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Tq
+    rd = tl.arange(0, BLOCK_D)
+    d_ok = rd < D
+    scale = f64_scalar(scale_hi, scale_lo, ACC)
+    q = rows  # placeholder in chunked mode (the scores read q in chunks)
+    if HOIST:
+        q = tl.load(q_base + rows[:, None] * sq_t + rd[None, :] * sq_d,
+                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    hi = Tk
+    if IS_CAUSAL:
+        hi = tl.minimum(Tk, (pid_m + 1) * BLOCK_M)
+
+    # Pass 1: log-sum-exp of each row.
+    m_i = tl.full([BLOCK_M], float("-inf"), ACC)
+    l_i = tl.zeros([BLOCK_M], ACC)
+    for n0 in range(0, hi, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < Tk
+        s = _scores_tile(q, q_base, rows, row_ok, k_base, cols, col_ok, rd,
+                         d_ok, D, sq_t, sq_d, sk_t, sk_d, ACC, USE_DOT,
+                         HOIST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
+        s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
+                          sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
+        _, _, m_i, l_i = online_softmax_step(s, m_i, l_i)
+    lse, _ = softmax_epilogue(m_i, l_i)
+    lse = finite_or_zero(lse)
+
+    # Pass 2: P written once.
+    pty = p_ptr.dtype.element_ty
+    for n0 in range(0, hi, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < Tk
+        s = _scores_tile(q, q_base, rows, row_ok, k_base, cols, col_ok, rd,
+                         d_ok, D, sq_t, sq_d, sk_t, sk_d, ACC, USE_DOT,
+                         HOIST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
+        s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
+                          sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
+        p = tl.exp(s - lse[:, None])
+        tl.store(p_base + rows[:, None] * sp_q + cols[None, :] * sp_k,
+                 p.to(pty), mask=row_ok[:, None] & col_ok[None, :])
+    if IS_CAUSAL:
+        # Blocks entirely in the causal future: zeros.
+        zeros = tl.zeros([BLOCK_M, BLOCK_N], pty)
+        for n0 in range(tl.cdiv(hi, BLOCK_N) * BLOCK_N, Tk, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            tl.store(p_base + rows[:, None] * sp_q + cols[None, :] * sp_k,
+                     zeros, mask=row_ok[:, None] & (cols < Tk)[None, :])
+
+
+@triton.jit
+def _scores_bwd_dq_kernel(
+        gp_ptr, p_ptr, r_ptr, k_ptr, dq_ptr,
+        Hq, Tq, Tk, D, GROUP,
+        sg_b, sg_h, sg_q, sg_k, sp_b, sp_h, sp_q, sp_k,
+        sk_b, sk_h, sk_t, sk_d, sdq_b, sdq_h, sdq_t, sdq_d,
+        scale_hi, scale_lo,
+        USE_DOT: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_CK: tl.constexpr):
+    # Program: query rows [pid_m*BM, +BM) of head h, dQ columns
+    # [pid_c*BLOCK_CK, +BLOCK_CK).
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    b = bh // Hq
+    h = bh % Hq
+    hk = h // GROUP
+    gp_base = gp_ptr + b * sg_b + h * sg_h
+    p_base = p_ptr + b * sp_b + h * sp_h
+    k_base = k_ptr + b * sk_b + hk * sk_h
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Tq
+    ck = pid_c * BLOCK_CK + tl.arange(0, BLOCK_CK)
+    ck_ok = ck < D
+    r = tl.load(r_ptr + bh * Tq + rows, mask=row_ok, other=0.0)
+    acc = tl.zeros([BLOCK_M, BLOCK_CK], ACC)
+    for n0 in range(0, Tk, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        ok = row_ok[:, None] & (cols < Tk)[None, :]
+        p = tl.load(p_base + rows[:, None] * sp_q + cols[None, :] * sp_k,
+                    mask=ok, other=0.0).to(ACC)
+        gp = tl.load(gp_base + rows[:, None] * sg_q + cols[None, :] * sg_k,
+                     mask=ok, other=0.0).to(ACC)
+        ds = p * (gp - r[:, None])
+        kc = tl.load(k_base + cols[:, None] * sk_t + ck[None, :] * sk_d,
+                     mask=(cols < Tk)[:, None] & ck_ok[None, :], other=0.0)
+        acc = mm_reg(ds, kc, acc, USE_DOT, PRECISION)
+    scale = f64_scalar(scale_hi, scale_lo, ACC)
+    tl.store(dq_ptr + b * sdq_b + h * sdq_h + rows[:, None] * sdq_t
+             + ck[None, :] * sdq_d, (acc * scale).to(dq_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & ck_ok[None, :])
+
+
+@triton.jit
+def _scores_bwd_dk_kernel(
+        gp_ptr, p_ptr, r_ptr, q_ptr, dk_ptr,
+        Hq, Hk, Tq, Tk, D, GROUP,
+        sg_b, sg_h, sg_q, sg_k, sp_b, sp_h, sp_q, sp_k,
+        sq_b, sq_h, sq_t, sq_d, sdk_b, sdk_h, sdk_t, sdk_d,
+        scale_hi, scale_lo,
+        USE_DOT: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_CK: tl.constexpr):
+    # Program: keys [pid_n*BN, +BN) of kv head hk, dK columns
+    # [pid_c*BLOCK_CK, +BLOCK_CK); tiles are [keys, queries].
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    b = bhk // Hk
+    hk = bhk % Hk
+    cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < Tk
+    ck = pid_c * BLOCK_CK + tl.arange(0, BLOCK_CK)
+    ck_ok = ck < D
+    acc = tl.zeros([BLOCK_N, BLOCK_CK], ACC)
+    for g in range(0, GROUP):
+        h = hk * GROUP + g
+        gp_base = gp_ptr + b * sg_b + h * sg_h
+        p_base = p_ptr + b * sp_b + h * sp_h
+        q_base = q_ptr + b * sq_b + h * sq_h
+        for m0 in range(0, Tq, BLOCK_M):
+            rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
+            row_ok = rows < Tq
+            ok = col_ok[:, None] & row_ok[None, :]
+            pt = tl.load(p_base + rows[None, :] * sp_q + cols[:, None] * sp_k,
+                         mask=ok, other=0.0).to(ACC)
+            gpt = tl.load(gp_base + rows[None, :] * sg_q
+                          + cols[:, None] * sg_k, mask=ok, other=0.0).to(ACC)
+            r = tl.load(r_ptr + (b * Hq + h) * Tq + rows, mask=row_ok,
+                        other=0.0)
+            dst = pt * (gpt - r[None, :])
+            qc = tl.load(q_base + rows[:, None] * sq_t + ck[None, :] * sq_d,
+                         mask=row_ok[:, None] & ck_ok[None, :], other=0.0)
+            acc = mm_reg(dst, qc, acc, USE_DOT, PRECISION)
+    scale = f64_scalar(scale_hi, scale_lo, ACC)
+    tl.store(dk_ptr + b * sdk_b + hk * sdk_h + cols[:, None] * sdk_t
+             + ck[None, :] * sdk_d, (acc * scale).to(dk_ptr.dtype.element_ty),
+             mask=col_ok[:, None] & ck_ok[None, :])
+
+
+# ---------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------
+
+def _config(kernel: str, dtype: torch.dtype, gpu: bool, D: int) -> dict:
+    """Launch keywords of one kernel ("fwd", "dq" or "dk").
+
+    Hoisted mode: the forward keeps the padded query tile in registers and
+    the backward accumulates whole padded rows of dQ / dK. Chunked mode
+    reduces D in chunks of BLOCK_D (forward) and splits the dQ / dK columns
+    in chunks of BLOCK_CK over the grid (backward).
+    """
+    dp = pad_dim(D)
+    dot, hoist = mode(dtype, gpu)
+    cfg = dict(USE_DOT=dot, HOIST=hoist, PRECISION=dot_precision(dtype, gpu),
+               ACC=tl_acc_dtype(dtype))
+    if not gpu:
+        bm, bn, warps, stages = 16, 16, 4, 1
+        chunk = dp if hoist else 16
+    elif hoist:
+        bm, bn, warps, stages = _GPU_TILES[kernel, dtype == torch.float32,
+                                           min(256, max(64, dp))]
+        chunk = dp
+    elif dot:  # float32 with exact products: FMA dots on modest tiles
+        bm, bn, warps, stages = _CHUNKED_TILES[kernel]
+        chunk = min(dp, 64 if kernel != "fwd" else 32)
+    else:  # float64
+        bm, bn, warps, stages = 16, 16, 4, 2
+        chunk = 16
+    cfg.update(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+    cfg["BLOCK_D" if kernel == "fwd" else "BLOCK_CK"] = chunk
+    if kernel != "fwd":
+        del cfg["HOIST"]
+    if gpu:
+        cfg["num_stages"] = stages
+    return cfg
+
+
+# Hoisted mode on the GPU: (kernel, float32 (TF32), padded head dim) ->
+# (BLOCK_M, BLOCK_N, num_warps, num_stages); in "dk" BLOCK_N is the
+# program's keys and BLOCK_M the inner query block. Chosen offline from
+# ptxas register, spill and shared-memory counts for sm_90 (compiled
+# without a GPU, not timed): no spills, shared memory within 163 KiB.
+_GPU_TILES = {
+    ("fwd", False, 64): (64, 32, 4, 3), ("fwd", False, 128): (64, 32, 8, 2),
+    ("fwd", False, 256): (64, 32, 8, 2),
+    ("fwd", True, 64): (64, 32, 8, 2), ("fwd", True, 128): (64, 32, 8, 2),
+    ("fwd", True, 256): (64, 32, 8, 2),
+    ("dq", False, 64): (64, 32, 8, 2), ("dq", False, 128): (64, 32, 8, 2),
+    ("dq", False, 256): (64, 32, 8, 2),
+    ("dq", True, 64): (64, 32, 8, 2), ("dq", True, 128): (64, 32, 8, 2),
+    ("dq", True, 256): (64, 32, 8, 2),
+    ("dk", False, 64): (32, 64, 8, 2), ("dk", False, 128): (32, 64, 8, 2),
+    ("dk", False, 256): (32, 64, 8, 2),
+    ("dk", True, 64): (32, 64, 8, 2), ("dk", True, 128): (32, 64, 8, 2),
+    ("dk", True, 256): (32, 64, 8, 2),
+}
+# Chunked mode with tl.dot (float32 "ieee" on the GPU), chosen the same way.
+_CHUNKED_TILES = {"fwd": (64, 32, 8, 2), "dq": (32, 32, 4, 2),
+                  "dk": (32, 16, 4, 2)}
+
+
+def _check(q: Tensor, k: Tensor) -> None:
+    if q.dim() != 4 or k.dim() != 4:
+        raise ValueError("attention_scores: q and k must be 4-D [B, H, T, D]")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
+        raise ValueError(f"attention_scores: query heads ({q.shape[1]}) must "
+                         f"be a multiple of key heads ({k.shape[1]})")
+    if q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
+        raise ValueError("attention_scores: shapes of q and k do not match")
+
+
+# ---------------------------------------------------------------------------
+# Op implementations
+# ---------------------------------------------------------------------------
+
+def attention_scores(q: Tensor, k: Tensor, attn_mask: Tensor | None,
+                     is_causal: bool, scale: float) -> Tensor:
+    """Forward of ``attention_scores``: the probabilities [B, Hq, Tq, Tk]."""
+    _check(q, k)
+    q, k = q.contiguous(), k.contiguous()
+    B, Hq, Tq, D = q.shape
+    Hk, Tk = k.shape[1], k.shape[2]
+    p = torch.empty(B, Hq, Tq, Tk, dtype=q.dtype, device=q.device)
+    if p.numel() == 0:
+        return p
+    cfg = _config("fwd", q.dtype, on_gpu(q), D)
+    mask, ms, kind = mask_arg(attn_mask, (B, Hq, Tq, Tk), q)
+    scale_hi, scale_lo = split_scalar(float(scale))
+    grid = (triton.cdiv(Tq, cfg["BLOCK_M"]), B * Hq)
+    with device_guard(q):
+        _scores_fwd_kernel[grid](
+            q, k, mask, p, Hq, Tq, Tk, D, Hq // Hk,
+            *q.stride(), *k.stride(), *ms, *p.stride(), scale_hi, scale_lo,
+            MASK_KIND=kind, IS_CAUSAL=bool(is_causal), **cfg)
+    return p
+
+
+def attention_scores_backward(
+        grad_p: Tensor, q: Tensor, k: Tensor, p: Tensor,
+        scale: float) -> tuple[Tensor, Tensor]:
+    """Backward of ``attention_scores``: returns (grad_q, grad_k)."""
+    _check(q, k)
+    q, k = q.contiguous(), k.contiguous()
+    B, Hq, Tq, D = q.shape
+    Hk, Tk = k.shape[1], k.shape[2]
+    grad_q = torch.empty_like(q)
+    grad_k = torch.empty_like(k)
+    gpu = on_gpu(q)
+    scale_hi, scale_lo = split_scalar(float(scale))
+    r = rowdot(grad_p, p, acc_torch_dtype(q.dtype))  # [B, Hq, Tq]
+    with device_guard(q):
+        if grad_q.numel() > 0:
+            cfg = _config("dq", q.dtype, gpu, D)
+            grid = (triton.cdiv(Tq, cfg["BLOCK_M"]), B * Hq,
+                    triton.cdiv(D, cfg["BLOCK_CK"]))
+            _scores_bwd_dq_kernel[grid](
+                grad_p, p, r, k, grad_q, Hq, Tq, Tk, D, Hq // Hk,
+                *grad_p.stride(), *p.stride(), *k.stride(), *grad_q.stride(),
+                scale_hi, scale_lo, **cfg)
+        if grad_k.numel() > 0:
+            cfg = _config("dk", q.dtype, gpu, D)
+            grid = (triton.cdiv(Tk, cfg["BLOCK_N"]), B * Hk,
+                    triton.cdiv(D, cfg["BLOCK_CK"]))
+            _scores_bwd_dk_kernel[grid](
+                grad_p, p, r, q, grad_k, Hq, Hk, Tq, Tk, D, Hq // Hk,
+                *grad_p.stride(), *p.stride(), *q.stride(), *grad_k.stride(),
+                scale_hi, scale_lo, **cfg)
+    return grad_q, grad_k
