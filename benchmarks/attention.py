@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as TF
 from torch import Tensor
 
-from .harness import Case
+from .harness import Case, Job, seqkernels_jobs
 
 KERNEL = "attention"
 SEED = 0
@@ -193,20 +193,6 @@ def configs(device: torch.device, full: bool) -> list[Config]:
 # Jobs
 
 
-@dataclass
-class Job:
-    config: Config
-    provider: str
-    dtype: torch.dtype
-    skip: str = ""          # why this job does not run, if it does not
-
-
-def seqkernels_backends(device: torch.device) -> list[str]:
-    if device.type == "cuda":
-        return ["cuda", "triton", "auto"]
-    return ["cpu", "auto"]
-
-
 def _scores_bytes(cfg: Config, dtype: torch.dtype = torch.float32) -> int:
     return (cfg.B * cfg.heads * cfg.Tq * cfg.keys
             * torch.empty((), dtype=dtype).element_size())
@@ -216,7 +202,6 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
          compile: bool) -> list[Job]:
     """Every (config, provider, dtype) to run. ``compile=False`` lists the
     torch.compile provider as skipped, with the reason."""
-    from seqkernels import _backend
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     jobs = []
@@ -224,16 +209,8 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
         ours = {"mha-weights": "seqkernels-mha-weights-",
                 "mha-noweights": "seqkernels-mha-noweights-"}.get(
                     cfg.kind, "seqkernels-")
-        backends = seqkernels_backends(device)
-        if cfg.sanity:
-            backends = backends + ["reference"]
-        for b in backends:
-            skip = ""
-            if b == "cuda" and not _backend.CUDA_BUILT:
-                skip = "the extension was built without CUDA kernels"
-            if b == "triton" and not _backend.TRITON_INSTALLED:
-                skip = "triton is not installed"
-            jobs.append(Job(cfg, ours + b, dtype, skip))
+        jobs += seqkernels_jobs(cfg, device, ours, dtype,
+                                extra=["reference"] if cfg.sanity else [])
         if cfg.kind == "sdpa":
             for name in (SDPA_BACKENDS if cuda else ("math",)):
                 skip = ""

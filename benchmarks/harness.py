@@ -180,6 +180,34 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device,
 
 
 @dataclass
+class Job:
+    """One (configuration, provider, dtype) of a kernel family's plan."""
+    config: object
+    provider: str
+    dtype: torch.dtype
+    skip: str = ""          # why this job does not run, if it does not
+
+
+def seqkernels_jobs(config: object, device: torch.device, prefix: str,
+                    dtype: torch.dtype, extra: Sequence[str] = ()) -> list[Job]:
+    """A job per seqkernels backend the device can serve (plus ``extra``
+    backends), named ``prefix + backend``; a backend this build or machine
+    lacks is listed as skipped, with the reason."""
+    from seqkernels import _backend
+    backends = (["cuda", "triton", "auto"] if device.type == "cuda"
+                else ["cpu", "auto"]) + list(extra)
+    jobs = []
+    for b in backends:
+        skip = ""
+        if b == "cuda" and not _backend.CUDA_BUILT:
+            skip = "the extension was built without CUDA kernels"
+        if b == "triton" and not _backend.TRITON_INSTALLED:
+            skip = "triton is not installed"
+        jobs.append(Job(config, prefix + b, dtype, skip))
+    return jobs
+
+
+@dataclass
 class Case:
     """One provider on one configuration, ready to run.
 

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .harness import Case
+from .harness import Case, Job, seqkernels_jobs
 
 KERNEL = "lstm"
 SEED = 0
@@ -151,39 +151,16 @@ def configs(device: torch.device, full: bool) -> list[Config]:
 # Jobs: which provider runs which configuration in which dtype
 
 
-@dataclass
-class Job:
-    config: Config
-    provider: str
-    dtype: torch.dtype
-    skip: str = ""          # why this job does not run, if it does not
-
-
-def seqkernels_backends(device: torch.device) -> list[str]:
-    if device.type == "cuda":
-        return ["cuda", "triton", "auto"]
-    return ["cpu", "auto"]
-
-
 def plan(device: torch.device, config_list: Sequence[Config], *,
          compile: bool) -> list[Job]:
     """Every (config, provider, dtype) to run. ``compile=False`` lists the
     torch.compile provider as skipped, with the reason."""
-    from seqkernels import _backend
     cuda = device.type == "cuda"
     low = torch.bfloat16 if cuda else torch.float32
     anchor_dtypes = (torch.bfloat16, torch.float16) if cuda else (torch.float32,)
     jobs = []
     for cfg in config_list:
-        ours = []
-        for b in seqkernels_backends(device):
-            skip = ""
-            if b == "cuda" and not _backend.CUDA_BUILT:
-                skip = "the extension was built without CUDA kernels"
-            if b == "triton" and not _backend.TRITON_INSTALLED:
-                skip = "triton is not installed"
-            ours.append(Job(cfg, f"seqkernels-{b}", low, skip))
-        jobs += ours
+        jobs += seqkernels_jobs(cfg, device, "seqkernels-", low)
         sweep_point = cfg.sweep != ""
         if cfg.kind == "seq":
             for dt in ((low,) if sweep_point else anchor_dtypes):
