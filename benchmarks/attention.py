@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as TF
 from torch import Tensor
 
-from .harness import Case, Job, seqkernels_jobs
+from .harness import Case, Job, Pairing, seqkernels_jobs
 
 KERNEL = "attention"
 SEED = 0
@@ -542,21 +542,6 @@ def io_mem_mb(cfg: Config, mode: str, dtype: torch.dtype) -> float:
 
 # --------------------------------------------------------------------------
 # Target rows: which timing is set beside which
-
-
-@dataclass(frozen=True)
-class Pairing:
-    target: str                 # id in TARGETS.md
-    workload: str
-    mode: str
-    ours_config: str
-    anchor_config: str
-    anchor_provider: Optional[str]   # None: the same provider as ours
-    target_text: str
-    threshold: Optional[float]       # met when anchor/ours >= threshold
-    metric: str = "time"             # "time"; "copy": ours GB/s / copy
-    #                                  ceiling >= threshold; "memory": ours
-    #                                  peak / io_mem_mb <= threshold
 
 
 def _sdpa_pairings() -> list[Pairing]:

@@ -207,6 +207,23 @@ def seqkernels_jobs(config: object, device: torch.device, prefix: str,
     return jobs
 
 
+@dataclass(frozen=True)
+class Pairing:
+    """A target row of TARGETS.md: which of our timings is set beside which
+    anchor's (report.target_table draws the table from these)."""
+    target: str                 # id in TARGETS.md
+    workload: str
+    mode: str
+    ours_config: str
+    anchor_config: str
+    anchor_provider: Optional[str]   # None: the same provider as ours
+    target_text: str
+    threshold: Optional[float]       # met when anchor/ours >= threshold
+    metric: str = "time"             # "time"; "copy": ours GB/s / copy
+    #                                  ceiling >= threshold; "memory": ours
+    #                                  peak / io_mem_mb <= threshold
+
+
 @dataclass
 class Case:
     """One provider on one configuration, ready to run.
@@ -365,7 +382,8 @@ def _cpu_name() -> str:
 
 def git_commit(root: Path = REPO_ROOT) -> str:
     """Short commit of ``root``, with "-dirty" if the work tree (tracked or
-    untracked files) differs from it; "unknown" outside a git checkout."""
+    untracked files) differs from it. Outside a git checkout (a copy of the
+    tree, as on the GPU machines), $SEQKERNELS_COMMIT, or "unknown"."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True,
                               text=True, check=True, timeout=30).stdout.strip()
@@ -373,7 +391,7 @@ def git_commit(root: Path = REPO_ROOT) -> str:
         commit = git("rev-parse", "--short", "HEAD")
         dirty = git("status", "--porcelain")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("SEQKERNELS_COMMIT", "unknown")
     return commit + ("-dirty" if dirty else "")
 
 

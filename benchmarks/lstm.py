@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .harness import Case, Job, seqkernels_jobs
+from .harness import Case, Job, Pairing, seqkernels_jobs
 
 KERNEL = "lstm"
 SEED = 0
@@ -539,19 +539,6 @@ def pointwise_bytes(cfg: Config, mode: str, dtype: torch.dtype) -> float:
 
 # --------------------------------------------------------------------------
 # Target rows: which timing is set beside which
-
-
-@dataclass(frozen=True)
-class Pairing:
-    target: str                 # id in TARGETS.md
-    workload: str
-    mode: str
-    ours_config: str
-    anchor_config: str
-    anchor_provider: Optional[str]   # None: the same provider as ours
-    target_text: str
-    threshold: Optional[float]       # met when anchor/ours >= threshold
-    metric: str = "time"             # "time", or "copy": ours GB/s / copy ceiling
 
 
 PAIRINGS = (

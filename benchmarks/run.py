@@ -2,14 +2,14 @@
 timed; results.csv, table.md and plots written into the output folder.
 
     python benchmarks/run.py [--out DIR] [--quick | --full]
-                             [--only lstm,attention]
+                             [--only lstm,gru_rnn,attention]
                              [--configs L1,A2,...] [--providers a,b]
                              [--no-compile] [--list]
 
-Kernels: ``lstm`` (lstm.py) and ``attention`` (attention.py), both by
-default. Defaults: --quick on a machine without a GPU (the CPU target row,
-tiny sweeps and small attention rows, about two minutes on two cores),
---full with a GPU (the target rows of shared/design/TARGETS.md and the
+Kernels: ``lstm`` (lstm.py), ``gru_rnn`` (gru_rnn.py) and ``attention``
+(attention.py), all by default. Defaults: --quick on a machine without a
+GPU (the CPU target row, tiny sweeps, small GRU/RNN and attention rows,
+about two minutes on two cores), --full with a GPU (the target rows of shared/design/TARGETS.md and the
 sweeps). Each provider runs inside its own try/except: a failure becomes a
 row whose note holds the error, and is printed loudly; nothing falls back
 silently. Before timing, each provider's outputs and gradients are compared
@@ -37,11 +37,12 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks import attention, check, harness, lstm, report  # noqa: E402
+from benchmarks import (attention, check, gru_rnn, harness, lstm,  # noqa: E402
+                        report)
 
 # Each kernel module has KERNEL, configs, plan, build, reference, flops,
 # pointwise_bytes and PAIRINGS; io_mem_mb is optional.
-KERNELS = {"lstm": lstm, "attention": attention}
+KERNELS = {"lstm": lstm, "gru_rnn": gru_rnn, "attention": attention}
 
 
 @dataclass
@@ -244,17 +245,20 @@ def run(out_dir: Path, device: torch.device,
     bar = _progress(total, quiet)
     deadline = None if time_limit_s is None else \
         time.perf_counter() + time_limit_s
+    queue = [(name, job) for name, jobs in plans.items() for job in jobs]
+    # The torch.compile providers spend most of their time compiling: they
+    # run last (in plan order otherwise), so a time limit drops them first.
+    queue.sort(key=lambda item: "compile" in item[1].provider)
     try:
-        for name, jobs in plans.items():
-            for job in jobs:
-                done = len(summary.rows)
-                try:
-                    run_job(KERNELS[name], job, device, settings, common,
-                            summary, bar, deadline)
-                finally:
-                    _free(device)
-                    # Written job by job: a run cut short keeps its rows.
-                    report.append_csv(csv_path, summary.rows[done:])
+        for name, job in queue:
+            done = len(summary.rows)
+            try:
+                run_job(KERNELS[name], job, device, settings, common,
+                        summary, bar, deadline)
+            finally:
+                _free(device)
+                # Written job by job: a run cut short keeps its rows.
+                report.append_csv(csv_path, summary.rows[done:])
     finally:
         if bar is not None:
             bar.close()

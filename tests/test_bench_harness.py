@@ -373,3 +373,60 @@ def test_attention_quick_cpu_is_small():
     assert (additive.B, additive.Tq, additive.H) == (4, 64, 64)
     assert all(c.sanity for c in quick)
     assert not any(c.sanity for c in attention.configs(CPU, True))
+
+
+# --------------------------------------------------------------------------
+# GRU and RNN (benchmarks/gru_rnn.py): target row L7
+
+
+def test_gru_rnn_run_and_l7_pairing(tmp_path):
+    """A tiny GRU and RNN row go through run.py: every provider checked and
+    timed; the L7 pairing puts ours beside the nn anchor of the same cell."""
+    from benchmarks import gru_rnn
+    configs = [gru_rnn.Config("L7-gru", "gru", B=2, I=3, H=4, T=3,
+                              modes=("fwd", "fwd+bwd"), target="L7"),
+               gru_rnn.Config("L7-rnn", "rnn", B=2, I=3, H=4, T=3,
+                              modes=("fwd", "fwd+bwd"), target="L7")]
+    summary = bench_run.run(tmp_path, CPU, {"gru_rnn": configs}, TINY,
+                            compile=False,
+                            ceiling_sizes={"gemm_n": 64, "copy_mb": 1},
+                            quiet=True)
+    assert summary.ok, summary.failures + summary.mismatches
+    rows = [r for r in report.read_csv(tmp_path / "results.csv")
+            if r["kernel"] == "gru_rnn"]
+    assert {(r["config"], r["provider"]) for r in rows} == {
+        (c, p) for c, cell in (("L7-gru", "gru"), ("L7-rnn", "rnn"))
+        for p in ("seqkernels-cpu", "seqkernels-auto", f"torch-nn-{cell}")}
+    assert all(r["status"] == "ok" and r["check"] == "ok" for r in rows)
+    table = report.target_table(rows, gru_rnn.PAIRINGS)
+    for cell in ("GRU", "RNN"):
+        for mode in ("fwd", "fwd+bwd"):
+            line = next(l for l in table.splitlines()
+                        if f"{cell} layer" in l and l.split("|")[2]
+                        .strip().endswith(mode) and "seqkernels-cpu" in l)
+            assert f"torch-nn-{cell.lower()} float32" in line
+            assert line.rstrip().endswith(("| yes |", "| no |")), line
+
+
+def test_gru_rnn_plan_and_work():
+    from benchmarks import gru_rnn
+    gpu = torch.device("cuda")
+    rows = gru_rnn.configs(gpu, True)
+    assert [(c.name, c.cell, c.B, c.input_size, c.H, c.T) for c in rows] == [
+        ("L7-gru", "gru", 16, 768, 768, 1024),
+        ("L7-rnn", "rnn", 16, 768, 768, 1024)]
+    jobs = gru_rnn.plan(gpu, rows, compile=True)
+    anchors = {(j.config.cell, j.provider, j.dtype) for j in jobs
+               if j.provider.startswith("torch-")}
+    assert anchors == {(cell, f"torch-nn-{cell}", dt)
+                       for cell in ("gru", "rnn")
+                       for dt in (torch.bfloat16, torch.float16)}
+    ours = [j for j in jobs if j.provider.startswith("seqkernels-")]
+    assert {j.provider for j in ours} == {
+        "seqkernels-cuda", "seqkernels-triton", "seqkernels-auto"}
+    assert all(j.dtype == torch.bfloat16 for j in ours)
+    gru, rnn = rows
+    assert gru_rnn.flops(gru, "fwd") == 2.0 * 1024 * 16 * 3 * 768 * 1536
+    assert gru_rnn.flops(rnn, "fwd+bwd") == 3 * 2.0 * 1024 * 16 * 768 * 1536
+    assert {p.target for p in gru_rnn.PAIRINGS} == {"L7"}
+    assert len(gru_rnn.PAIRINGS) == 4

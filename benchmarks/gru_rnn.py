@@ -1,0 +1,145 @@
+"""GRU and vanilla-RNN benchmarks: target row L7 (the L1 shape, against
+cuDNN's nn.GRU and nn.RNN).
+
+Providers (``provider`` column)
+    seqkernels-<backend>   seqkernels.GRU / seqkernels.RNN with backend=
+                           cuda, triton, auto (CUDA) or cpu, auto (CPU).
+    torch-nn-gru           torch.nn.GRU: cuDNN on GPU (bf16 and fp16),
+                           torch's own kernels on CPU.
+    torch-nn-rnn           torch.nn.RNN (tanh), likewise.
+
+Configurations: L7 on GPU (B=16, I=H=768, T=1024, bf16, fwd and fwd+bwd,
+one per cell), and one small float32 row per cell on CPU, so the CPU job
+runs the same code. ``configs(device, full)`` lists them.
+
+Work counts: a GRU layer's forward does 2*tokens*3H*(I + H) FLOPs, a vanilla
+RNN's 2*tokens*H*(I + H) (tokens = T*B); the backward about twice that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .harness import Case, Job, Pairing, seqkernels_jobs
+
+KERNEL = "gru_rnn"
+SEED = 0
+GATES = {"gru": 3, "rnn": 1}      # gate blocks in the weights, per cell
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    cell: str                        # "gru" or "rnn" (tanh)
+    B: int
+    H: int
+    T: int
+    I: int = 0                       # 0: same as H
+    modes: tuple[str, ...] = ("fwd+bwd",)
+    target: str = ""                 # id in TARGETS.md
+    sweep: str = ""                  # no sweeps here; run.py reads both
+    sweep_x: int = 0
+    train: bool = True
+
+    @property
+    def input_size(self) -> int:
+        return self.I or self.H
+
+    @property
+    def shape(self) -> str:
+        return (f"{self.cell.upper()} B={self.B} I={self.input_size} "
+                f"H={self.H} T={self.T}")
+
+
+def configs(device: torch.device, full: bool) -> list[Config]:
+    """The configurations of ``device`` (the same quick and full)."""
+    if device.type == "cuda":
+        l1 = dict(B=16, I=768, H=768, T=1024, modes=("fwd", "fwd+bwd"),
+                  target="L7")
+        return [Config("L7-gru", "gru", **l1), Config("L7-rnn", "rnn", **l1)]
+    small = dict(B=8, I=64, H=64, T=32, modes=("fwd+bwd", "fwd"))
+    return [Config("gru-cpu", "gru", **small),
+            Config("rnn-cpu", "rnn", **small)]
+
+
+def plan(device: torch.device, config_list: Sequence[Config], *,
+         compile: bool) -> list[Job]:
+    """Every (config, provider, dtype) to run. No torch.compile provider:
+    ``compile`` is accepted for run.py's one calling convention."""
+    cuda = device.type == "cuda"
+    low = torch.bfloat16 if cuda else torch.float32
+    anchor_dtypes = (torch.bfloat16, torch.float16) if cuda else (torch.float32,)
+    jobs = []
+    for cfg in config_list:
+        jobs += seqkernels_jobs(cfg, device, "seqkernels-", low)
+        for dt in anchor_dtypes:
+            jobs.append(Job(cfg, f"torch-nn-{cfg.cell}", dt))
+    return jobs
+
+
+def _reference_module(cfg: Config) -> torch.nn.Module:
+    """The float32 CPU torch.nn module whose weights every provider copies."""
+    cls = {"gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.cell]
+    m = cls(cfg.input_size, cfg.H)
+    g = torch.Generator().manual_seed(SEED)
+    bound = cfg.H ** -0.5
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.rand(p.shape, generator=g) * 2 * bound - bound)
+    return m
+
+
+def build(job: Job, device: torch.device) -> Case:
+    """The case of ``job``, ready to time."""
+    import seqkernels
+    cfg, provider, dtype = job.config, job.provider, job.dtype
+    if provider.startswith("seqkernels-"):
+        cls = {"gru": seqkernels.GRU, "rnn": seqkernels.RNN}[cfg.cell]
+        module = cls(cfg.input_size, cfg.H, backend=provider.split("-", 1)[1])
+    elif provider == f"torch-nn-{cfg.cell}":
+        module = {"gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.cell](
+            cfg.input_size, cfg.H)
+    else:
+        raise ValueError(f"unknown {cfg.cell} provider {provider!r}")
+    module.load_state_dict(_reference_module(cfg).state_dict())
+    module.to(device=device, dtype=dtype)
+    if isinstance(module, torch.nn.RNNBase) and device.type == "cuda":
+        module.flatten_parameters()
+    g = torch.Generator().manual_seed(SEED + 1)
+    x = torch.randn(cfg.T, cfg.B, cfg.input_size, generator=g)
+    h0 = torch.randn(1, cfg.B, cfg.H, generator=g) * 0.5
+    x = x.to(device, dtype).requires_grad_()
+    h0 = h0.to(device, dtype)
+
+    def forward():
+        out, h = module(x, h0)
+        return [out, h]
+    return Case(forward, {"input": x, **dict(module.named_parameters())})
+
+
+def reference(job: Job, device: torch.device) -> Case:
+    """The float32 PyTorch case that ``job``'s outputs are checked against."""
+    cfg = job.config
+    return build(Job(cfg, f"torch-nn-{cfg.cell}", torch.float32), device)
+
+
+def flops(cfg: Config, mode: str) -> float:
+    """Floating-point operations of ``cfg`` in ``mode``."""
+    fwd = (2.0 * cfg.T * cfg.B * GATES[cfg.cell] * cfg.H
+           * (cfg.input_size + cfg.H))
+    return fwd * {"fwd": 1.0, "bwd": 2.0, "fwd+bwd": 3.0}[mode]
+
+
+def pointwise_bytes(cfg: Config, mode: str, dtype: torch.dtype) -> float:
+    """No row here is counted in bytes."""
+    return 0.0
+
+
+PAIRINGS = tuple(
+    Pairing("L7", f"{cell.upper()} layer B=16 I=H=768 T=1024, {mode}", mode,
+            f"L7-{cell}", f"L7-{cell}", f"torch-nn-{cell}", ">= 1.0x", 1.0)
+    for cell in ("gru", "rnn") for mode in ("fwd", "fwd+bwd"))
