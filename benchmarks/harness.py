@@ -382,8 +382,12 @@ def _cpu_name() -> str:
 
 def git_commit(root: Path = REPO_ROOT) -> str:
     """Short commit of ``root``, with "-dirty" if the work tree (tracked or
-    untracked files) differs from it. Outside a git checkout (a copy of the
-    tree, as on the GPU machines), $SEQKERNELS_COMMIT, or "unknown"."""
+    untracked files) differs from it; "unknown" outside a git checkout.
+    $SEQKERNELS_COMMIT, where set, wins: a copy of the tree (as on the GPU
+    machines) may carry a stale .git or none."""
+    if os.environ.get("SEQKERNELS_COMMIT"):
+        return os.environ["SEQKERNELS_COMMIT"]
+
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True,
                               text=True, check=True, timeout=30).stdout.strip()
@@ -391,7 +395,7 @@ def git_commit(root: Path = REPO_ROOT) -> str:
         commit = git("rev-parse", "--short", "HEAD")
         dirty = git("status", "--porcelain")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("SEQKERNELS_COMMIT", "unknown")
+        return "unknown"
     return commit + ("-dirty" if dirty else "")
 
 

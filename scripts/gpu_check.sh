@@ -8,16 +8,21 @@
 #   bash scripts/gpu_check.sh OUT_DIR
 #
 # Time budgets (seconds; each phase is cut at its budget and says so):
+#   GPU_CHECK_TESTS        what pytest runs (default: tests)
 #   GPU_CHECK_TEST_S       the test suite (default 1200)
+#   GPU_CHECK_SANITIZE     the sanitizer case scripts (default: both) and
+#   GPU_CHECK_SANITIZER_TOOLS  its tools (default: memcheck racecheck)
 #   GPU_CHECK_SANITIZER_S  each compute-sanitizer run (default 600; the four
 #                          run side by side)
-#   GPU_CHECK_BENCH_ARGS   arguments of benchmarks/run.py (default --full)
+#   GPU_CHECK_BENCH_ARGS   arguments of benchmarks/run.py (default --full;
+#                          "skip": no benchmarks)
 #   GPU_CHECK_BENCH_S      the benchmarks, a hard stop (default 3600; give
 #                          run.py a --time-limit well inside it)
 # A Python package the machine lacks (expecttest, for opcheck) is installed
 # from wheels in .whl/, if that folder is there.
 #
-# In a copy of the tree without .git, set SEQKERNELS_COMMIT to the commit.
+# In a copy of the tree (without .git, or with a stale one), set
+# SEQKERNELS_COMMIT to the commit it holds.
 #
 # OUT_DIR receives at most 8 files (the device tool brings back no more):
 # report.md, build.log, tests.log, sanitizer.log, bench.log, results.csv,
@@ -31,6 +36,9 @@ py="${PYTHON:-python3}"
 test_s="${GPU_CHECK_TEST_S:-1200}"
 sanitizer_s="${GPU_CHECK_SANITIZER_S:-600}"
 bench_s="${GPU_CHECK_BENCH_S:-3600}"
+read -r -a test_args <<<"${GPU_CHECK_TESTS:-tests}"
+read -r -a sanitize <<<"${GPU_CHECK_SANITIZE:-scripts/sanitize_cases.py scripts/sanitize_attention_cases.py}"
+read -r -a tools <<<"${GPU_CHECK_SANITIZER_TOOLS:-memcheck racecheck}"
 read -r -a bench_args <<<"${GPU_CHECK_BENCH_ARGS:---full}"
 
 status() {
@@ -64,8 +72,8 @@ fi
 stamp "tests (budget ${test_s} s) beside compute-sanitizer"
 sanitizer_pids=()
 i=0
-for cases in scripts/sanitize_cases.py scripts/sanitize_attention_cases.py; do
-  for tool in memcheck racecheck; do
+for cases in "${sanitize[@]}"; do
+  for tool in "${tools[@]}"; do
     i=$((i + 1))
     (
       echo "== compute-sanitizer --tool $tool $cases"
@@ -81,7 +89,7 @@ done
 per_test=()
 "$py" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 180)
 t0=$(date +%s)
-timeout -s INT -k 30 "$test_s" "$py" -m pytest tests -q -n 8 \
+timeout -s INT -k 30 "$test_s" "$py" -m pytest "${test_args[@]}" -q -n 8 \
   -p no:cacheprovider --durations=25 -rfE "${per_test[@]}" \
   >"$out/tests.log" 2>&1
 tests=$?
@@ -96,22 +104,25 @@ sanitizer=0
 grep -q "^== exit [^0]" "$out/sanitizer.log" && sanitizer=1
 
 stamp "benchmarks: ${bench_args[*]}"
-timeout -s INT -k 20 "$bench_s" "$py" benchmarks/run.py "${bench_args[@]}" \
-  --out "$out/bench" >"$out/bench.log" 2>&1
-bench=$?
-# A run stopped at the hard limit keeps its CSV rows (written job by job):
-# draw the table from them.
-if [ ! -f "$out/bench/table.md" ] && [ -f "$out/bench/results.csv" ]; then
-  "$py" benchmarks/report.py "$out/bench/results.csv" >>"$out/bench.log" 2>&1
+bench=0
+if [ "${bench_args[*]}" != skip ]; then
+  timeout -s INT -k 20 "$bench_s" "$py" benchmarks/run.py "${bench_args[@]}" \
+    --out "$out/bench" >"$out/bench.log" 2>&1
+  bench=$?
+  # A run stopped at the hard limit keeps its CSV rows (written job by job):
+  # draw the table from them.
+  if [ ! -f "$out/bench/table.md" ] && [ -f "$out/bench/results.csv" ]; then
+    "$py" benchmarks/report.py "$out/bench/results.csv" >>"$out/bench.log" 2>&1
+  fi
+  cp "$out/bench/results.csv" "$out/bench/table.md" "$out/" 2>/dev/null
+  tar -cf "$out/plots.tar" -C "$out/bench" . 2>/dev/null
+  rm -rf "$out/bench"
 fi
-cp "$out/bench/results.csv" "$out/bench/table.md" "$out/" 2>/dev/null
-tar -cf "$out/plots.tar" -C "$out/bench" . 2>/dev/null
-rm -rf "$out/bench"
 
 {
   echo "# GPU check"
   echo
-  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo "${SEQKERNELS_COMMIT:-unknown} (no .git: from SEQKERNELS_COMMIT)")"
+  echo "- commit: ${SEQKERNELS_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
   echo "- versions: $("$py" -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)')"

@@ -25,13 +25,12 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from triton_kernels import cells, recurrent  # noqa: E402
 
-# (storage type, USE_DOT, PRECISION, ACC, BLOCK_K): as recurrent._config
-# picks them on a GPU.
-DTYPES = [("fp32", True, "ieee", tl.float32, 32),
-          ("fp32", True, "tf32", tl.float32, 32),
-          ("bf16", True, "ieee", tl.float32, 64),
-          ("fp16", True, "ieee", tl.float32, 64),
-          ("fp64", False, "ieee", tl.float64, 8)]
+# (storage type, USE_DOT, ACC, BLOCK_K): as recurrent._config picks them on
+# a GPU.
+DTYPES = [("fp32", True, tl.float32, 32),
+          ("bf16", True, tl.float32, 64),
+          ("fp16", True, tl.float32, 64),
+          ("fp64", False, tl.float64, 8)]
 CELLS = [(0, 0, 4, 4), (1, 0, 3, 4), (2, 0, 1, 1), (2, 1, 1, 1), (2, 2, 1, 1)]
 
 
@@ -49,7 +48,7 @@ def main():
     target = GPUTarget("cuda", arch, 32)
     n = 0
     start = time.time()
-    for (st, dot, prec, acc, bk), (cell, act, G, S), lengths in \
+    for (st, dot, acc, bk), (cell, act, G, S), lengths in \
             itertools.product(DTYPES, CELLS, (False, True)):
         accty = "fp64" if st == "fp64" else "fp32"
         bb, bh = (16, 16) if not dot else (16, 32)
@@ -64,7 +63,7 @@ def main():
             return "i32"
 
         common = dict(CELL=cell, ACT=act, G=G, S=S, HAS_LENGTHS=lengths,
-                      USE_DOT=dot, PRECISION=prec, ACC=acc, BLOCK_B=bb,
+                      USE_DOT=dot, ACC=acc, BLOCK_B=bb,
                       BLOCK_H=bh, BLOCK_K=bk)
         fwd = sig(recurrent._seq_fwd_step, fwd_types,
                   dict(common, HAS_W=True, HAS_BH=cell == 1, HAS_HOUT=True))

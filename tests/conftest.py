@@ -101,6 +101,20 @@ def nan_filled_allocations():
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+@pytest.fixture(autouse=True)
+def full_float32():
+    """TF32 off, so float32 is compared at full float32 precision: cuDNN's
+    RNNs and the Triton recurrence follow ``cudnn.allow_tf32``, which torch
+    turns on by default. A test of the TF32 path sets it itself."""
+    cudnn, matmul = (torch.backends.cudnn.allow_tf32,
+                     torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = cudnn
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 def compare_fn(ours, theirs, ref64, inputs64, dtype, device, seed=0):
     """Run ``ours`` and ``theirs`` (PyTorch's own) in ``dtype`` on
     ``device`` and ``ref64`` in float64 on the CPU, over the same inputs

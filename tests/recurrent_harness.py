@@ -4,6 +4,8 @@ output, the final states and every gradient with the tolerance rule. One
 harness for LSTM, GRU and RNN (and the seqkernels-only identity RNN, whose
 oracle is :class:`LinearRNN`)."""
 
+import contextlib
+
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, \
     pad_packed_sequence
@@ -71,7 +73,8 @@ class LinearRNN(torch.nn.RNNBase):
         if packed:
             order = input.sorted_indices
             if order is not None:
-                out, lengths = out.index_select(1, order), lengths[order]
+                out = out.index_select(1, order)
+                lengths = lengths[order.cpu()]
             out = PackedSequence(pack_padded_sequence(out, lengths).data,
                                  input.batch_sizes, input.sorted_indices,
                                  input.unsorted_indices)
@@ -99,7 +102,16 @@ def compare_recurrent(torch_cls, our_cls, backend, device, dtype, ctor, *,
     tor = _clone_module(torch_cls, ref, dtype, device, **ctor)
     ours = _clone_module(our_cls, ref, dtype, device, **ctor,
                          backend=backend)
-    ref, tor, ours = ref.eval(), tor.eval(), ours.eval()
+    # Dropout between layers is random in training: a configuration with
+    # dropout is compared in eval mode, the others in training mode, the
+    # mode the backward is meant for (cuDNN runs no backward in eval mode,
+    # so torch's run of a dropout configuration goes without cuDNN).
+    has_dropout = ctor.get("dropout", 0) > 0
+    for m in (ref, tor, ours):
+        m.train(not has_dropout)
+    torch_flags = (torch.backends.cudnn.flags(
+        enabled=False, allow_tf32=torch.backends.cudnn.allow_tf32)
+        if has_dropout else contextlib.nullcontext())
 
     lstm = ref.mode == "LSTM"
     D = 2 if ctor.get("bidirectional") else 1
@@ -145,7 +157,8 @@ def compare_recurrent(torch_cls, our_cls, backend, device, dtype, ctor, *,
             + list(zip(names, grads))
 
     r64 = run(ref, torch.float64, torch.device("cpu"))
-    rd = run(tor, dtype, device)
+    with torch_flags:
+        rd = run(tor, dtype, device)
     rs = run(ours, dtype, device)
     long = T >= 256
     for (name, ref_t), (_, tor_t), (_, our_t) in zip(r64, rd, rs):

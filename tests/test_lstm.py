@@ -65,6 +65,18 @@ def test_long_recurrence_gpu(backend):
                  dict(input_size=64, hidden_size=96), T=256, B=8)
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_tf32_when_cudnn_allows_it(backend):
+    """With ``cudnn.allow_tf32`` on (torch's default, which the suite turns
+    off), the recurrence stays full float32: held to the same bound as
+    cuDNN under that switch."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+        compare_lstm(backend, torch.device("cuda"), torch.float32,
+                     dict(input_size=64, hidden_size=96, num_layers=2),
+                     T=64, B=8)
+
+
 def test_long_recurrence_cpu():
     compare_lstm("cpu", torch.device("cpu"), torch.float32,
                  dict(input_size=32, hidden_size=48), T=256, B=4)

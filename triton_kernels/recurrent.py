@@ -18,8 +18,10 @@ launch that fuses the recurrent matrix product with the pointwise cell:
   ``grad_hg_next[b, :] @ w_hh[:, j]`` runs over the G*H rows of ``w_hh`` in
   blocks, then the carry/lengths logic and the pointwise backward.
 
-Products use ``tl.dot`` (float32 accumulation; TF32 for float32 inputs only
-where ``torch.backends.cudnn.allow_tf32`` allows it, as cuDNN's RNNs do).
+Products use ``tl.dot`` with float32 accumulation and exact products
+(``input_precision="ieee"``): float32 stays full float32 whatever the TF32
+switches say, as in the CUDA kernels (an error is never larger than the
+caller's dtype asks; TF32 buys little in a latency-bound recurrence).
 float64 always, and bfloat16 under the interpreter (whose ``tl.dot`` is wrong
 for it), use a broadcast multiply and sum in the accumulation dtype instead.
 """
@@ -46,10 +48,10 @@ from .cell_math import (ACT_IDS, CELL_IDS, GRU, LSTM, RNN, cell_backward,
 # ---------------------------------------------------------------------------
 
 @triton.jit
-def _mac(a, b, acc, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+def _mac(a, b, acc, USE_DOT: tl.constexpr):
     """acc + a @ b for tiles a [M, K], b [K, N] and acc [M, N]."""
     if USE_DOT:
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        acc = tl.dot(a, b, acc, input_precision="ieee")
     else:
         a = a.to(acc.dtype)
         b = b.to(acc.dtype)
@@ -67,7 +69,7 @@ def _seq_fwd_step(
         CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
         S: tl.constexpr, HAS_W: tl.constexpr, HAS_BH: tl.constexpr,
         HAS_LENGTHS: tl.constexpr, HAS_HOUT: tl.constexpr,
-        USE_DOT: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
+        USE_DOT: tl.constexpr, ACC: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
         BLOCK_K: tl.constexpr):
     rb = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -96,16 +98,16 @@ def _seq_fwd_step(
             # w tiles are [BLOCK_K, BLOCK_H]: w_hh[gate*H + j, k] at (k, j).
             w_tile = w_cols + kk[:, None] * s_w_k
             a0 = _mac(a, tl.load(w_tile, mask=w_mask, other=0.0), a0,
-                      USE_DOT, PRECISION)
+                      USE_DOT)
             if G > 1:
                 a1 = _mac(a, tl.load(w_tile + gate_step, mask=w_mask,
-                                     other=0.0), a1, USE_DOT, PRECISION)
+                                     other=0.0), a1, USE_DOT)
             if G > 2:
                 a2 = _mac(a, tl.load(w_tile + 2 * gate_step, mask=w_mask,
-                                     other=0.0), a2, USE_DOT, PRECISION)
+                                     other=0.0), a2, USE_DOT)
             if G > 3:
                 a3 = _mac(a, tl.load(w_tile + 3 * gate_step, mask=w_mask,
-                                     other=0.0), a3, USE_DOT, PRECISION)
+                                     other=0.0), a3, USE_DOT)
     a0 = a0.to(ACC)
     a1 = a1.to(ACC)
     a2 = a2.to(ACC)
@@ -202,7 +204,7 @@ def _seq_bwd_step(
         CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
         S: tl.constexpr, HAS_W: tl.constexpr, HAS_NEXT: tl.constexpr,
         HAS_LENGTHS: tl.constexpr, USE_DOT: tl.constexpr,
-        PRECISION: tl.constexpr, ACC: tl.constexpr,
+        ACC: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
         BLOCK_K: tl.constexpr):
     rb = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -230,7 +232,7 @@ def _seq_bwd_step(
                             mask=mb[:, None] & mn[None, :], other=0.0)
                 w = tl.load(w_cols + nn[:, None] * s_w_n,
                             mask=mn[:, None] & mj[None, :], other=0.0)
-                acc = _mac(a, w, acc, USE_DOT, PRECISION)
+                acc = _mac(a, w, acc, USE_DOT)
             from_next = acc.to(ACC)
             if CELL == GRU:
                 # ... plus the pointwise path h' = (1 - z) n + z h.
@@ -327,15 +329,11 @@ def _num_sms(device: torch.device) -> int:
 
 
 def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
-    """(USE_DOT, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K, num_warps)."""
+    """(USE_DOT, BLOCK_B, BLOCK_H, BLOCK_K, num_warps)."""
     on_gpu = device.type == "cuda"
     # float64: no tl.dot (not supported for fp64 on every GPU target); bf16
     # under the interpreter: its tl.dot gives wrong results.
     use_dot = dtype != torch.float64 and (on_gpu or dtype != torch.bfloat16)
-    precision = "ieee"
-    if (on_gpu and dtype == torch.float32 and torch.version.hip is None
-            and torch.backends.cudnn.allow_tf32):
-        precision = "tf32"
     # tl.dot needs every tile dimension >= 16; partial tiles are masked.
     block_b = min(64, max(16, _next_pow2(B)))
     if not use_dot:
@@ -343,7 +341,7 @@ def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
         block_b = 16 if on_gpu else block_b
         block_h = 16 if on_gpu else min(64, max(16, _next_pow2(H)))
         block_k = 8 if on_gpu else 16
-        return use_dot, precision, block_b, block_h, block_k, 4
+        return use_dot, block_b, block_h, block_k, 4
     block_k = 64 if dtype in (torch.float16, torch.bfloat16) else 32
     block_h = min(64, max(16, _next_pow2(H)))
     if on_gpu:
@@ -353,7 +351,7 @@ def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
         while block_h > 16 and (triton.cdiv(B, block_b)
                                 * triton.cdiv(H, block_h)) < sms:
             block_h //= 2
-    return use_dot, precision, block_b, block_h, block_k, 4
+    return use_dot, block_b, block_h, block_k, 4
 
 
 def _strides(t: Optional[Tensor]) -> tuple[int, int]:
@@ -378,7 +376,7 @@ class TritonSteps:
         K = h_in.shape[1]
         if B == 0 or H == 0:
             return
-        use_dot, precision, bb, bh, bk, warps = _config(
+        use_dot, bb, bh, bk, warps = _config(
             h_in.dtype, h_in.device, B, H)
         grid = (triton.cdiv(B, bb), triton.cdiv(H, bh))
         with device_guard(out_s):
@@ -399,7 +397,7 @@ class TritonSteps:
                 HAS_BH=b_hh is not None,
                 HAS_LENGTHS=lengths is not None,
                 HAS_HOUT=h_out is not None, USE_DOT=use_dot,
-                PRECISION=precision, ACC=tl_acc_dtype(h_in.dtype),
+                ACC=tl_acc_dtype(h_in.dtype),
                 BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
 
     @staticmethod
@@ -415,7 +413,7 @@ class TritonSteps:
         has_w = w_hh is not None
         has_next = has_w and grad_hg_next is not None
         dtype = grad_hg_next.dtype if has_next else dh_in.dtype
-        use_dot, precision, bb, bh, bk, warps = _config(
+        use_dot, bb, bh, bk, warps = _config(
             dtype, dh_in.device, B, H)
         grid = (triton.cdiv(B, bb), triton.cdiv(H, bh))
         N = w_hh.shape[0] if has_w else 0
@@ -441,7 +439,7 @@ class TritonSteps:
                 G=cell.gates, S=cell.saved,
                 HAS_W=has_w, HAS_NEXT=has_next and N > 0,
                 HAS_LENGTHS=lengths is not None, USE_DOT=use_dot,
-                PRECISION=precision, ACC=tl_acc_dtype(saved_s.dtype),
+                ACC=tl_acc_dtype(saved_s.dtype),
                 BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
 
 

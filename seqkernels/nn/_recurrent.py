@@ -76,7 +76,10 @@ class RecurrentBase(torch.nn.RNNBase):
         if packed:
             order = packed_input.sorted_indices
             if order is not None:
-                out, lengths = out.index_select(1, order), lengths[order]
+                # lengths (from pad_packed_sequence) live on the CPU, the
+                # permutation on the data's device.
+                out = out.index_select(1, order)
+                lengths = lengths[order.cpu()]
             data = pack_padded_sequence(out, lengths).data
             out = PackedSequence(data, packed_input.batch_sizes,
                                  packed_input.sorted_indices,
