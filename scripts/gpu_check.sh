@@ -9,7 +9,8 @@
 #
 # Time budgets (seconds; each phase is cut at its budget and says so):
 #   GPU_CHECK_TESTS        what pytest runs (default: tests)
-#   GPU_CHECK_TEST_S       the test suite (default 1200)
+#   GPU_CHECK_TEST_S       the test suite (default 1200), on
+#   GPU_CHECK_WORKERS      pytest-xdist workers (default 8)
 #   GPU_CHECK_SANITIZE     the sanitizer case scripts (default: both) and
 #   GPU_CHECK_SANITIZER_TOOLS  its tools (default: memcheck racecheck)
 #   GPU_CHECK_SANITIZER_S  each compute-sanitizer run (default 600; the four
@@ -89,7 +90,7 @@ done
 per_test=()
 "$py" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 180)
 t0=$(date +%s)
-timeout -s INT -k 30 "$test_s" "$py" -m pytest "${test_args[@]}" -q -n 8 \
+timeout -s INT -k 30 "$test_s" "$py" -m pytest "${test_args[@]}" -q -n "${GPU_CHECK_WORKERS:-8}" \
   -p no:cacheprovider --durations=25 -rfE "${per_test[@]}" \
   >"$out/tests.log" 2>&1
 tests=$?
