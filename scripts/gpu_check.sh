@@ -90,9 +90,12 @@ done
 per_test=()
 "$py" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 180)
 t0=$(date +%s)
-timeout -s INT -k 30 "$test_s" "$py" -m pytest "${test_args[@]}" -q -n "${GPU_CHECK_WORKERS:-8}" \
-  -p no:cacheprovider --durations=25 -rfE "${per_test[@]}" \
-  >"$out/tests.log" 2>&1
+# -v: each result is printed with its test id as it comes, so a
+# run cut at its budget (which loses pytest's closing summary) still names
+# its failures.
+timeout -s INT -k 30 "$test_s" "$py" -m pytest "${test_args[@]}" -v \
+  -n "${GPU_CHECK_WORKERS:-8}" -p no:cacheprovider --durations=25 -rfE \
+  "${per_test[@]}" >"$out/tests.log" 2>&1
 tests=$?
 # pytest exits 2 when interrupted: say "cut" when the budget ran out.
 if [ $tests -eq 2 ] && [ $(( $(date +%s) - t0 )) -ge "$test_s" ]; then
@@ -129,11 +132,12 @@ fi
   echo "- versions: $("$py" -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)')"
   echo "- build (sm_90a): $(status $build)"
   echo "- tests: $(status $tests): $(grep -E '(passed|failed|error)' "$out/tests.log" | tail -1)"
-  echo "- compute-sanitizer memcheck+racecheck: $(status $sanitizer)"
+  echo "- compute-sanitizer (${tools[*]} over ${sanitize[*]}): $(status $sanitizer)"
   echo "- benchmarks (${bench_args[*]}): $(status $bench)"
   echo "- wall time: $(( $(date +%s) - start )) s"
   echo
-  grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -40
+  grep -E "(^| )(FAILED|ERROR) tests/" "$out/tests.log" | sed -e 's/^\[gw[0-9]*\] \[ *[0-9]*%\] //' -e 's/ - .*//' -e 's/ *$//' \
+    | sort -u | head -40
   grep -E "^== |ERROR SUMMARY" "$out/sanitizer.log" | head -20
   echo
   sed -n '/^## Targets/,/^## All measurements/p' "$out/table.md" 2>/dev/null \
