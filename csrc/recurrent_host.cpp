@@ -127,22 +127,26 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
   // The input-side bias goes into the input projection. The recurrent bias
   // joins it where the cell only sees the sum of both sides; a cell that
   // treats the sides differently (GRU) gets it in its step.
-  OptTensor bias_x = b_ih;
+  OptTensor bias_x;
+  if (b_ih.has_value()) bias_x = b_ih->to(acc);
   at::Tensor bias_h;
   if (b_hh.has_value()) {
     if (cell.split_grad) {
       bias_h = b_hh->contiguous();
     } else {
-      bias_x = bias_x.has_value() ? *bias_x + *b_hh : *b_hh;
+      bias_x = bias_x.has_value() ? *bias_x + b_hh->to(acc) : b_hh->to(acc);
     }
   }
 
-  // Input projection of every step in one GEMM.
-  const at::Tensor x2 = x.view({d.T * d.B, d.I});
-  const at::Tensor xg =
-      (bias_x.has_value() ? at::addmm(*bias_x, x2, w_ih_in.t())
-                          : at::mm(x2, w_ih_in.t()))
-          .view({d.T, d.B, GH});
+  // Input projection of every step in one GEMM, kept in the accumulation
+  // dtype as cuDNN keeps its gate pre-activations in float32: rounded to
+  // bfloat16 it would hand the cell a fresh rounding error every step, which
+  // the cell state (and the GRU's h) integrates over a long sequence.
+  const at::Tensor x2 = x.view({d.T * d.B, d.I}).to(acc);
+  const at::Tensor w_ih_t = w_ih_in.to(acc).t();
+  const at::Tensor xg = (bias_x.has_value() ? at::addmm(*bias_x, x2, w_ih_t)
+                                            : at::mm(x2, w_ih_t))
+                            .view({d.T, d.B, GH});
 
   at::Tensor y = at::empty({d.T, d.B, d.P}, x.options());
   at::Tensor saved = at::empty({d.T, d.B, cell.saved * d.H}, acc);
@@ -225,10 +229,14 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
   const auto acc = x.options().dtype(acc_type);
 
   // Gradients of the input-side pre-activations, and of the recurrent side
-  // where the cell makes them differ.
-  at::Tensor grad_xg = at::empty({d.T, d.B, GH}, x.options());
+  // where the cell makes them differ, in the accumulation dtype (as the
+  // forward's pre-activations): they feed the recurrent product of the
+  // step before, so a bfloat16 rounding would enter the carried gradient at
+  // every step. The GEMMs over them below run in that dtype too.
+  at::Tensor grad_xg = at::empty({d.T, d.B, GH}, acc);
   at::Tensor grad_hg =
-      cell.split_grad ? at::empty({d.T, d.B, GH}, x.options()) : grad_xg;
+      cell.split_grad ? at::empty({d.T, d.B, GH}, acc) : grad_xg;
+  const at::Tensor w_hh_acc = w_hh.to(acc);
   // The pointwise carry: dc (LSTM), the direct dh path (GRU).
   at::Tensor carry;
   if (cell.has_c) {
@@ -260,45 +268,53 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
     // With a projection (LSTM) the carried gradient lives in the P-dim h
     // space; it reaches the cell through w_hr, so the step runs without its
     // GEMM.
-    at::Tensor dh_carry = grad_h_n.contiguous().clone();
-    at::Tensor grad_h_all = at::empty({d.T, d.B, d.P}, x.options());
+    at::Tensor dh_carry = grad_h_n.to(acc, false, /*copy=*/true);
+    at::Tensor grad_h_all = at::empty({d.T, d.B, d.P}, acc);
+    const at::Tensor w_hr_acc = w_hr->to(acc);
     at::Tensor unused;
     for (int64_t s = d.T - 1; s >= 0; --s) {
       if (s + 1 < d.T) {
-        const at::Tensor from_next = at::mm(grad_hg[s + 1], w_hh);
+        const at::Tensor from_next = at::mm(grad_hg[s + 1], w_hh_acc);
         dh_carry = lengths.has_value()
                        ? at::where(active_mask(lengths, s + 1), from_next,
                                    dh_carry)
                        : from_next;
       }
-      at::Tensor dh = grad_y[s] + dh_carry;
+      at::Tensor dh = grad_y[s].to(acc) + dh_carry;
       if (lengths.has_value()) {
         dh = at::where(active_mask(lengths, s), dh, at::zeros_like(dh));
       }
       grad_h_all[s].copy_(dh);
-      const at::Tensor dm = at::mm(dh, *w_hr);
+      // The step kernels take dh in the storage dtype.
+      const at::Tensor dm = at::mm(dh, w_hr_acc).to(x.scalar_type());
       at::Tensor gx_s = grad_xg[s];
       steps.backward(cell, s, none, none, unused, dm, carry, saved[s], none,
                      s > 0 ? cs[s - 1] : c0_acc, cs[s], lengths, gx_s, gx_s);
     }
     grad_w_hr = at::mm(grad_h_all.view({d.T * d.B, d.P}).t(),
-                       ms.reshape({d.T * d.B, d.H}));
+                       ms.reshape({d.T * d.B, d.H}).to(acc))
+                    .to(x.scalar_type());
   }
 
   // Every row is active at step 0, so h0's gradient comes through w_hh
   // (and the direct path of the GRU).
-  at::Tensor grad_h0 = at::mm(grad_hg[0], w_hh);
+  at::Tensor grad_h0 = at::mm(grad_hg[0], w_hh_acc);
   if (cell.direct_h) grad_h0.add_(carry);
+  grad_h0 = grad_h0.to(x.scalar_type());
   at::Tensor grad_c0 = cell.has_c ? carry.to(x.scalar_type())
                                   : at::empty({0}, x.options());
   const at::Tensor gx2 = grad_xg.view({d.T * d.B, GH});
   const at::Tensor gh2 = grad_hg.view({d.T * d.B, GH});
-  at::Tensor grad_x = at::mm(gx2, w_ih).view({d.T, d.B, d.I});
-  at::Tensor grad_w_ih = at::mm(gx2.t(), x.view({d.T * d.B, d.I}));
-  at::Tensor grad_w_hh = at::mm(gh2.t(), h_prev.view({d.T * d.B, d.P}));
+  const auto st = x.scalar_type();
+  at::Tensor grad_x = at::mm(gx2, w_ih.to(acc)).view({d.T, d.B, d.I}).to(st);
+  at::Tensor grad_w_ih =
+      at::mm(gx2.t(), x.view({d.T * d.B, d.I}).to(acc)).to(st);
+  at::Tensor grad_w_hh =
+      at::mm(gh2.t(), h_prev.view({d.T * d.B, d.P}).to(acc)).to(st);
   const at::Tensor empty = at::empty({0}, x.options());
-  at::Tensor grad_b_ih = has_bias ? gx2.sum(0) : empty;
-  at::Tensor grad_b_hh = has_bias && cell.split_grad ? gh2.sum(0) : empty;
+  at::Tensor grad_b_ih = has_bias ? gx2.sum(0).to(st) : empty;
+  at::Tensor grad_b_hh =
+      has_bias && cell.split_grad ? gh2.sum(0).to(st) : empty;
   if (!proj) grad_w_hr = empty;
   return {grad_x,    grad_h0,   grad_c0,   grad_w_ih,
           grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr};

@@ -54,7 +54,7 @@ def main():
         bb, bh = (16, 16) if not dot else (16, 32)
 
         def fwd_types(name):
-            if name in ("c_state_ptr", "saved_ptr", "cs_ptr"):
+            if name in ("xg_ptr", "c_state_ptr", "saved_ptr", "cs_ptr"):
                 return "*" + accty
             if name == "len_ptr":
                 return "*i64"
@@ -70,8 +70,8 @@ def main():
         triton.compile(fwd, target=target)
 
         def bwd_types(name):
-            if name in ("dh_carry_ptr", "carry_ptr", "saved_ptr",
-                        "c_prev_ptr", "cs_ptr"):
+            if name in ("ggn_ptr", "gx_ptr", "gh_ptr", "dh_carry_ptr",
+                        "carry_ptr", "saved_ptr", "c_prev_ptr", "cs_ptr"):
                 return "*" + accty
             if name == "len_ptr":
                 return "*i64"

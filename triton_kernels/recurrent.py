@@ -49,9 +49,11 @@ from .cell_math import (ACT_IDS, CELL_IDS, GRU, LSTM, RNN, cell_backward,
 
 @triton.jit
 def _mac(a, b, acc, USE_DOT: tl.constexpr):
-    """acc + a @ b for tiles a [M, K], b [K, N] and acc [M, N]."""
+    """acc + a @ b for tiles a [M, K], b [K, N] and acc [M, N]. In the
+    backward, a (the gate gradients) is float32 against a narrower b (w_hh):
+    the product then runs in float32."""
     if USE_DOT:
-        acc = tl.dot(a, b, acc, input_precision="ieee")
+        acc = tl.dot(a, b.to(a.dtype), acc, input_precision="ieee")
     else:
         a = a.to(acc.dtype)
         b = b.to(acc.dtype)

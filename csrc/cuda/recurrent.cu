@@ -36,13 +36,13 @@ __device__ __forceinline__ bool row_active(const int64_t* lengths, int b,
   return lengths == nullptr || lengths[b] > s;
 }
 
-// xg_s [B,G*H]  h_in [B,P]  w_hh [G*H,P]  b_hh [G*H] or null
+// xg_s [B,G*H] (acc_t)  h_in [B,P]  w_hh [G*H,P]  b_hh [G*H] or null
 // c_state [B,H] (in place; LSTM)  saved_s [B,S*H]  cs_s [B,H] (LSTM)
 // out_s [B,H]  h_out [B,P=H] or null
 template <typename Cell, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) seq_forward_step_kernel(
     int64_t s, int B, int H, int P, Activation act,
-    const scalar_t* __restrict__ xg_s, const scalar_t* __restrict__ h_in,
+    const acc_t* __restrict__ xg_s, const scalar_t* __restrict__ h_in,
     const scalar_t* __restrict__ w_hh, const scalar_t* __restrict__ b_hh,
     acc_t* __restrict__ c_state, const int64_t* __restrict__ lengths,
     acc_t* __restrict__ saved_s, acc_t* __restrict__ cs_s,
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) seq_forward_step_kernel(
   acc_t xg[G], hg[G], sk[S];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
-    xg[g] = acc_t(xg_s[g0 + g * H]);
+    xg[g] = xg_s[g0 + g * H];
     hg[g] = acc[g] + (b_hh != nullptr ? acc_t(b_hh[g * H + j]) : acc_t(0));
   }
   acc_t h_prev = acc_t(0), c = acc_t(0), h;
@@ -116,20 +116,20 @@ __global__ void __launch_bounds__(kThreads) seq_forward_step_kernel(
   if (h_out != nullptr) h_out[bj] = scalar_t(h);
 }
 
-// grad_hg_next [B,G*H] or null  w_hh [G*H,H] or null  dh_carry [B,H]
+// grad_hg_next [B,G*H] (acc_t) or null  w_hh [G*H,H] or null  dh_carry [B,H]
 // dh_in [B,H]  carry [B,H] (in place; LSTM: dc, GRU: the direct dh)
 // saved_s [B,S*H]  h_prev [B,H] (GRU)  c_prev, cs_s [B,H] (LSTM)
-// grad_xg_s, grad_hg_s [B,G*H] (grad_hg_s: GRU)
+// grad_xg_s, grad_hg_s [B,G*H] (acc_t; grad_hg_s: GRU)
 template <typename Cell, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) seq_backward_step_kernel(
     int64_t s, int B, int H, Activation act,
-    const scalar_t* __restrict__ grad_hg_next,
+    const acc_t* __restrict__ grad_hg_next,
     const scalar_t* __restrict__ w_hh, acc_t* __restrict__ dh_carry,
     const scalar_t* __restrict__ dh_in, acc_t* __restrict__ carry,
     const acc_t* __restrict__ saved_s, const scalar_t* __restrict__ h_prev,
     const acc_t* __restrict__ c_prev, const acc_t* __restrict__ cs_s,
-    const int64_t* __restrict__ lengths, scalar_t* __restrict__ grad_xg_s,
-    scalar_t* __restrict__ grad_hg_s) {
+    const int64_t* __restrict__ lengths, acc_t* __restrict__ grad_xg_s,
+    acc_t* __restrict__ grad_hg_s) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
   __shared__ acc_t gs[BB][KT];
   __shared__ acc_t ws[KT][BJ + 1];
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) seq_backward_step_kernel(
       for (int e = tid; e < BB * KT; e += kThreads) {
         const int r = e / KT, n = n0 + e % KT;
         gs[r][e % KT] = (b0 + r < B && n < N)
-                            ? acc_t(grad_hg_next[int64_t(b0 + r) * N + n])
+                            ? grad_hg_next[int64_t(b0 + r) * N + n]
                             : acc_t(0);
       }
       for (int e = tid; e < KT * BJ; e += kThreads) {
@@ -177,8 +177,8 @@ __global__ void __launch_bounds__(kThreads) seq_backward_step_kernel(
   if (!row_active(lengths, b, s)) {
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      grad_xg_s[g0 + g * H] = scalar_t(0);
-      if constexpr (Cell::kSplitGrad) grad_hg_s[g0 + g * H] = scalar_t(0);
+      grad_xg_s[g0 + g * H] = acc_t(0);
+      if constexpr (Cell::kSplitGrad) grad_hg_s[g0 + g * H] = acc_t(0);
     }
     return;
   }
@@ -197,8 +197,8 @@ __global__ void __launch_bounds__(kThreads) seq_backward_step_kernel(
                  dhg);
 #pragma unroll
   for (int g = 0; g < G; ++g) {
-    grad_xg_s[g0 + g * H] = scalar_t(dxg[g]);
-    if constexpr (Cell::kSplitGrad) grad_hg_s[g0 + g * H] = scalar_t(dhg[g]);
+    grad_xg_s[g0 + g * H] = dxg[g];
+    if constexpr (Cell::kSplitGrad) grad_hg_s[g0 + g * H] = dhg[g];
   }
   if constexpr (Cell::kHasC || Cell::kDirectH) carry[bj] = pc;
 }
@@ -307,13 +307,13 @@ void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
   const int64_t B = out_s.size(0), H = out_s.size(1), P = h_in.size(1);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, xg_s.scalar_type(), "seq_forward_cuda", [&] {
+      at::kHalf, at::kBFloat16, h_in.scalar_type(), "seq_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         dispatch_cell(cell.kind, [&](auto cell_tag) {
           using Cell = decltype(cell_tag);
           seq_forward_step_kernel<Cell, scalar_t, acc_t>
               <<<step_grid(B, H), dim3(BJ, BB), 0, stream>>>(
-                  s, B, H, P, cell.act, ptr<scalar_t>(xg_s),
+                  s, B, H, P, cell.act, ptr<acc_t>(xg_s),
                   ptr<scalar_t>(h_in), ptr<scalar_t>(w_hh),
                   ptr<scalar_t>(b_hh), ptr<acc_t>(c_state),
                   lengths_ptr(lengths), ptr<acc_t>(saved_s),
@@ -343,13 +343,13 @@ void backward_step(const CellDesc& cell, int64_t s,
           using Cell = decltype(cell_tag);
           seq_backward_step_kernel<Cell, scalar_t, acc_t>
               <<<step_grid(B, H), dim3(BJ, BB), 0, stream>>>(
-                  s, B, H, cell.act, ptr<scalar_t>(grad_hg_next),
+                  s, B, H, cell.act, ptr<acc_t>(grad_hg_next),
                   ptr<scalar_t>(w_hh),
                   w_hh.defined() ? ptr<acc_t>(dh_carry) : nullptr,
                   ptr<scalar_t>(dh_in), ptr<acc_t>(carry),
                   ptr<acc_t>(saved_s), ptr<scalar_t>(h_prev),
                   ptr<acc_t>(c_prev), ptr<acc_t>(cs_s), lengths_ptr(lengths),
-                  ptr<scalar_t>(grad_xg_s), ptr<scalar_t>(grad_hg_s));
+                  ptr<acc_t>(grad_xg_s), ptr<acc_t>(grad_hg_s));
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });

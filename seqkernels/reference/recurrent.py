@@ -128,11 +128,14 @@ class TorchSteps:
     @staticmethod
     def forward(cell, s, xg_s, h_in, w_hh, b_hh, c_state, lengths, saved_s,
                 cs_s, out_s, h_out):
-        hg = (torch.addmm(b_hh, h_in, w_hh.t()) if b_hh is not None
-              else h_in @ w_hh.t())
+        # The recurrent product in the accumulation dtype, as the kernels
+        # accumulate it (and never round it to the storage dtype).
         acc = saved_s.dtype
+        hg = h_in.to(acc) @ w_hh.to(acc).t()
+        if b_hh is not None:
+            hg = hg + b_hh.to(acc)
         saved, c, h = cell.forward(
-            xg_s.to(acc), hg.to(acc),
+            xg_s, hg,
             h_in.to(acc) if cell.direct_h else None, c_state)
         active = _active(lengths, s)
         if h_out is not None:  # before h is masked: inactive rows keep h_in
@@ -161,7 +164,7 @@ class TorchSteps:
         if w_hh is not None:
             dh_from_later = dh_carry
             if grad_hg_next is not None:
-                from_next = (grad_hg_next @ w_hh).to(acc)
+                from_next = grad_hg_next @ w_hh.to(acc)
                 if cell.direct_h:
                     from_next = from_next + carry
                 next_active = _active(lengths, s + 1)
@@ -201,15 +204,21 @@ def forward(cell: Cell, x: Tensor, h0: Tensor, c0: Optional[Tensor],
     w_hh = w_hh.contiguous()
     # The recurrent bias joins the input side's where the cell sees only
     # the sum of both sides; the GRU gets it in its step.
-    b_x, b_h = b_ih, None
+    b_x = b_ih.to(acc) if b_ih is not None else None
+    b_h = None
     if b_hh is not None:
         if cell.split_grad:
             b_h = b_hh.contiguous()
         else:
-            b_x = b_hh if b_x is None else b_x + b_hh
-    x2 = x.reshape(T * B, I)
-    xg = (torch.addmm(b_x, x2, w_ih.t()) if b_x is not None
-          else x2 @ w_ih.t()).view(T, B, G * H)
+            b_x = b_hh.to(acc) if b_x is None else b_x + b_hh.to(acc)
+    # The input projection stays in the accumulation dtype (as cuDNN keeps
+    # gate pre-activations in float32): rounded to bfloat16 it would hand
+    # the cell a fresh rounding error every step, which the cell state (and
+    # the GRU's h) integrates over a long sequence.
+    x2 = x.reshape(T * B, I).to(acc)
+    w_ih_t = w_ih.to(acc).t()
+    xg = (torch.addmm(b_x, x2, w_ih_t) if b_x is not None
+          else x2 @ w_ih_t).view(T, B, G * H)
     y = x.new_empty(T, B, P)
     saved = x.new_empty(T, B, cell.saved * H, dtype=acc)
     cs = (x.new_empty(T, B, H, dtype=acc) if cell.has_c
@@ -255,8 +264,13 @@ def backward(cell: Cell, grad_y: Tensor, grad_h_n: Tensor,
     x = x.contiguous()
     grad_y = grad_y.contiguous()
     w_hh = w_hh.contiguous()
-    grad_xg = x.new_empty(T, B, G * H)
-    grad_hg = x.new_empty(T, B, G * H) if cell.split_grad else grad_xg
+    # Gate gradients in the accumulation dtype, as the forward's
+    # pre-activations: they feed the recurrent product of the step before.
+    # The GEMMs over them run in that dtype too.
+    grad_xg = x.new_empty(T, B, G * H, dtype=acc)
+    grad_hg = (x.new_empty(T, B, G * H, dtype=acc) if cell.split_grad
+               else grad_xg)
+    w_hh_acc = w_hh.to(acc)
     if cell.has_c:
         carry = grad_c_n.to(acc, copy=True)
         c0_acc = c0.to(acc)
@@ -281,33 +295,39 @@ def backward(cell: Cell, grad_y: Tensor, grad_h_n: Tensor,
         # With a projection (LSTM) the carried gradient lives in the
         # projected (P-dim) space and reaches the cell through w_hr, so the
         # step runs without its GEMM.
-        dh_carry = grad_h_n.clone()
-        grad_h_all = x.new_empty(T, B, P)
+        dh_carry = grad_h_n.to(acc, copy=True)
+        grad_h_all = x.new_empty(T, B, P, dtype=acc)
+        w_hr_acc = w_hr.to(acc)
         for s in reversed(range(T)):
             if s + 1 < T:
-                from_next = grad_hg[s + 1] @ w_hh
+                from_next = grad_hg[s + 1] @ w_hh_acc
                 active_next = _active(lengths, s + 1)
                 dh_carry = (from_next if active_next is None
                             else torch.where(active_next, from_next, dh_carry))
-            dh = grad_y[s] + dh_carry
+            dh = grad_y[s].to(acc) + dh_carry
             active = _active(lengths, s)
             if active is not None:
                 dh = torch.where(active, dh, 0)
             grad_h_all[s].copy_(dh)
-            steps.backward(cell, s, None, None, None, dh @ w_hr, carry,
+            # The steps take dh in the storage dtype.
+            steps.backward(cell, s, None, None, None,
+                           (dh @ w_hr_acc).to(x.dtype), carry,
                            saved[s], None, cs[s - 1] if s > 0 else c0_acc,
                            cs[s], lengths, grad_xg[s], grad_xg[s])
-        grad_w_hr = grad_h_all.reshape(T * B, P).t() @ ms.reshape(T * B, H)
+        grad_w_hr = (grad_h_all.reshape(T * B, P).t()
+                     @ ms.reshape(T * B, H).to(acc)).to(x.dtype)
     gx2 = grad_xg.view(T * B, G * H)
     gh2 = grad_hg.view(T * B, G * H)
-    grad_h0 = grad_hg[0] @ w_hh  # every row is active at step 0
+    grad_h0 = grad_hg[0] @ w_hh_acc  # every row is active at step 0
     if cell.direct_h:
-        grad_h0 = grad_h0 + carry.to(x.dtype)
-    grad_x = (gx2 @ w_ih).view(T, B, I)
-    grad_w_ih = gx2.t() @ x.view(T * B, I)
-    grad_w_hh = gh2.t() @ h_prev.reshape(T * B, P)
-    grad_b_ih = gx2.sum(0) if has_bias else x.new_empty(0)
-    grad_b_hh = (gh2.sum(0) if has_bias and cell.split_grad
+        grad_h0 = grad_h0 + carry
+    st = x.dtype
+    grad_h0 = grad_h0.to(st)
+    grad_x = (gx2 @ w_ih.to(acc)).view(T, B, I).to(st)
+    grad_w_ih = (gx2.t() @ x.view(T * B, I).to(acc)).to(st)
+    grad_w_hh = (gh2.t() @ h_prev.reshape(T * B, P).to(acc)).to(st)
+    grad_b_ih = gx2.sum(0).to(st) if has_bias else x.new_empty(0)
+    grad_b_hh = (gh2.sum(0).to(st) if has_bias and cell.split_grad
                  else x.new_empty(0))
     grad_c0 = carry.to(x.dtype) if cell.has_c else x.new_empty(0)
     return (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih,

@@ -67,7 +67,9 @@ void dispatch_cell(CellKind kind, F&& f) {
 }
 
 // The per-step functions of a backend. Undefined tensors stand for absent
-// ones.
+// ones. xg_s, grad_hg_next, grad_xg_s and grad_hg_s (gate pre-activations
+// and their gradients), saved_s, cs_s, c_state, carry and dh_carry are in
+// the accumulation dtype (acc_dtype); the others in the storage dtype.
 struct SeqSteps {
   // Rejects inputs the backend cannot run (say, a dtype); null: none.
   void (*check)(const at::Tensor& t, const char* name);
