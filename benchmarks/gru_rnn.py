@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .harness import Case, Job, Pairing, seqkernels_jobs
+from .harness import Case, Job, Pairing, recurrent_dtypes, seqkernels_jobs
 
 KERNEL = "gru_rnn"
 SEED = 0
@@ -70,9 +70,7 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
          compile: bool) -> list[Job]:
     """Every (config, provider, dtype) to run. No torch.compile provider:
     ``compile`` is accepted for run.py's one calling convention."""
-    cuda = device.type == "cuda"
-    low = torch.bfloat16 if cuda else torch.float32
-    anchor_dtypes = (torch.bfloat16, torch.float16) if cuda else (torch.float32,)
+    low, anchor_dtypes = recurrent_dtypes(device)
     jobs = []
     for cfg in config_list:
         jobs += seqkernels_jobs(cfg, device, "seqkernels-", low)

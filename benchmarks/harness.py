@@ -188,6 +188,15 @@ class Job:
     skip: str = ""          # why this job does not run, if it does not
 
 
+def recurrent_dtypes(device: torch.device):
+    """(ours, the anchors') dtypes of the recurrent rows: ours in bfloat16
+    on the GPU, beside cuDNN in bfloat16 and in float16 (its fastest);
+    float32 on the CPU."""
+    if device.type == "cuda":
+        return torch.bfloat16, (torch.bfloat16, torch.float16)
+    return torch.float32, (torch.float32,)
+
+
 def seqkernels_jobs(config: object, device: torch.device, prefix: str,
                     dtype: torch.dtype, extra: Sequence[str] = ()) -> list[Job]:
     """A job per seqkernels backend the device can serve (plus ``extra``

@@ -43,7 +43,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .harness import Case, Job, Pairing, seqkernels_jobs
+from .harness import (Case, Job, Pairing, recurrent_dtypes,
+                      seqkernels_jobs)
 
 KERNEL = "lstm"
 SEED = 0
@@ -156,8 +157,7 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
     """Every (config, provider, dtype) to run. ``compile=False`` lists the
     torch.compile provider as skipped, with the reason."""
     cuda = device.type == "cuda"
-    low = torch.bfloat16 if cuda else torch.float32
-    anchor_dtypes = (torch.bfloat16, torch.float16) if cuda else (torch.float32,)
+    low, anchor_dtypes = recurrent_dtypes(device)
     jobs = []
     for cfg in config_list:
         jobs += seqkernels_jobs(cfg, device, "seqkernels-", low)
