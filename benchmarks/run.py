@@ -9,8 +9,10 @@ timed; results.csv, table.md and plots written into the output folder.
 Kernels: ``lstm`` (lstm.py), ``gru_rnn`` (gru_rnn.py) and ``attention``
 (attention.py), all by default. Defaults: --quick on a machine without a
 GPU (the CPU target row, tiny sweeps, small GRU/RNN and attention rows,
-about two minutes on two cores), --full with a GPU (the target rows of shared/design/TARGETS.md and the
-sweeps). Each provider runs inside its own try/except: a failure becomes a
+about two minutes on two cores), --full with a GPU (the target rows of
+shared/design/TARGETS.md and the sweeps). The families take turns, a
+configuration each (``job_order``), so a run cut by --time-limit still
+covers all of them. Each provider runs inside its own try/except: a failure becomes a
 row whose note holds the error, and is printed loudly; nothing falls back
 silently. Before timing, each provider's outputs and gradients are compared
 once with a float32 PyTorch reference; a mismatch is printed, and marked
@@ -207,6 +209,28 @@ def run_job(kernel, job, device: torch.device, settings: harness.Settings,
             bar.update(1)
 
 
+def job_order(plans: dict[str, Sequence]) -> list[tuple[str, object]]:
+    """The order the jobs run in, as (kernel, job): the configurations of
+    the kernel families taken in turn (the first of each family, then the
+    second of each, ...), every provider of a configuration together; the
+    torch.compile providers, which spend most of their time compiling,
+    last. A run cut by --time-limit then still covers every family."""
+    groups: dict[str, list[list]] = {}
+    for name, jobs in plans.items():
+        family = groups[name] = []
+        for job in jobs:
+            if not family or family[-1][-1].config is not job.config:
+                family.append([])
+            family[-1].append(job)
+    queue = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        for name, gs in groups.items():
+            if i < len(gs):
+                queue += [(name, job) for job in gs[i]]
+    queue.sort(key=lambda item: "compile" in item[1].provider)
+    return queue
+
+
 def run(out_dir: Path, device: torch.device,
         selected: dict[str, Sequence], settings: harness.Settings, *,
         compile: bool, providers: Optional[Sequence[str]] = None,
@@ -245,10 +269,7 @@ def run(out_dir: Path, device: torch.device,
     bar = _progress(total, quiet)
     deadline = None if time_limit_s is None else \
         time.perf_counter() + time_limit_s
-    queue = [(name, job) for name, jobs in plans.items() for job in jobs]
-    # The torch.compile providers spend most of their time compiling: they
-    # run last (in plan order otherwise), so a time limit drops them first.
-    queue.sort(key=lambda item: "compile" in item[1].provider)
+    queue = job_order(plans)
     try:
         for name, job in queue:
             done = len(summary.rows)

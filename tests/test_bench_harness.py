@@ -430,3 +430,29 @@ def test_gru_rnn_plan_and_work():
     assert gru_rnn.flops(rnn, "fwd+bwd") == 3 * 2.0 * 1024 * 16 * 768 * 1536
     assert {p.target for p in gru_rnn.PAIRINGS} == {"L7"}
     assert len(gru_rnn.PAIRINGS) == 4
+
+
+def test_job_order_takes_the_families_in_turn():
+    """A run cut by --time-limit still reaches every kernel family: one
+    configuration of each in turn, its providers together, torch.compile
+    providers last."""
+    from benchmarks import attention, gru_rnn
+    gpu = torch.device("cuda")
+    plans = {
+        "lstm": lstm.plan(gpu, [c for c in lstm.configs(gpu, False)
+                                if c.name in ("L1", "L2")], compile=True),
+        "gru_rnn": gru_rnn.plan(gpu, gru_rnn.configs(gpu, False),
+                                compile=True),
+        "attention": attention.plan(gpu, [c for c in attention.configs(
+            gpu, False) if c.name in ("A3", "A4")], compile=True),
+    }
+    queue = bench_run.job_order(plans)
+    assert sorted(id(j) for _, j in queue) == sorted(
+        id(j) for jobs in plans.values() for j in jobs)
+    compiled = [i for i, (_, j) in enumerate(queue) if "compile" in j.provider]
+    assert compiled and min(compiled) == len(queue) - len(compiled)
+    configs = []
+    for _, job in queue[:len(queue) - len(compiled)]:
+        if not configs or configs[-1] != job.config.name:
+            configs.append(job.config.name)
+    assert configs == ["L1", "L7-gru", "A3", "L2", "L7-rnn", "A4"]
