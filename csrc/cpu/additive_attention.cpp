@@ -9,8 +9,8 @@
 // when asked for, hold the raw scores until the row's log-sum-exp is known.
 //
 // Backward recomputes tanh, in two passes:
-//   A. per (b, query block): delta_i = dctx_i . ctx_i (+ sum_j gw_ij p_ij),
-//      dS_ij = p_ij (dctx_i . value_j + gw_ij - delta_i) and
+//   A. per (b, query block): dP_ij = dctx_i . value_j (+ gw_ij),
+//      delta_i = sum_j p_ij dP_ij, dS_ij = p_ij (dP_ij - delta_i) and
 //      dq_ih = sum_j dS_ij v_h (1 - t_ijh^2);
 //   B. per (b, key block): dk_jh = sum_i dS_ij v_h (1 - t_ijh^2),
 //      dvalue_j = sum_i p_ij dctx_i, and the block's partial sum of
@@ -48,9 +48,9 @@ struct AdditiveInputs {
   T tanh_score(const T* qi, const T* kj, T* t) const {
     const int64_t H = d.H;
     if (bias != nullptr) {
-      for (int64_t h = 0; h < H; ++h) t[h] = std::tanh(qi[h] + kj[h] + bias[h]);
+      for (int64_t h = 0; h < H; ++h) t[h] = cpu_math::tanh(qi[h] + kj[h] + bias[h]);
     } else {
-      for (int64_t h = 0; h < H; ++h) t[h] = std::tanh(qi[h] + kj[h]);
+      for (int64_t h = 0; h < H; ++h) t[h] = cpu_math::tanh(qi[h] + kj[h]);
     }
     // The dot product over H accumulates in double: a long float sum would
     // round worse than the blocked matmul that PyTorch uses for v . t.
@@ -118,7 +118,7 @@ void additive_forward_kernel(const AdditiveInputs<T>& in, T* context,
         if (weights != nullptr) {
           T* wr = weights + row * d.Tk;
           for (int64_t j = 0; j < d.Tk; ++j) {
-            wr[j] = lr == cpu::neg_inf<T>() ? T(0) : std::exp(wr[j] - lr);
+            wr[j] = lr == cpu::neg_inf<T>() ? T(0) : cpu_math::exp(wr[j] - lr);
           }
         }
       }
@@ -135,7 +135,7 @@ T dot(const T* a, const T* b, int64_t n) {
 
 template <typename T>
 void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
-                              const T* gw, const T* ctx, const T* lse, T* dq,
+                              const T* gw, const T* lse, T* dq,
                               T* dk, T* dvalue, T* dv, T* dbias) {
   const AdditiveDims& d = in.d;
   const int64_t H = d.H;
@@ -146,7 +146,7 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
   // Pass A: delta and dq, one item per (b, query block).
   const int64_t n_qblocks = (d.Tq + kQRows - 1) / kQRows;
   at::parallel_for(0, d.B * n_qblocks, grain, [&](int64_t w0, int64_t w1) {
-    std::vector<T> t(H);
+    std::vector<T> t(H), p_row(d.Tk), dp_row(d.Tk);
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t b = w / n_qblocks, i0 = (w % n_qblocks) * kQRows;
       const int64_t nq = std::min(kQRows, d.Tq - i0);
@@ -160,22 +160,27 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
           delta[row] = 0;
           continue;
         }
-        T di = dot(gi, ctx + row * d.Dv, d.Dv);
-        if (gw != nullptr) {  // + sum_j gw_ij p_ij: one more pass over j
-          T sum = 0;
-          for (int64_t j = 0; j < d.Tk; ++j) {
-            const T s = in.score(b, i, j, t.data());
-            sum += gw[row * d.Tk + j] * std::exp(s - li);
+        // delta_i = sum_j p_ij dP_ij, as torch's softmax backward takes it:
+        // then sum_j dS_ij vanishes up to rounding. (rowsum(dctx * ctx)
+        // would carry the forward's rounding of ctx into a per-row offset
+        // of dS, which dv and dbias, sums over every row and key, collect.)
+        T di = 0;
+        for (int64_t j = 0; j < d.Tk; ++j) {
+          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - li);
+          T dp = 0;
+          if (p != T(0)) {  // masked (or negligible): dS = 0
+            dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
+            if (gw != nullptr) dp += gw[row * d.Tk + j];
           }
-          di += sum;
+          p_row[j] = p;
+          dp_row[j] = dp;
+          di += p * dp;
         }
         delta[row] = di;
         for (int64_t j = 0; j < d.Tk; ++j) {
-          const T p = std::exp(in.score(b, i, j, t.data()) - li);
-          if (p == T(0)) continue;  // masked (or negligible): dS = 0
-          T dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
-          if (gw != nullptr) dp += gw[row * d.Tk + j];
-          const T ds = p * (dp - di);
+          if (p_row[j] == T(0)) continue;
+          in.score(b, i, j, t.data());  // for t, this key's tanh values
+          const T ds = p_row[j] * (dp_row[j] - di);
           for (int64_t h = 0; h < H; ++h) {
             dqi[h] += ds * in.v[h] * (1 - t[h] * t[h]);
           }
@@ -207,7 +212,7 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
         const T* gi = dctx + row * d.Dv;
         for (int64_t jj = 0; jj < nk; ++jj) {
           const int64_t j = j0 + jj;
-          const T p = std::exp(in.score(b, i, j, t.data()) - li);
+          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - li);
           if (p == T(0)) continue;
           T dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
           if (gw != nullptr) dp += gw[row * d.Tk + j];
@@ -298,7 +303,8 @@ additive_attention_backward_cpu(
   const at::Tensor gw = grad_weights_in.has_value()
                             ? grad_weights_in->contiguous()
                             : at::Tensor();
-  const at::Tensor ctx = context_in.contiguous(), lse = lse_in.contiguous();
+  // context (checked above) is not read: delta comes from P and dP.
+  const at::Tensor lse = lse_in.contiguous();
   at::Tensor grad_q = at::empty(q.sizes(), q.options());
   at::Tensor grad_k = at::empty(k.sizes(), k.options());
   at::Tensor grad_value = at::empty(value.sizes(), value.options());
@@ -311,7 +317,7 @@ additive_attention_backward_cpu(
     additive_backward_kernel(
         in, dctx.data_ptr<scalar_t>(),
         gw.defined() ? gw.data_ptr<scalar_t>() : nullptr,
-        ctx.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
+        lse.data_ptr<scalar_t>(),
         grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(),
         grad_value.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
         bias.defined() ? grad_bias.data_ptr<scalar_t>() : nullptr);

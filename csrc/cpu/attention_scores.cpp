@@ -76,7 +76,7 @@ void scores_forward_kernel(const AttentionDims& d, const T* q, const T* k,
             std::fill(out, out + nk, T(0));
           } else {
             for (int64_t jj = 0; jj < nk; ++jj) {
-              out[jj] = std::exp(sr[jj] - lse);
+              out[jj] = cpu_math::exp(sr[jj] - lse);
             }
           }
         }

@@ -124,7 +124,7 @@ void tile_backward(const SdpaInputs<T>& in, int64_t b, int64_t h, int64_t i0,
     const T di = delta[bh * d.Tq + i];
     const int64_t base = (bh * d.Tq + i) * d.Tk + j0;
     for (int64_t jj = 0; jj < nk; ++jj) {
-      const T p = std::exp(sr[jj] - li);
+      const T p = cpu_math::exp(sr[jj] - li);
       if (in.drop.on) {
         dr[jj] = p * (in.drop.apply(dr[jj], base + jj) - di);
         if (keep_p) sr[jj] = in.drop.apply(p, base + jj);

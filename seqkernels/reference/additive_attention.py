@@ -52,11 +52,11 @@ def additive_attention_backward(
     p = probs_from_lse(s, lse)
     dctx = grad_context.to(acc)
     dp = dctx @ value.to(acc).transpose(-1, -2)
-    delta = (dctx * context.to(acc)).sum(-1, keepdim=True)
     if grad_weights is not None:
-        gw = grad_weights.to(acc)
-        dp = dp + gw
-        delta = delta + (gw * p).sum(-1, keepdim=True)
+        dp = dp + grad_weights.to(acc)
+    # delta from P and dP, as torch's softmax backward takes it (every
+    # backend does): each row of dS then sums to zero up to rounding.
+    delta = (p * dp).sum(-1, keepdim=True)
     ds = p * (dp - delta)                              # [B, Tq, Tk]
     dpre = ds.unsqueeze(-1) * v.to(acc) * (1 - t * t)  # [B, Tq, Tk, H]
     grad_q = dpre.sum(2)

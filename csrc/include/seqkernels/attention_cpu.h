@@ -18,6 +18,7 @@
 #include <limits>
 #include <vector>
 
+#include "seqkernels/cpu_math.h"
 #include "seqkernels/dropout_hash.h"
 
 namespace seqkernels {
@@ -234,10 +235,10 @@ inline T online_softmax_update(T* s, int64_t n, T& m, T& l) {
     std::fill(s, s + n, T(0));
     return T(1);
   }
-  const T alpha = std::exp(m - m_new);  // 0 when m was -inf
+  const T alpha = cpu_math::exp(m - m_new);  // 0 when m was -inf
   T sum = 0;
   for (int64_t jj = 0; jj < n; ++jj) {
-    const T e = std::exp(s[jj] - m_new);
+    const T e = cpu_math::exp(s[jj] - m_new);
     s[jj] = e;
     sum += e;
   }

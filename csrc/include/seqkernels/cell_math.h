@@ -2,8 +2,9 @@
 // and backward, written once.
 //
 // These functions are __host__ __device__ so that the CPU kernels (csrc/cpu)
-// and the CUDA kernels (csrc/cuda) run the very same arithmetic: the CPU tests
-// then exercise the math that the GPU runs. T is the accumulation type
+// and the CUDA kernels (csrc/cuda) run the very same arithmetic (only exp and
+// tanh themselves differ: CUDA's on the GPU, cpu_math.h's on the CPU): the
+// CPU tests then exercise the math that the GPU runs. T is the accumulation type
 // (float for float/half/bfloat16 storage, double for double).
 //
 // Each cell is a traits struct that the generic kernels are templated on
@@ -36,6 +37,8 @@
 
 #include <cmath>
 
+#include "seqkernels/cpu_math.h"
+
 #if defined(__CUDACC__)
 #define SK_HD __host__ __device__ __forceinline__
 #else
@@ -44,9 +47,23 @@
 
 namespace seqkernels {
 
-SK_HD float sk_exp(float x) { return expf(x); }
+// On the GPU CUDA's expf / tanhf; on the CPU the vectorizable versions of
+// cpu_math.h (float64: std::exp / std::tanh either way).
+SK_HD float sk_exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  return cpu_math::exp(x);
+#endif
+}
 SK_HD double sk_exp(double x) { return exp(x); }
-SK_HD float sk_tanh(float x) { return tanhf(x); }
+SK_HD float sk_tanh(float x) {
+#if defined(__CUDA_ARCH__)
+  return tanhf(x);
+#else
+  return cpu_math::tanh(x);
+#endif
+}
 SK_HD double sk_tanh(double x) { return tanh(x); }
 
 template <typename T>
