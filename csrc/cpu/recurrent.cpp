@@ -2,9 +2,9 @@
 // sequence driver (csrc/recurrent_host.cpp) and the pointwise cell ops.
 //
 // On the CPU the recurrent product is an ATen GEMM (MKL) followed by the
-// shared pointwise cell math of cell_math.h. The sequence steps run that
-// math row by row in loops the compiler vectorizes (forward_row,
-// backward_row); the pointwise cell ops still loop element by element.
+// shared pointwise cell math of cell_math.h. The sequence steps and the
+// pointwise cell ops run that math row by row in loops the compiler
+// vectorizes (forward_row, backward_row).
 // Measured on the 2-core development machine (B=32, I=H=256, T=128,
 // fwd+bwd): the GEMMs are about half of the time; MKL reaches about 100
 // GFLOP/s there, oneDNN (behind nn.LSTM) more.
@@ -43,14 +43,17 @@ const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
 // Sequence steps (contract in recurrent_host.h)
 // ---------------------------------------------------------------------------
 
-// One active row b of a forward step: a loop over the hidden units with
-// plain unit-stride accesses and no branches, so that the compiler
-// vectorizes it (cell_math.h's float exp and tanh come from cpu_math.h).
+// One row of the cell forward (an active row of a sequence step, or a row
+// of the cell op): a loop over the hidden units with plain unit-stride
+// accesses and no branches, so that the compiler vectorizes it (cell_math.h's
+// float exp and tanh come from cpu_math.h). c_in, c_out and cs (kHasC) may
+// be the same row: each unit reads c_in before it writes the other two, and
+// ivdep says no other unit's values are involved.
 template <typename Cell, typename T>
 void forward_row(Activation act, int64_t H, const T* __restrict__ xg,
                  const T* __restrict__ hg, const T* __restrict__ h_prev,
-                 T* __restrict__ c, T* __restrict__ cs,
-                 T* __restrict__ saved, T* __restrict__ out) {
+                 const T* c_in, T* c_out, T* cs, T* __restrict__ saved,
+                 T* __restrict__ out) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
 #pragma GCC ivdep
   for (int64_t j = 0; j < H; ++j) {
@@ -61,10 +64,10 @@ void forward_row(Activation act, int64_t H, const T* __restrict__ xg,
     }
     T hp = 0, cv = 0, hv;
     if constexpr (Cell::kDirectH) hp = h_prev[j];
-    if constexpr (Cell::kHasC) cv = c[j];
+    if constexpr (Cell::kHasC) cv = c_in[j];
     Cell::forward(x, h, hp, act, cv, sk, hv);
     for (int k = 0; k < S; ++k) saved[k * H + j] = sk[k];
-    if constexpr (Cell::kHasC) c[j] = cs[j] = cv;
+    if constexpr (Cell::kHasC) c_out[j] = cs[j] = cv;
     out[j] = hv;
   }
 }
@@ -100,8 +103,9 @@ void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
             if (cs != nullptr) std::fill(cs + b * H, cs + (b + 1) * H, 0);
             std::fill(out_b, out_b + H, scalar_t(0));
           } else {
+            scalar_t* c_b = c != nullptr ? c + b * H : nullptr;
             forward_row<Cell>(cell.act, H, xp + b * G * H, hp + b * G * H,
-                              hi + b * P, c != nullptr ? c + b * H : nullptr,
+                              hi + b * P, c_b, c_b,
                               cs != nullptr ? cs + b * H : nullptr, saved,
                               out_b);
           }
@@ -117,8 +121,9 @@ void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
   });
 }
 
-// One active row b of a backward step, vectorizable as forward_row.
-// dh_later: the gradient reaching h from later steps.
+// One row of the cell backward (an active row of a sequence step, or a row
+// of the cell op), vectorizable as forward_row. dh_later: the gradient
+// reaching h from later steps; carry as in Cell::backward, in place.
 template <typename Cell, typename T>
 void backward_row(Activation act, int64_t H, const T* __restrict__ saved,
                   const T* __restrict__ h_prev, const T* __restrict__ c_prev,
@@ -219,35 +224,28 @@ void cell_forward(const CellDesc& cell, const at::Tensor& x_proj,
                   const at::Tensor& c, at::Tensor& h_new, at::Tensor& c_new,
                   at::Tensor& saved) {
   const int64_t B = h_new.size(0), H = h_new.size(1);
+  // The biases join their side first (the same additions, in the same
+  // dtype, as the per-unit code did), so the rows run forward_row.
+  const at::Tensor xg = b_x.defined() ? x_proj + b_x : x_proj;
+  const at::Tensor hg = b_h.defined() ? h_proj + b_h : h_proj;
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "cell_forward_cpu", [&] {
     dispatch_cell(cell.kind, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
       constexpr int G = Cell::kGates, S = Cell::kSaved;
-      const scalar_t* xp = ptr<scalar_t>(x_proj);
-      const scalar_t* hp = ptr<scalar_t>(h_proj);
-      const scalar_t* bx = ptr<scalar_t>(b_x);
-      const scalar_t* bh = ptr<scalar_t>(b_h);
+      const scalar_t* xp = ptr<scalar_t>(xg);
+      const scalar_t* hp = ptr<scalar_t>(hg);
       const scalar_t* hv = ptr<scalar_t>(h);
       const scalar_t* cv = ptr<scalar_t>(c);
       scalar_t* hn = ptr<scalar_t>(h_new);
       scalar_t* cn = ptr<scalar_t>(c_new);
       scalar_t* sv = ptr<scalar_t>(saved);
-      at::parallel_for(0, B * H, 1024, [&](int64_t i0, int64_t i1) {
-        for (int64_t bj = i0; bj < i1; ++bj) {
-          const int64_t b = bj / H, j = bj % H;
-          scalar_t xg[G], hg[G], sk[S];
-          for (int g = 0; g < G; ++g) {
-            const int64_t n = b * G * H + g * H + j;
-            xg[g] = xp[n] + (bx != nullptr ? bx[g * H + j] : scalar_t(0));
-            hg[g] = hp[n] + (bh != nullptr ? bh[g * H + j] : scalar_t(0));
-          }
-          scalar_t h_p = 0, c_v = 0, h_v;
-          if constexpr (Cell::kDirectH) h_p = hv[bj];
-          if constexpr (Cell::kHasC) c_v = cv[bj];
-          Cell::forward(xg, hg, h_p, cell.act, c_v, sk, h_v);
-          hn[bj] = h_v;
-          if constexpr (Cell::kHasC) cn[bj] = c_v;
-          for (int k = 0; k < S; ++k) sv[b * S * H + k * H + j] = sk[k];
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          scalar_t* cn_b = cn != nullptr ? cn + b * H : nullptr;
+          forward_row<Cell>(cell.act, H, xp + b * G * H, hp + b * G * H,
+                            hv != nullptr ? hv + b * H : nullptr,
+                            cv != nullptr ? cv + b * H : nullptr, cn_b, cn_b,
+                            sv + b * S * H, hn + b * H);
         }
       });
     });
@@ -273,22 +271,23 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
       scalar_t* gx = ptr<scalar_t>(grad_xg);
       scalar_t* gh = ptr<scalar_t>(grad_hg);
       scalar_t* gc = ptr<scalar_t>(grad_carry);
-      at::parallel_for(0, B * H, 1024, [&](int64_t i0, int64_t i1) {
-        for (int64_t bj = i0; bj < i1; ++bj) {
-          const int64_t b = bj / H, j = bj % H;
-          scalar_t sk[S], dxg[G], dhg[G];
-          for (int k = 0; k < S; ++k) sk[k] = sv[b * S * H + k * H + j];
-          scalar_t h_p = 0, c_p = 0, c_v = 0, carry = 0;
-          if constexpr (Cell::kDirectH) h_p = hv[bj];
-          if constexpr (Cell::kHasC) c_p = cv[bj], c_v = cn[bj], carry = dc[bj];
-          Cell::backward(sk, h_p, c_p, c_v, dh[bj], cell.act, carry, dxg,
-                         dhg);
-          for (int g = 0; g < G; ++g) {
-            const int64_t n = b * G * H + g * H + j;
-            gx[n] = dxg[g];
-            if constexpr (Cell::kSplitGrad) gh[n] = dhg[g];
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        // A single step: nothing reaches h from later ones.
+        const std::vector<scalar_t> zeros(H);
+        for (int64_t b = b0; b < b1; ++b) {
+          // The carry goes in as dc (LSTM) or 0 (GRU's direct path) and
+          // comes out as the gradient of c or of h through that path.
+          scalar_t* gc_b = gc != nullptr ? gc + b * H : nullptr;
+          if constexpr (Cell::kHasC) {
+            std::copy(dc + b * H, dc + (b + 1) * H, gc_b);
+          } else if constexpr (Cell::kDirectH) {
+            std::fill(gc_b, gc_b + H, scalar_t(0));
           }
-          if constexpr (Cell::kHasC || Cell::kDirectH) gc[bj] = carry;
+          backward_row<Cell>(
+              cell.act, H, sv + b * S * H, hv != nullptr ? hv + b * H : nullptr,
+              cv != nullptr ? cv + b * H : nullptr,
+              cn != nullptr ? cn + b * H : nullptr, dh + b * H, zeros.data(),
+              gc_b, gx + b * G * H, Cell::kSplitGrad ? gh + b * G * H : nullptr);
         }
       });
     });
