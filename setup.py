@@ -85,7 +85,7 @@ for _a in _archs:
     if not re.fullmatch(r"(ptx)?\d+a?", _a):
         raise SystemExit(f"SEQKERNELS_CUDA_ARCHS: bad target {_a!r}")
 
-_sources = ["csrc/ops.cpp", "csrc/recurrent_host.cpp"] + sorted(
+_sources = ["csrc/ops.cpp", "csrc/recurrent_host.cpp", "csrc/gemm.cpp"] + sorted(
     glob.glob("csrc/cpu/*.cpp")
 )
 # The C++ standard is the one torch asks for. -fno-trapping-math lets the

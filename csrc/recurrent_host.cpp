@@ -4,6 +4,7 @@
 #include <string>
 
 #include "seqkernels/checks.h"
+#include "seqkernels/gemm.h"
 
 namespace seqkernels {
 
@@ -144,9 +145,9 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
   // the cell state (and the GRU's h) integrates over a long sequence.
   const at::Tensor x2 = x.view({d.T * d.B, d.I}).to(acc);
   const at::Tensor w_ih_t = w_ih_in.to(acc).t();
-  const at::Tensor xg = (bias_x.has_value() ? at::addmm(*bias_x, x2, w_ih_t)
-                                            : at::mm(x2, w_ih_t))
-                            .view({d.T, d.B, GH});
+  const at::Tensor xg =
+      gemm(x2, w_ih_t, bias_x.has_value() ? *bias_x : at::Tensor())
+          .view({d.T, d.B, GH});
 
   at::Tensor y = at::empty({d.T, d.B, d.P}, x.options());
   at::Tensor saved = at::empty({d.T, d.B, cell.saved * d.H}, acc);
@@ -176,7 +177,7 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
     at::Tensor m_s = ms[s];
     steps.forward(cell, s, xg[s], h_in, w_hh, bias_h, c_state, lengths,
                   saved_s, cs_s, m_s, no_h);
-    const at::Tensor h_new = at::mm(m_s, w_hr_in->t());
+    const at::Tensor h_new = gemm(m_s, w_hr_in->t());
     if (lengths.has_value()) {
       const at::Tensor active = active_mask(lengths, s);
       y[s].copy_(at::where(active, h_new, at::zeros_like(h_new)));
@@ -274,7 +275,7 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
     at::Tensor unused;
     for (int64_t s = d.T - 1; s >= 0; --s) {
       if (s + 1 < d.T) {
-        const at::Tensor from_next = at::mm(grad_hg[s + 1], w_hh_acc);
+        const at::Tensor from_next = gemm(grad_hg[s + 1], w_hh_acc);
         dh_carry = lengths.has_value()
                        ? at::where(active_mask(lengths, s + 1), from_next,
                                    dh_carry)
@@ -286,19 +287,19 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
       }
       grad_h_all[s].copy_(dh);
       // The step kernels take dh in the storage dtype.
-      const at::Tensor dm = at::mm(dh, w_hr_acc).to(x.scalar_type());
+      const at::Tensor dm = gemm(dh, w_hr_acc).to(x.scalar_type());
       at::Tensor gx_s = grad_xg[s];
       steps.backward(cell, s, none, none, unused, dm, carry, saved[s], none,
                      s > 0 ? cs[s - 1] : c0_acc, cs[s], lengths, gx_s, gx_s);
     }
-    grad_w_hr = at::mm(grad_h_all.view({d.T * d.B, d.P}).t(),
+    grad_w_hr = gemm(grad_h_all.view({d.T * d.B, d.P}).t(),
                        ms.reshape({d.T * d.B, d.H}).to(acc))
                     .to(x.scalar_type());
   }
 
   // Every row is active at step 0, so h0's gradient comes through w_hh
   // (and the direct path of the GRU).
-  at::Tensor grad_h0 = at::mm(grad_hg[0], w_hh_acc);
+  at::Tensor grad_h0 = gemm(grad_hg[0], w_hh_acc);
   if (cell.direct_h) grad_h0.add_(carry);
   grad_h0 = grad_h0.to(x.scalar_type());
   at::Tensor grad_c0 = cell.has_c ? carry.to(x.scalar_type())
@@ -306,11 +307,11 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
   const at::Tensor gx2 = grad_xg.view({d.T * d.B, GH});
   const at::Tensor gh2 = grad_hg.view({d.T * d.B, GH});
   const auto st = x.scalar_type();
-  at::Tensor grad_x = at::mm(gx2, w_ih.to(acc)).view({d.T, d.B, d.I}).to(st);
+  at::Tensor grad_x = gemm(gx2, w_ih.to(acc)).view({d.T, d.B, d.I}).to(st);
   at::Tensor grad_w_ih =
-      at::mm(gx2.t(), x.view({d.T * d.B, d.I}).to(acc)).to(st);
+      gemm(gx2.t(), x.view({d.T * d.B, d.I}).to(acc)).to(st);
   at::Tensor grad_w_hh =
-      at::mm(gh2.t(), h_prev.view({d.T * d.B, d.P}).to(acc)).to(st);
+      gemm(gh2.t(), h_prev.view({d.T * d.B, d.P}).to(acc)).to(st);
   const at::Tensor empty = at::empty({0}, x.options());
   at::Tensor grad_b_ih = has_bias ? gx2.sum(0).to(st) : empty;
   at::Tensor grad_b_hh =

@@ -157,3 +157,30 @@ def test_op_checks_name_the_argument():
         torch.ops.seqkernels.lstm_seq(x, torch.zeros(2, 5), torch.zeros(2, 5),
                                       torch.randn(20, 4), torch.randn(20, 5),
                                       None, None, torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("kind,used", [
+    ("LSTM", "h_n"), ("LSTM", "c_n"), ("LSTM", "output"), ("GRU", "h_n"),
+    ("RNN", "output")])
+def test_gradient_through_one_output(kind, used, backend):
+    """Outputs left out of the loss reach the backward as None (the
+    autograd engine does not fill zeros for them): the gradients are those
+    of torch.nn all the same."""
+    torch.manual_seed(0)
+    tor = getattr(torch.nn, kind)(3, 4, num_layers=2, dtype=torch.float64)
+    ours = getattr(seqkernels, kind)(3, 4, num_layers=2, dtype=torch.float64,
+                                     backend=backend)
+    ours.load_state_dict(tor.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+
+    def grads(m):
+        xi = x.clone().requires_grad_()
+        out, state = m(xi)
+        picked = {"output": out, "h_n": state[0] if kind == "LSTM" else state,
+                  "c_n": state[1] if kind == "LSTM" else None}[used]
+        picked.pow(2).sum().backward()
+        return [xi.grad] + [p.grad for p in m.parameters()]
+
+    for ours_g, tor_g in zip(grads(ours), grads(tor)):
+        torch.testing.assert_close(ours_g, tor_g)

@@ -1,13 +1,11 @@
 // CPU kernels of the recurrent cells (LSTM, GRU, RNN): the steps of the
 // sequence driver (csrc/recurrent_host.cpp) and the pointwise cell ops.
 //
-// On the CPU the recurrent product is an ATen GEMM (MKL) followed by the
-// shared pointwise cell math of cell_math.h. The sequence steps and the
-// pointwise cell ops run that math row by row in loops the compiler
-// vectorizes (forward_row, backward_row).
-// Measured on the 2-core development machine (B=32, I=H=256, T=128,
-// fwd+bwd): the GEMMs are about half of the time; MKL reaches about 100
-// GFLOP/s there, oneDNN (behind nn.LSTM) more.
+// On the CPU the recurrent product is a GEMM (gemm.h: oneDNN in float32)
+// followed by the shared pointwise cell math of cell_math.h. The sequence
+// steps and the pointwise cell ops run that math row by row in loops the
+// compiler vectorizes (forward_row, backward_row), compiled for AVX-512,
+// AVX2 and the baseline with one chosen at load time (cpu_isa.h).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -15,6 +13,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "seqkernels/cpu_isa.h"
+#include "seqkernels/gemm.h"
 #include "seqkernels/recurrent_host.h"
 
 namespace seqkernels {
@@ -50,7 +50,7 @@ const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
 // be the same row: each unit reads c_in before it writes the other two, and
 // ivdep says no other unit's values are involved.
 template <typename Cell, typename T>
-void forward_row(Activation act, int64_t H, const T* __restrict__ xg,
+SK_CPU_KERNEL void forward_row(Activation act, int64_t H, const T* __restrict__ xg,
                  const T* __restrict__ hg, const T* __restrict__ h_prev,
                  const T* c_in, T* c_out, T* cs, T* __restrict__ saved,
                  T* __restrict__ out) {
@@ -78,8 +78,7 @@ void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
                   const c10::optional<at::Tensor>& lengths,
                   at::Tensor& saved_s, at::Tensor& cs_s, at::Tensor& out_s,
                   at::Tensor& h_out) {
-  const at::Tensor hg = b_hh.defined() ? at::addmm(b_hh, h_in, w_hh.t())
-                                       : at::mm(h_in, w_hh.t());
+  const at::Tensor hg = gemm(h_in, w_hh.t(), b_hh);
   const int64_t B = out_s.size(0), H = out_s.size(1), P = h_in.size(1);
   const int64_t* len = lengths_ptr(lengths);
   AT_DISPATCH_FLOATING_TYPES(hg.scalar_type(), "seq_forward_cpu", [&] {
@@ -125,7 +124,7 @@ void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
 // of the cell op), vectorizable as forward_row. dh_later: the gradient
 // reaching h from later steps; carry as in Cell::backward, in place.
 template <typename Cell, typename T>
-void backward_row(Activation act, int64_t H, const T* __restrict__ saved,
+SK_CPU_KERNEL void backward_row(Activation act, int64_t H, const T* __restrict__ saved,
                   const T* __restrict__ h_prev, const T* __restrict__ c_prev,
                   const T* __restrict__ c, const T* __restrict__ dh_in,
                   const T* __restrict__ dh_later, T* __restrict__ carry,
@@ -163,7 +162,7 @@ void backward_step(const CellDesc& cell, int64_t s,
                    at::Tensor& grad_xg_s, at::Tensor& grad_hg_s) {
   at::Tensor from_next;
   if (w_hh.defined() && grad_hg_next.defined()) {
-    from_next = at::mm(grad_hg_next, w_hh);
+    from_next = gemm(grad_hg_next, w_hh);
   }
   const int64_t B = dh_in.size(0), H = dh_in.size(1);
   const int64_t* len = lengths_ptr(lengths);

@@ -24,6 +24,8 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, backward_op, grad_p):
+    if grad_p is None:  # P took no part in what was differentiated
+        return None, None, None, None, None
     q, k, p = ctx.saved_tensors
     gq, gk = backward_op(grad_p, q, k, p, ctx.scale)
     return gq, gk, None, None, None
