@@ -45,7 +45,7 @@ struct AdditiveInputs {
 
   // t[h] = tanh(q_ih + k_jh + bias_h) of batch b, and the score v . t,
   // without the mask. q_i and k_j point at their rows.
-  T tanh_score(const T* qi, const T* kj, T* t) const {
+  SK_CPU_KERNEL T tanh_score(const T* qi, const T* kj, T* t) const {
     const int64_t H = d.H;
     if (bias != nullptr) {
       for (int64_t h = 0; h < H; ++h) t[h] = cpu_math::tanh(qi[h] + kj[h] + bias[h]);
@@ -127,10 +127,26 @@ void additive_forward_kernel(const AdditiveInputs<T>& in, T* context,
 }
 
 template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
+SK_CPU_KERNEL T dot(const T* a, const T* b, int64_t n) {
   T s = 0;
   for (int64_t x = 0; x < n; ++x) s += a[x] * b[x];
   return s;
+}
+
+// y += a * x over n elements.
+template <typename T>
+SK_CPU_KERNEL void axpy(T* __restrict__ y, T a, const T* __restrict__ x,
+                        int64_t n) {
+  for (int64_t c = 0; c < n; ++c) y[c] += a * x[c];
+}
+
+// g += ds * v * (1 - t^2) over H: the gradient that the score's dS sends
+// back through tanh to q_i (or k_j), t the pair's tanh values.
+template <typename T>
+SK_CPU_KERNEL void add_tanh_grad(T* __restrict__ g, T ds,
+                                 const T* __restrict__ v,
+                                 const T* __restrict__ t, int64_t H) {
+  for (int64_t h = 0; h < H; ++h) g[h] += ds * v[h] * (1 - t[h] * t[h]);
 }
 
 template <typename T>
@@ -180,10 +196,7 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
         for (int64_t j = 0; j < d.Tk; ++j) {
           if (p_row[j] == T(0)) continue;
           in.score(b, i, j, t.data());  // for t, this key's tanh values
-          const T ds = p_row[j] * (dp_row[j] - di);
-          for (int64_t h = 0; h < H; ++h) {
-            dqi[h] += ds * in.v[h] * (1 - t[h] * t[h]);
-          }
+          add_tanh_grad(dqi, p_row[j] * (dp_row[j] - di), in.v, t.data(), H);
         }
       }
     }
@@ -217,13 +230,9 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
           T dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
           if (gw != nullptr) dp += gw[row * d.Tk + j];
           const T ds = p * (dp - delta[row]);
-          T* dkj = dkr + jj * H;
-          for (int64_t h = 0; h < H; ++h) {
-            dkj[h] += ds * in.v[h] * (1 - t[h] * t[h]);
-            part[h] += ds * t[h];
-          }
-          T* dvj = dvr + jj * d.Dv;
-          for (int64_t c = 0; c < d.Dv; ++c) dvj[c] += p * gi[c];
+          add_tanh_grad(dkr + jj * H, ds, in.v, t.data(), H);
+          axpy(part, ds, t.data(), H);
+          axpy(dvr + jj * d.Dv, p, gi, d.Dv);
         }
       }
     }

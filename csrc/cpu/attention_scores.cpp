@@ -75,9 +75,7 @@ void scores_forward_kernel(const AttentionDims& d, const T* q, const T* k,
           if (lse == cpu::neg_inf<T>()) {
             std::fill(out, out + nk, T(0));
           } else {
-            for (int64_t jj = 0; jj < nk; ++jj) {
-              out[jj] = cpu_math::exp(sr[jj] - lse);
-            }
+            cpu::exp_shifted(out, sr, nk, lse);
           }
         }
       }
@@ -90,9 +88,9 @@ void scores_forward_kernel(const AttentionDims& d, const T* q, const T* k,
 
 // dS = P * (dP - delta) of rows i0 .. i0+nq-1 of head bh, keys j0.. (nk).
 template <typename T>
-void ds_tile(const AttentionDims& d, const T* gp, const T* p, const T* delta,
-             int64_t bh, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
-             T* ds) {
+SK_CPU_KERNEL void ds_tile(const AttentionDims& d, const T* gp, const T* p,
+                           const T* delta, int64_t bh, int64_t i0, int64_t nq,
+                           int64_t j0, int64_t nk, T* ds) {
   for (int64_t r = 0; r < nq; ++r) {
     const int64_t row = (bh * d.Tq + i0 + r) * d.Tk + j0;
     const T dr = delta[bh * d.Tq + i0 + r];

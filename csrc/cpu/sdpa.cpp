@@ -104,7 +104,7 @@ void sdpa_forward_kernel(const SdpaInputs<T>& in, T* out, T* lse) {
 // dS = P * (dropout(dP) - delta) and, with keep_p, s becomes
 // dropout(P), the probabilities that multiplied V in the forward.
 template <typename T>
-void tile_backward(const SdpaInputs<T>& in, int64_t b, int64_t h, int64_t i0,
+SK_CPU_KERNEL void tile_backward(const SdpaInputs<T>& in, int64_t b, int64_t h, int64_t i0,
                    int64_t nq, int64_t j0, int64_t nk, const T* lse,
                    const T* delta, T* s, T* dp, bool keep_p) {
   const AttentionDims& d = in.d;
