@@ -32,21 +32,23 @@ void scores_forward_kernel(const AttentionDims& d, const T* q, const T* k,
                            T scale, T* p) {
   const int64_t n_qblocks = (d.Tq + kBlockQ - 1) / kBlockQ;
   const int64_t group = d.Hq / d.Hk;
+  const std::vector<T> kt = cpu::transposed_blocks(k, d.B * d.Hk, d.Tk, d.D);
   at::parallel_for(0, d.B * d.Hq * n_qblocks, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> kt(d.D * kBlockK), s(kBlockQ * kBlockK);
+    std::vector<T> s(kBlockQ * kBlockK);
     std::vector<T> m(kBlockQ), l(kBlockQ);
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t bh = w / n_qblocks, h = bh % d.Hq, b = bh / d.Hq;
       const int64_t i0 = (w % n_qblocks) * kBlockQ;
       const int64_t nq = std::min(kBlockQ, d.Tq - i0);
       const T* qr = q + (bh * d.Tq + i0) * d.D;
-      const T* kh = k + (b * d.Hk + h / group) * d.Tk * d.D;
+      const int64_t kvh = b * d.Hk + h / group;
       T* pr = p + (bh * d.Tq + i0) * d.Tk;
       const int64_t key_end = cpu::causal_keys(is_causal, i0 + nq - 1, d.Tk);
       // The tile of scores of keys j0 .. j0+nk-1, scaled and masked.
       auto scores = [&](int64_t j0, int64_t nk) {
-        cpu::transpose_block(nk, d.D, kh + j0 * d.D, d.D, kt.data(), kBlockK);
-        cpu::block_gemm(nq, nk, d.D, qr, d.D, 1, kt.data(), kBlockK, s.data(),
+        const T* ktb = kt.data() + cpu::block_offset(
+            kvh * cpu::key_blocks(d.Tk) + j0 / kBlockK, d.D);
+        cpu::block_gemm(nq, nk, d.D, qr, d.D, 1, ktb, kBlockK, s.data(),
                         kBlockK, false);
         for (int64_t r = 0; r < nq; ++r) {
           cpu::scale_and_mask(s.data() + r * kBlockK, nk, scale, mask,

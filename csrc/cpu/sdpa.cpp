@@ -47,8 +47,9 @@ void sdpa_forward_kernel(const SdpaInputs<T>& in, T* out, T* lse) {
   const AttentionDims& d = in.d;
   const int64_t n_qblocks = (d.Tq + kBlockQ - 1) / kBlockQ;
   const int64_t group = d.Hq / d.Hk;
+  const std::vector<T> kt = cpu::transposed_blocks(in.k, d.B * d.Hk, d.Tk, d.D);
   at::parallel_for(0, d.B * d.Hq * n_qblocks, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> kt(d.D * kBlockK), s(kBlockQ * kBlockK);
+    std::vector<T> s(kBlockQ * kBlockK);
     std::vector<T> acc(kBlockQ * d.Dv), m(kBlockQ), l(kBlockQ);
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t bh = w / n_qblocks, h = bh % d.Hq, b = bh / d.Hq;
@@ -56,7 +57,6 @@ void sdpa_forward_kernel(const SdpaInputs<T>& in, T* out, T* lse) {
       const int64_t nq = std::min(kBlockQ, d.Tq - i0);
       const int64_t kvh = b * d.Hk + h / group;
       const T* qr = in.q + (bh * d.Tq + i0) * d.D;
-      const T* kh = in.k + kvh * d.Tk * d.D;
       const T* vh = in.v + kvh * d.Tk * d.Dv;
       std::fill(acc.begin(), acc.end(), T(0));
       std::fill(m.begin(), m.end(), cpu::neg_inf<T>());
@@ -64,8 +64,9 @@ void sdpa_forward_kernel(const SdpaInputs<T>& in, T* out, T* lse) {
       const int64_t key_end = cpu::causal_keys(in.is_causal, i0 + nq - 1, d.Tk);
       for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
         const int64_t nk = std::min(kBlockK, key_end - j0);
-        cpu::transpose_block(nk, d.D, kh + j0 * d.D, d.D, kt.data(), kBlockK);
-        cpu::block_gemm(nq, nk, d.D, qr, d.D, 1, kt.data(), kBlockK, s.data(),
+        const T* ktb = kt.data() + cpu::block_offset(
+            kvh * cpu::key_blocks(d.Tk) + j0 / kBlockK, d.D);
+        cpu::block_gemm(nq, nk, d.D, qr, d.D, 1, ktb, kBlockK, s.data(),
                         kBlockK, false);
         for (int64_t r = 0; r < nq; ++r) {
           const int64_t i = i0 + r;
@@ -145,8 +146,10 @@ void sdpa_backward_kernel(const SdpaInputs<T>& in, const T* dout,
 
   // Pass 1: delta and dQ, one item per (b, h, query block).
   const int64_t n_qblocks = (d.Tq + kBlockQ - 1) / kBlockQ;
+  const std::vector<T> kt = cpu::transposed_blocks(in.k, d.B * d.Hk, d.Tk, d.D);
+  const std::vector<T> vt =
+      cpu::transposed_blocks(in.v, d.B * d.Hk, d.Tk, d.Dv);
   at::parallel_for(0, d.B * d.Hq * n_qblocks, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> kt(d.D * kBlockK), vt(d.Dv * kBlockK);
     std::vector<T> s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK);
     std::vector<T> acc(kBlockQ * d.D);
     for (int64_t w = w0; w < w1; ++w) {
@@ -157,7 +160,6 @@ void sdpa_backward_kernel(const SdpaInputs<T>& in, const T* dout,
       const T* qr = in.q + (bh * d.Tq + i0) * d.D;
       const T* dor = dout + (bh * d.Tq + i0) * d.Dv;
       const T* kh = in.k + kvh * d.Tk * d.D;
-      const T* vh = in.v + kvh * d.Tk * d.Dv;
       for (int64_t r = 0; r < nq; ++r) {
         const T* o = out + (bh * d.Tq + i0 + r) * d.Dv;
         const T* g = dor + r * d.Dv;
@@ -169,12 +171,12 @@ void sdpa_backward_kernel(const SdpaInputs<T>& in, const T* dout,
       const int64_t key_end = cpu::causal_keys(in.is_causal, i0 + nq - 1, d.Tk);
       for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
         const int64_t nk = std::min(kBlockK, key_end - j0);
-        cpu::transpose_block(nk, d.D, kh + j0 * d.D, d.D, kt.data(), kBlockK);
-        cpu::transpose_block(nk, d.Dv, vh + j0 * d.Dv, d.Dv, vt.data(),
-                             kBlockK);
-        cpu::block_gemm(nq, nk, d.D, qr, d.D, 1, kt.data(), kBlockK, s.data(),
-                        kBlockK, false);
-        cpu::block_gemm(nq, nk, d.Dv, dor, d.Dv, 1, vt.data(), kBlockK,
+        const int64_t block = kvh * cpu::key_blocks(d.Tk) + j0 / kBlockK;
+        cpu::block_gemm(nq, nk, d.D, qr, d.D, 1,
+                        kt.data() + cpu::block_offset(block, d.D), kBlockK,
+                        s.data(), kBlockK, false);
+        cpu::block_gemm(nq, nk, d.Dv, dor, d.Dv, 1,
+                        vt.data() + cpu::block_offset(block, d.Dv), kBlockK,
                         dp.data(), kBlockK, false);
         tile_backward(in, b, h, i0, nq, j0, nk, lse, delta.data(), s.data(),
                       dp.data(), false);
@@ -190,17 +192,14 @@ void sdpa_backward_kernel(const SdpaInputs<T>& in, const T* dout,
   // the group's query heads and every query row in a fixed order.
   const int64_t n_kblocks = (d.Tk + kBlockK - 1) / kBlockK;
   at::parallel_for(0, d.B * d.Hk * n_kblocks, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> kt(d.D * kBlockK), vt(d.Dv * kBlockK);
     std::vector<T> s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK);
     std::vector<T> dk_acc(kBlockK * d.D), dv_acc(kBlockK * d.Dv);
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t kvh = w / n_kblocks, b = kvh / d.Hk;
       const int64_t j0 = (w % n_kblocks) * kBlockK;
       const int64_t nk = std::min(kBlockK, d.Tk - j0);
-      const T* kr = in.k + (kvh * d.Tk + j0) * d.D;
-      const T* vr = in.v + (kvh * d.Tk + j0) * d.Dv;
-      cpu::transpose_block(nk, d.D, kr, d.D, kt.data(), kBlockK);
-      cpu::transpose_block(nk, d.Dv, vr, d.Dv, vt.data(), kBlockK);
+      const T* ktb = kt.data() + cpu::block_offset(w, d.D);
+      const T* vtb = vt.data() + cpu::block_offset(w, d.Dv);
       std::fill(dk_acc.begin(), dk_acc.end(), T(0));
       std::fill(dv_acc.begin(), dv_acc.end(), T(0));
       // Rows before j0 see none of these keys under the causal rule.
@@ -212,9 +211,9 @@ void sdpa_backward_kernel(const SdpaInputs<T>& in, const T* dout,
           const int64_t nq = std::min(kBlockQ, d.Tq - i0);
           const T* qr = in.q + (bh * d.Tq + i0) * d.D;
           const T* dor = dout + (bh * d.Tq + i0) * d.Dv;
-          cpu::block_gemm(nq, nk, d.D, qr, d.D, 1, kt.data(), kBlockK,
-                          s.data(), kBlockK, false);
-          cpu::block_gemm(nq, nk, d.Dv, dor, d.Dv, 1, vt.data(), kBlockK,
+          cpu::block_gemm(nq, nk, d.D, qr, d.D, 1, ktb, kBlockK, s.data(),
+                          kBlockK, false);
+          cpu::block_gemm(nq, nk, d.Dv, dor, d.Dv, 1, vtb, kBlockK,
                           dp.data(), kBlockK, false);
           tile_backward(in, b, h, i0, nq, j0, nk, lse, delta.data(), s.data(),
                         dp.data(), true);
