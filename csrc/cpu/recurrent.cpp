@@ -39,6 +39,13 @@ const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
   return lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
 }
 
+// Rows of a task of the pointwise loops: at least 16K gate values, so that
+// a small layer's rows run on the calling thread (waking the other threads
+// for a step of B=8, H=64 costs more than the step's arithmetic).
+int64_t row_grain(int gates, int64_t H) {
+  return std::max<int64_t>(1, 16384 / (gates * H));
+}
+
 // ---------------------------------------------------------------------------
 // Sequence steps (contract in recurrent_host.h)
 // ---------------------------------------------------------------------------
@@ -93,7 +100,7 @@ void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
       scalar_t* cs = ptr<scalar_t>(cs_s);
       scalar_t* out = ptr<scalar_t>(out_s);
       scalar_t* ho = ptr<scalar_t>(h_out);
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           scalar_t* saved = sv + b * S * H;
           scalar_t* out_b = out + b * H;
@@ -180,7 +187,7 @@ void backward_step(const CellDesc& cell, int64_t s,
       const scalar_t* cs = ptr<scalar_t>(cs_s);
       scalar_t* gx = ptr<scalar_t>(grad_xg_s);
       scalar_t* gh = ptr<scalar_t>(grad_hg_s);
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         // The gradient from later steps where the step has none (no w_hh:
         // the projection path feeds it through dh_in).
         const std::vector<scalar_t> zeros(dhc == nullptr ? H : 0);
@@ -238,7 +245,7 @@ void cell_forward(const CellDesc& cell, const at::Tensor& x_proj,
       scalar_t* hn = ptr<scalar_t>(h_new);
       scalar_t* cn = ptr<scalar_t>(c_new);
       scalar_t* sv = ptr<scalar_t>(saved);
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           scalar_t* cn_b = cn != nullptr ? cn + b * H : nullptr;
           forward_row<Cell>(cell.act, H, xp + b * G * H, hp + b * G * H,
@@ -270,7 +277,7 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
       scalar_t* gx = ptr<scalar_t>(grad_xg);
       scalar_t* gh = ptr<scalar_t>(grad_hg);
       scalar_t* gc = ptr<scalar_t>(grad_carry);
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         // A single step: nothing reaches h from later ones.
         const std::vector<scalar_t> zeros(H);
         for (int64_t b = b0; b < b1; ++b) {
