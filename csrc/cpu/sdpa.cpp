@@ -103,7 +103,8 @@ void sdpa_forward_kernel(const SdpaInputs<T>& in, T* out, T* lse) {
 // Given the raw tile products s = Q K^T and dp = dO V^T of query rows
 // i0 .. i0+nq-1 (query head h) and keys j0 .. j0+nk-1: dp becomes
 // dS = P * (dropout(dP) - delta) and, with keep_p, s becomes
-// dropout(P), the probabilities that multiplied V in the forward.
+// dropout(P), the probabilities that multiplied V in the forward (without
+// keep_p, s is left as scratch).
 template <typename T>
 SK_CPU_KERNEL void tile_backward(const SdpaInputs<T>& in, int64_t b, int64_t h, int64_t i0,
                    int64_t nq, int64_t j0, int64_t nk, const T* lse,
@@ -124,15 +125,16 @@ SK_CPU_KERNEL void tile_backward(const SdpaInputs<T>& in, int64_t b, int64_t h, 
                         j0, in.is_causal);
     const T di = delta[bh * d.Tq + i];
     const int64_t base = (bh * d.Tq + i) * d.Tk + j0;
-    for (int64_t jj = 0; jj < nk; ++jj) {
-      const T p = cpu_math::exp(sr[jj] - li);
-      if (in.drop.on) {
+    if (in.drop.on) {
+      for (int64_t jj = 0; jj < nk; ++jj) {
+        const T p = cpu_math::exp(sr[jj] - li);
         dr[jj] = p * (in.drop.apply(dr[jj], base + jj) - di);
         if (keep_p) sr[jj] = in.drop.apply(p, base + jj);
-      } else {
-        dr[jj] = p * (dr[jj] - di);
-        if (keep_p) sr[jj] = p;
       }
+    } else {
+      // Without dropout, branch-free loops that the compiler vectorizes.
+      for (int64_t jj = 0; jj < nk; ++jj) sr[jj] = cpu_math::exp(sr[jj] - li);
+      for (int64_t jj = 0; jj < nk; ++jj) dr[jj] = sr[jj] * (dr[jj] - di);
     }
   }
 }
