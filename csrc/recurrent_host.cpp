@@ -150,7 +150,11 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
           .view({d.T, d.B, GH});
 
   at::Tensor y = at::empty({d.T, d.B, d.P}, x.options());
-  at::Tensor saved = at::empty({d.T, d.B, cell.saved * d.H}, acc);
+  // The saved values take the pre-activations' place where the backend
+  // allows it (one buffer of T*B*G*H fewer to allocate and fault in).
+  at::Tensor saved = steps.saved_over_xg && cell.saved == cell.gates
+                         ? xg
+                         : at::empty({d.T, d.B, cell.saved * d.H}, acc);
   at::Tensor cs = cell.has_c ? at::empty({d.T, d.B, d.H}, acc)
                              : at::empty({0}, acc);
   at::Tensor ms = proj ? at::empty({d.T, d.B, d.H}, x.options())

@@ -54,13 +54,15 @@ int64_t row_grain(int gates, int64_t H) {
 // of the cell op): a loop over the hidden units with plain unit-stride
 // accesses and no branches, so that the compiler vectorizes it (cell_math.h's
 // float exp and tanh come from cpu_math.h). c_in, c_out and cs (kHasC) may
-// be the same row: each unit reads c_in before it writes the other two, and
-// ivdep says no other unit's values are involved.
+// be the same row, and so may xg and saved (SeqSteps::saved_over_xg): each
+// unit reads c_in and xg before it writes the others, and ivdep says no
+// other unit's values are involved.
 template <typename Cell, typename T>
-SK_CPU_KERNEL void forward_row(Activation act, int64_t H, const T* __restrict__ xg,
-                 const T* __restrict__ hg, const T* __restrict__ h_prev,
-                 const T* c_in, T* c_out, T* cs, T* __restrict__ saved,
-                 T* __restrict__ out) {
+SK_CPU_KERNEL void forward_row(Activation act, int64_t H, const T* xg,
+                               const T* __restrict__ hg,
+                               const T* __restrict__ h_prev, const T* c_in,
+                               T* c_out, T* cs, T* saved,
+                               T* __restrict__ out) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
 #pragma GCC ivdep
   for (int64_t j = 0; j < H; ++j) {
@@ -302,7 +304,8 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 
 }  // namespace
 
-extern const SeqSteps kCpuSteps{check_cpu_dtype, forward_step, backward_step};
+extern const SeqSteps kCpuSteps{check_cpu_dtype, forward_step, backward_step,
+                                 /*saved_over_xg=*/true};
 extern const CellKernels kCpuCells{check_cpu_dtype, cell_forward,
                                    cell_backward};
 

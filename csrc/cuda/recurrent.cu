@@ -410,7 +410,8 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 }  // namespace
 
 // Every CUDA dtype is served; the launches run on the data's device.
-extern const SeqSteps kCudaSteps{nullptr, forward_step, backward_step};
+extern const SeqSteps kCudaSteps{nullptr, forward_step, backward_step,
+                                  /*saved_over_xg=*/false};
 extern const CellKernels kCudaCells{nullptr, cell_forward, cell_backward};
 
 }  // namespace seqkernels

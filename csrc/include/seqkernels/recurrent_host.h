@@ -105,6 +105,10 @@ struct SeqSteps {
                    const at::Tensor& cs_s,
                    const c10::optional<at::Tensor>& lengths,
                    at::Tensor& grad_xg_s, at::Tensor& grad_hg_s);
+  // forward may write saved_s over xg_s (the same tensor) where the cell
+  // saves as many values per unit as it has gates: each unit reads its
+  // pre-activations before it writes its saved values.
+  bool saved_over_xg;
 };
 
 // The sequence driver. Returns (y, h_n, c_n, saved, cs, ms).
