@@ -4,10 +4,13 @@
 // calls the loop cannot vectorize around, and took about half of the CPU
 // LSTM's time). float64 keeps std::exp and std::tanh.
 //
-// Accuracy (float32): exp within about 1 ulp; tanh within about 2 ulp
-// (its (1 - t) / (1 + t) form loses at most two bits for |x| >= 0.25, below
-// that an odd series to x^11 with a truncation error under 1e-10). NaN
-// propagates, -0 stays -0, exp(-inf) = 0.
+// Accuracy (float32), measured against float64 over 2e7 arguments: exp
+// within 1.2 ulp; tanh within 2.1 ulp, 0.23 ulp on average (glibc's tanhf:
+// 0.27). tanh takes an odd series to x^11 below |x| = 0.25 (truncation
+// under 1e-10) and expm1(2|x|) / (expm1(2|x|) + 2) above, which has no
+// cancellation (the (1 - e) / (1 + e) form of e = exp(-2|x|) lost up to a
+// bit and a half near 0.25: 0.48 ulp on average). NaN propagates, -0
+// stays -0, exp(-inf) = 0, tanh(+-inf) = +-1.
 // exp returns +inf from x > 88 (the exact value overflows only past 88.72):
 // the callers take it in 1 / (1 + exp(x)) or with x <= 0.
 #pragma once
@@ -51,6 +54,32 @@ inline float exp(float x) {
   return y;
 }
 
+// expm1(y) for y in [0, 18]: with y = n ln 2 + r as in exp,
+// expm1(y) = 2^n (exp(r) - 1) + (2^n - 1), exp(r) - 1 by its series
+// without the constant term (truncation 7e-10 relative), and 2^n - 1
+// exact.
+inline float expm1_nonneg(float y) {
+  constexpr float kShift = 12582912.0f;
+  constexpr int32_t kShiftBits = 0x4B400000;
+  const float t = y * 1.44269504088896341f + kShift;
+  const float n = t - kShift;
+  const float r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
+  float q = 1.0f / 40320.0f;
+  q = q * r + 1.0f / 5040.0f;
+  q = q * r + 1.0f / 720.0f;
+  q = q * r + 1.0f / 120.0f;
+  q = q * r + 1.0f / 24.0f;
+  q = q * r + 1.0f / 6.0f;
+  q = q * r + 0.5f;
+  const float p = r + r * r * q;
+  int32_t t_bits;
+  std::memcpy(&t_bits, &t, sizeof t_bits);
+  const int32_t scale_bits = (t_bits - kShiftBits + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return scale * p + (scale - 1.0f);
+}
+
 inline float tanh(float x) {
   const float a = x < 0.0f ? -x : x;
   const float z = a * a;
@@ -60,10 +89,11 @@ inline float tanh(float x) {
   p = p * z + 2.0f / 15.0f;
   p = p * z - 1.0f / 3.0f;
   const float small = a + a * z * p;
-  const float t = exp(-2.0f * a);
-  const float large = (1.0f - t) / (1.0f + t);
-  const float r = a < 0.25f ? small : large;
-  return x < 0.0f ? -r : r;
+  // tanh(9) rounds to 1 in float; the clamp keeps expm1 finite (and NaN
+  // passes: the comparisons are false).
+  const float e = expm1_nonneg(2.0f * (a > 9.0f ? 9.0f : a));
+  const float large = a > 9.0f ? 1.0f : e / (e + 2.0f);
+  return std::copysign(a < 0.25f ? small : large, x);
 }
 
 inline double exp(double x) { return std::exp(x); }
