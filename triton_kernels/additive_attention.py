@@ -132,9 +132,13 @@ def _additive_fwd_kernel(
         s = masked_scores(s, rows[:, None], cols[None, :], m_base, sm_q, sm_k,
                           Tq, Tk, MASK_KIND, False)
         if STORE_SCORES:
-            tl.store(s_base + rows[:, None] * ss_q + cols[None, :] * ss_k,
-                     s.to(s_ptr.dtype.element_ty),
-                     mask=row_ok[:, None] & col_ok[None, :] & (pid_c == 0))
+            # Only the first column chunk writes the scores. A branch, not a
+            # scalar in the mask: the interpreter of triton >= 3.9 rejects a
+            # mask that mixes a block with a program-id comparison.
+            if pid_c == 0:
+                tl.store(s_base + rows[:, None] * ss_q + cols[None, :] * ss_k,
+                         s.to(s_ptr.dtype.element_ty),
+                         mask=row_ok[:, None] & col_ok[None, :])
         p, alpha, m_i, l_i = online_softmax_step(s, m_i, l_i)
         vt = tl.load(va_base + cols[:, None] * sva_t + cv[None, :] * sva_d,
                      mask=col_ok[:, None] & cv_ok[None, :], other=0.0)
@@ -144,7 +148,8 @@ def _additive_fwd_kernel(
     tl.store(ctx_ptr + b * sc_b + rows[:, None] * sc_t + cv[None, :] * sc_d,
              (acc * inv[:, None]).to(ctx_ptr.dtype.element_ty),
              mask=row_ok[:, None] & cv_ok[None, :])
-    tl.store(lse_ptr + b * Tq + rows, lse, mask=row_ok & (pid_c == 0))
+    if pid_c == 0:  # one chunk writes the log-sum-exp (a branch: see above)
+        tl.store(lse_ptr + b * Tq + rows, lse, mask=row_ok)
 
 
 @triton.jit

@@ -127,8 +127,11 @@ def _sdpa_fwd_kernel(
     tl.store(out_ptr + b * so_b + h * so_h + rows[:, None] * so_t
              + cv[None, :] * so_d, out.to(out_ptr.dtype.element_ty),
              mask=row_ok[:, None] & cv_ok[None, :])
-    tl.store(lse_ptr + bh.to(tl.int64) * Tq + rows, lse,
-             mask=row_ok & (pid_c == 0))
+    # One column chunk writes the log-sum-exp. A branch, not a scalar in the
+    # mask: the interpreter of triton >= 3.9 rejects a mask that mixes a
+    # block with a program-id comparison.
+    if pid_c == 0:
+        tl.store(lse_ptr + bh.to(tl.int64) * Tq + rows, lse, mask=row_ok)
 
 
 @triton.jit
