@@ -11,7 +11,8 @@ import torch.nn.functional as TF
 
 import seqkernels.functional as SF
 from attention_cases import ADDITIVE_CASES, SDPA_CASES, sdpa_inputs
-from conftest import BACKEND_CASES, CPU, compare_fn, dtypes_for
+from conftest import (BACKEND_CASES, CPU, assert_matches, compare_fn,
+                      dtypes_for, seed)
 from seqkernels.reference import sdpa as ref_sdpa  # noqa: F401
 
 
@@ -32,7 +33,7 @@ def _torch_mask(mask, like):
 @pytest.mark.parametrize("backend,device,dtype,case",
                          list(_cases(SDPA_CASES)))
 def test_sdpa_matches_torch(backend, device, dtype, case):
-    q, k, v, mask, causal, gqa = sdpa_inputs(case)
+    q, k, v, mask, causal, gqa = sdpa_inputs(case, seed())
 
     def with_mask(fn):
         def run(q, k, v):
@@ -80,7 +81,7 @@ def _softmax_scores(q, k, mask, causal, gqa):
 @pytest.mark.parametrize("backend,device,dtype,case",
                          list(_cases(SDPA_CASES)))
 def test_attention_scores_matches_torch(backend, device, dtype, case):
-    q, k, _, mask, causal, gqa = sdpa_inputs(case)
+    q, k, _, mask, causal, gqa = sdpa_inputs(case, seed())
 
     def run(fn):
         def go(q, k):
@@ -94,6 +95,38 @@ def test_attention_scores_matches_torch(backend, device, dtype, case):
     ref64 = run(lambda q, k, m: SF.attention_scores(
         q, k, m, is_causal=causal, enable_gqa=gqa, backend="reference"))
     compare_fn(ours, theirs, ref64, [q, k], dtype, device)
+
+
+@pytest.mark.parametrize("backend,device,dtype,causal",
+                         list(_cases(["full", "causal"])))
+def test_attention_scores_of_large_scores(backend, device, dtype, causal):
+    """Rows of scores near +-200 that differ by a few units, exact in every
+    dtype tested (small integers in q and k, one key feature 40 for every
+    key, scale 1/4): each probability must then be as accurate as torch's
+    softmax, exp(s - max) / sum. exp(s - lse) misses that bound by 5x or
+    more: lse is rounded at its own magnitude, an error that exp turns
+    into |lse| * eps relative in every probability of the row."""
+    g = torch.Generator().manual_seed(seed())
+    q, k = (torch.randint(-2, 3, (2, 2, 9, 16), generator=g)
+            .to(torch.float64) for _ in range(2))
+    q[..., 0] = torch.randint(-20, 21, (2, 2, 9), generator=g).to(q.dtype)
+    k[..., 0] = 40.0
+    causal = causal == "causal"
+
+    def theirs(q, k):
+        s = (q @ k.transpose(-1, -2)) * 0.25
+        if causal:
+            s = s.masked_fill(torch.ones(9, 9, dtype=torch.bool,
+                                         device=s.device).triu(1), -math.inf)
+        return torch.softmax(s, -1)
+
+    # The probabilities only: their gradients along the shared key feature
+    # are sums that cancel to rounding noise, in torch's as in ours.
+    p = SF.attention_scores(q.to(device, dtype), k.to(device, dtype),
+                            is_causal=causal, scale=0.25, backend=backend)
+    assert_matches("probabilities", p, theirs(q.to(device, dtype),
+                                              k.to(device, dtype)),
+                   theirs(q, k), dtype)
 
 
 def additive_inputs(case, seed=0):
@@ -127,7 +160,7 @@ def naive_additive(query, key, value, w_query, w_key, v, bias=None, kpm=None):
 @pytest.mark.parametrize("backend,device,dtype,case",
                          list(_cases(ADDITIVE_CASES)))
 def test_additive_attention_matches_torch(backend, device, dtype, case):
-    tensors, kpm, need = additive_inputs(case)
+    tensors, kpm, need = additive_inputs(case, seed())
 
     def ours_with(which):
         def go(query, key, value, w_query, w_key, v, bias=None):

@@ -9,7 +9,7 @@ import torch
 
 import seqkernels
 import seqkernels.functional as SF
-from conftest import BACKEND_CASES, compare_fn, dtypes_for
+from conftest import BACKEND_CASES, compare_fn, dtypes_for, seed
 
 MHA_CASES = {
     "plain": (dict(), dict()),
@@ -21,6 +21,11 @@ MHA_CASES = {
     "no_weights": (dict(), dict(need_weights=False, kpm=True)),
     "causal_hint": (dict(), dict(causal=True, need_weights=False)),
     "unbatched": (dict(), dict(unbatched=True)),
+    # One of torch's own module samples (common_modules): head dim 1 and
+    # inputs uniform in [-9, 9], so the scores reach the hundreds.
+    "torch_sample_large_scores": (
+        dict(embed_dim=3, num_heads=3, add_bias_kv=True, add_zero_attn=True),
+        dict(unbatched=True, uniform=9.0)),
 }
 
 
@@ -37,16 +42,17 @@ def _cases(names):
 @pytest.mark.parametrize("backend,device,dtype,case", list(_cases(MHA_CASES)))
 def test_multihead_attention_matches_torch(backend, device, dtype, case):
     ctor, opts = MHA_CASES[case]
-    E, H, L, S, N = 8, 2, 5, 6, 3
-    torch.manual_seed(0)
-    ref = torch.nn.MultiheadAttention(E, H, dtype=torch.float64, **ctor).eval()
-    tor = torch.nn.MultiheadAttention(E, H, device=device, dtype=dtype,
+    ctor = dict(dict(embed_dim=8, num_heads=2), **ctor)
+    E, H, L, S, N = ctor["embed_dim"], ctor["num_heads"], 5, 6, 3
+    torch.manual_seed(seed())
+    ref = torch.nn.MultiheadAttention(dtype=torch.float64, **ctor).eval()
+    tor = torch.nn.MultiheadAttention(device=device, dtype=dtype,
                                       **ctor).eval()
-    ours = seqkernels.MultiheadAttention(E, H, device=device, dtype=dtype,
+    ours = seqkernels.MultiheadAttention(device=device, dtype=dtype,
                                          backend=backend, **ctor).eval()
     tor.load_state_dict(ref.state_dict())
     ours.load_state_dict(ref.state_dict())
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed(1))
     unbatched = opts.get("unbatched", False)
     bf = ctor.get("batch_first", False)
 
@@ -55,11 +61,14 @@ def test_multihead_attention_matches_torch(backend, device, dtype, case):
             return (T, D)
         return (N, T, D) if bf else (T, N, D)
 
-    inputs = [torch.randn(shape(L, E), generator=g, dtype=torch.float64),
-              torch.randn(shape(S, ctor.get("kdim", E)), generator=g,
-                          dtype=torch.float64),
-              torch.randn(shape(S, ctor.get("vdim", E)), generator=g,
-                          dtype=torch.float64)]
+    def draw(*size):
+        if "uniform" in opts:
+            a = opts["uniform"]
+            return torch.rand(size, generator=g, dtype=torch.float64) * 2 * a - a
+        return torch.randn(size, generator=g, dtype=torch.float64)
+
+    inputs = [draw(*shape(L, E)), draw(*shape(S, ctor.get("kdim", E))),
+              draw(*shape(S, ctor.get("vdim", E)))]
     kpm = None
     if opts.get("kpm"):
         kpm = torch.zeros(N, S, dtype=torch.bool)
@@ -98,7 +107,7 @@ def test_multihead_attention_matches_torch(backend, device, dtype, case):
 @pytest.mark.parametrize("backend,device,dtype,case",
                          list(_cases(["sequence", "one_step"])))
 def test_additive_attention_module(backend, device, dtype, case):
-    torch.manual_seed(0)
+    torch.manual_seed(seed())
     Dq, Dk, Hh, B, Tq, Tk = 6, 5, 7, 2, 4, 9
     ref = seqkernels.AdditiveAttention(Dq, Dk, Hh, dtype=torch.float64,
                                        backend="reference")
@@ -107,7 +116,7 @@ def test_additive_attention_module(backend, device, dtype, case):
     ours = seqkernels.AdditiveAttention(Dq, Dk, Hh, device=device, dtype=dtype,
                                         backend=backend)
     ours.load_state_dict(ref.state_dict())
-    g = torch.Generator().manual_seed(2)
+    g = torch.Generator().manual_seed(seed(2))
     qshape = (B, Dq) if case == "one_step" else (B, Tq, Dq)
     inputs = [torch.randn(qshape, generator=g, dtype=torch.float64),
               torch.randn(B, Tk, Dk, generator=g, dtype=torch.float64)]

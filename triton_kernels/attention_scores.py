@@ -90,7 +90,7 @@ def _scores_fwd_kernel(
     if IS_CAUSAL:
         hi = tl.minimum(Tk, (pid_m + 1) * BLOCK_M)
 
-    # Pass 1: log-sum-exp of each row.
+    # Pass 1: the maximum and the sum of exponentials of each row.
     m_i = tl.full([BLOCK_M], float("-inf"), ACC)
     l_i = tl.zeros([BLOCK_M], ACC)
     for n0 in range(0, hi, BLOCK_N):
@@ -102,8 +102,13 @@ def _scores_fwd_kernel(
         s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
                           sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
         _, _, m_i, l_i = online_softmax_step(s, m_i, l_i)
-    lse, _ = softmax_epilogue(m_i, l_i)
-    lse = finite_or_zero(lse)
+    # P = exp(s - m) / l, not exp(s - lse): lse = m + log(l) is rounded at
+    # the magnitude of m, which exp turns into a relative error of |m| * eps
+    # in every probability of the row (scores of magnitude 100 would lose
+    # 7 bits). s - m is exact near the row's maximum. A row with no allowed
+    # key has m = -inf: it subtracts 0 and gets exp(-inf) * 0 = 0.
+    _, inv = softmax_epilogue(m_i, l_i)
+    shift = finite_or_zero(m_i)
 
     # Pass 2: P written once.
     pty = p_ptr.dtype.element_ty
@@ -115,7 +120,7 @@ def _scores_fwd_kernel(
                          HOIST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
         s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
                           sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
-        p = tl.exp(s - lse[:, None])
+        p = tl.exp(s - shift[:, None]) * inv[:, None]
         tl.store(p_base + rows[:, None] * sp_q + cols[None, :] * sp_k,
                  p.to(pty), mask=row_ok[:, None] & col_ok[None, :])
     if IS_CAUSAL:

@@ -55,7 +55,7 @@ void scores_forward_kernel(const AttentionDims& d, const T* q, const T* k,
                               mask.row(b, h, i0 + r), i0 + r, j0, is_causal);
         }
       };
-      // Pass 1: the log-sum-exp of each row (kept in m).
+      // Pass 1: the maximum m and the sum l of exp(s - m) of each row.
       std::fill(m.begin(), m.end(), cpu::neg_inf<T>());
       std::fill(l.begin(), l.end(), T(0));
       for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
@@ -65,20 +65,14 @@ void scores_forward_kernel(const AttentionDims& d, const T* q, const T* k,
           cpu::online_softmax_update(s.data() + r * kBlockK, nk, m[r], l[r]);
         }
       }
-      for (int64_t r = 0; r < nq; ++r) m[r] = cpu::row_lse(m[r], l[r]);
-      // Pass 2: P = exp(s - lse), each element written once.
+      // Pass 2: P = exp(s - m) / l, each element written once (see
+      // cpu::probs_from_max for why not exp(s - lse)).
       for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
         const int64_t nk = std::min(kBlockK, key_end - j0);
         scores(j0, nk);
         for (int64_t r = 0; r < nq; ++r) {
-          const T* sr = s.data() + r * kBlockK;
-          T* out = pr + r * d.Tk + j0;
-          const T lse = m[r];
-          if (lse == cpu::neg_inf<T>()) {
-            std::fill(out, out + nk, T(0));
-          } else {
-            cpu::exp_shifted(out, sr, nk, lse);
-          }
+          cpu::probs_from_max(pr + r * d.Tk + j0, s.data() + r * kBlockK, nk,
+                              m[r], l[r]);
         }
       }
       for (int64_t r = 0; r < nq; ++r) {  // keys past the causal limit

@@ -4,8 +4,9 @@
 //
 // forward: one kernel, the flash block layout of seqkernels/attention_cuda.cuh
 //          (BM query rows of one (b, h) per block): a first pass over the key
-//          tiles computes each row's log-sum-exp online, a second pass
-//          recomputes the scores and writes P = exp(s - lse) once. Under
+//          tiles computes each row's maximum m and sum l online, a second
+//          pass recomputes the scores and writes P = exp(s - m) / l once
+//          (prob_from_max says why not exp(s - lse)). Under
 //          is_causal the tiles past the block's last row are written as 0
 //          without computing scores.
 // backward: one kernel computes dS = P * (dP - rowsum(dP * P)) (a warp per
@@ -54,7 +55,7 @@ __global__ void __launch_bounds__(kThreads)
   load_rows<BM, kThreads, LDQ>(&qs[0][0], q + bh * p.Tq * p.D, p.Tq,
                                static_cast<int>(p.D), i0);
 
-  // Pass 1: log-sum-exp of each row.
+  // Pass 1: the maximum and the sum of exponentials of each row.
   acc_t m[RPW], l[RPW];
 #pragma unroll
   for (int r = 0; r < RPW; ++r) {
@@ -78,9 +79,11 @@ __global__ void __launch_bounds__(kThreads)
       online_softmax_step<NT>(s[r], m[r], l[r]);
     }
   }
-  acc_t lse_r[RPW];
+  acc_t inv_l[RPW];
 #pragma unroll
-  for (int r = 0; r < RPW; ++r) lse_r[r] = finish_lse(m[r], l[r]);
+  for (int r = 0; r < RPW; ++r) {
+    inv_l[r] = l[r] > acc_t(0) ? acc_t(1) / l[r] : acc_t(0);
+  }
 
   // Pass 2: the probabilities, every column of every row written once.
   for (int64_t j0 = 0; j0 < p.Tk; j0 += BN) {
@@ -97,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
           const acc_t x = masked_score<scalar_t>(s[r][t], p.scale, mask,
                                                  p.causal, b, h, i, j, p.Tq,
                                                  p.Tk);
-          s[r][t] = prob_from_lse(x, lse_r[r]);
+          s[r][t] = prob_from_max(x, m[r], inv_l[r]);
         }
       }
     } else {

@@ -52,9 +52,18 @@ def dot_scores(q: Tensor, k: Tensor, attn_mask: Optional[Tensor],
 
 
 def softmax_lse(s: Tensor) -> tuple[Tensor, Tensor]:
-    """Softmax over the last dim and its log-sum-exp; empty rows give 0."""
-    lse = torch.logsumexp(s, dim=-1)
-    return probs_from_lse(s, lse), lse
+    """Softmax over the last dim and its log-sum-exp; empty rows give 0.
+
+    The probabilities are exp(s - max) / sum, as torch.softmax takes them,
+    not exp(s - lse): lse is rounded at the magnitude of the row's maximum,
+    which exp turns into a relative error of |max| * eps in every
+    probability of the row."""
+    m = s.amax(-1, keepdim=True)
+    e = torch.exp(s - torch.where(torch.isneginf(m), 0.0, m))
+    total = e.sum(-1, keepdim=True)
+    p = torch.where(total > 0, e / total, 0.0)
+    lse = (m + torch.log(total)).squeeze(-1)
+    return p, lse
 
 
 def probs_from_lse(s: Tensor, lse: Tensor) -> Tensor:

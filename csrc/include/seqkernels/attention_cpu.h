@@ -292,13 +292,21 @@ SK_CPU_KERNEL inline T online_softmax_update(T* s, int64_t n, T& m, T& l) {
   return alpha;
 }
 
-// out[j] = exp(s[j] - shift) for j < n: probabilities from scores and their
-// row's log-sum-exp.
+// out[j] = exp(s[j] - m) / l for j < n: probabilities from a row's scores,
+// their maximum m and l = sum exp(s - m); a row with no allowed key (l = 0)
+// gives 0. Not exp(s - lse): lse = m + log(l) is rounded at the magnitude of
+// m, and exp turns that into a relative error of |m| * eps in every
+// probability of the row, where s - m is exact near the maximum.
 template <typename T>
-SK_CPU_KERNEL inline void exp_shifted(T* __restrict__ out,
-                                      const T* __restrict__ s, int64_t n,
-                                      T shift) {
-  for (int64_t j = 0; j < n; ++j) out[j] = cpu_math::exp(s[j] - shift);
+SK_CPU_KERNEL inline void probs_from_max(T* __restrict__ out,
+                                         const T* __restrict__ s, int64_t n,
+                                         T m, T l) {
+  if (!(l > T(0))) {
+    std::fill(out, out + n, T(0));
+    return;
+  }
+  const T inv = T(1) / l;
+  for (int64_t j = 0; j < n; ++j) out[j] = cpu_math::exp(s[j] - m) * inv;
 }
 
 // log-sum-exp of a finished row: -inf when every key was masked.
