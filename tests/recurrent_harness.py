@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, \
     pad_packed_sequence
 
-from conftest import assert_matches
+from conftest import assert_all_match, seed as test_seed
 
 
 def _clone_module(cls, src, dtype, device, **extra):
@@ -87,11 +87,20 @@ class LinearRNN(torch.nn.RNNBase):
 
 def compare_recurrent(torch_cls, our_cls, backend, device, dtype, ctor, *,
                       T, B, lengths=None, enforce_sorted=True,
-                      unbatched=False, with_hx=False, seed=0):
+                      unbatched=False, with_hx=False, seed=None,
+                      dropout_in_training=False, ours_context=None):
     """``torch_cls``: the oracle module class (torch.nn.LSTM, GRU, RNN or
     :class:`LinearRNN`), ``our_cls`` its seqkernels twin, ``ctor`` their
     keyword arguments. ``lengths``: pack the input (padded [T, B]) with
-    these lengths."""
+    these lengths. ``seed``: default the test seed (conftest.seed).
+
+    A configuration with dropout is compared in eval mode unless
+    ``dropout_in_training``: then all three run in training mode from the
+    same torch seed, so they draw the same masks (torch's native RNN, on
+    the CPU, and seqkernels both draw them with torch's dropout between
+    layers, in layer order). ``ours_context``: a context manager that only
+    the seqkernels run enters (a switch the oracles must not see)."""
+    seed = test_seed() if seed is None else seed
     torch.manual_seed(seed)
     ref = torch_cls(**ctor, dtype=torch.float64)
     # Spread the weights a little wider than the default init so that gates
@@ -102,13 +111,13 @@ def compare_recurrent(torch_cls, our_cls, backend, device, dtype, ctor, *,
     tor = _clone_module(torch_cls, ref, dtype, device, **ctor)
     ours = _clone_module(our_cls, ref, dtype, device, **ctor,
                          backend=backend)
-    # Dropout between layers is random in training: a configuration with
-    # dropout is compared in eval mode, the others in training mode, the
-    # mode the backward is meant for (cuDNN runs no backward in eval mode,
-    # so torch's run of a dropout configuration goes without cuDNN).
+    # Training mode, the mode the backward is meant for, except for a
+    # configuration with dropout unless dropout_in_training (see above).
+    # torch's run of a dropout configuration goes without cuDNN: cuDNN runs
+    # no backward in eval mode, and draws its masks its own way.
     has_dropout = ctor.get("dropout", 0) > 0
     for m in (ref, tor, ours):
-        m.train(not has_dropout)
+        m.train(dropout_in_training or not has_dropout)
     torch_flags = (torch.backends.cudnn.flags(
         enabled=False, allow_tf32=torch.backends.cudnn.allow_tf32)
         if has_dropout else contextlib.nullcontext())
@@ -129,6 +138,7 @@ def compare_recurrent(torch_cls, our_cls, backend, device, dtype, ctor, *,
                                  dtype=torch.float64) for n in sizes)
 
     def run(model, dt, dev):
+        torch.manual_seed(seed + 2)  # the dropout masks
         x = x64.to(dev, dt).requires_grad_()
         hx = None
         leaves = [x]
@@ -159,7 +169,7 @@ def compare_recurrent(torch_cls, our_cls, backend, device, dtype, ctor, *,
     r64 = run(ref, torch.float64, torch.device("cpu"))
     with torch_flags:
         rd = run(tor, dtype, device)
-    rs = run(ours, dtype, device)
-    long = T >= 256
-    for (name, ref_t), (_, tor_t), (_, our_t) in zip(r64, rd, rs):
-        assert_matches(name, our_t, tor_t, ref_t, dtype, long=long)
+    with ours_context or contextlib.nullcontext():
+        rs = run(ours, dtype, device)
+    assert_all_match([(name, our_t, tor_t, ref_t) for (name, ref_t), (_, tor_t),
+                      (_, our_t) in zip(r64, rd, rs)], dtype, long=T >= 256)
