@@ -75,11 +75,11 @@ const char* kAttentionScoresBackward =
 const char* kAdditiveAttention =
     "(Tensor q, Tensor k, Tensor value, Tensor v, Tensor? bias,"
     " Tensor? attn_mask, bool need_weights)"
-    " -> (Tensor context, Tensor weights, Tensor lse)";
+    " -> (Tensor context, Tensor weights, Tensor stats)";
 const char* kAdditiveAttentionBackward =
     "(Tensor grad_context, Tensor? grad_weights, Tensor q, Tensor k,"
     " Tensor value, Tensor v, Tensor? bias, Tensor? attn_mask,"
-    " Tensor context, Tensor lse) -> (Tensor grad_q, Tensor grad_k,"
+    " Tensor context, Tensor stats) -> (Tensor grad_q, Tensor grad_k,"
     " Tensor grad_value, Tensor grad_v, Tensor grad_bias)";
 
 void define_variants(torch::Library& m, const std::string& name,

@@ -4,8 +4,11 @@ which never store the [B, Tq, Tk, H] tensor of tanh values.
 Contract: ``seqkernels/reference/additive_attention.py``. q [B, Tq, H] and
 k [B, Tk, H] (projected), value [B, Tk, Dv], v and bias [H], attn_mask
 broadcast to [B, Tq, Tk]; s_ij = v . tanh(q_i + k_j + bias), weights =
-softmax_j(s), context = weights @ value; lse [B, Tq] in the accumulation
-dtype, weights empty unless ``need_weights``.
+softmax_j(s), context = weights @ value; stats [B, Tq, 2] in the
+accumulation dtype (each row's maximum m and sum l of exp(s - m)), weights
+empty unless ``need_weights``. Probabilities are exp(s - m) / l, never
+exp(s - lse), whose rounding of lse at the magnitude of m costs |m| * eps
+in every probability of the row.
 
 Forward, one program per (query block, batch[, Dv chunk]): for each key
 block the scores of the [BLOCK_M, BLOCK_N] tile are summed over H in chunks
@@ -13,12 +16,12 @@ of BLOCK_H from a [BM, BN, BH] broadcast of tanh(q + k + b) times v; then
 the online softmax and context += p @ value (``tl.dot``, or a broadcast
 product for float64). With ``need_weights`` the masked scores go to a
 [B, Tq, Tk] buffer (the weights themselves when their dtype is the
-accumulation dtype) that a second kernel turns into exp(s - lse): tanh is
-evaluated once.
+accumulation dtype) that a second kernel turns into exp(s - m) / l: tanh
+is evaluated once.
 
 Backward (tanh recomputed, deterministic, no atomics):
 
-1. probabilities: per query block, recompute s, write P = exp(s - lse) to
+1. probabilities: per query block, recompute s, write P = exp(s - m) / l to
    a [B, Tq, Tk] scratch, and delta_i = sum_j P_ij dP_ij with
    dP = dctx @ value^T (+ gw) (``context`` is not read);
 2. dvalue = P^T @ dctx, per key block;
@@ -95,7 +98,7 @@ def _additive_scores(q_base, rows, row_ok, sq_t, sq_h, k_base, cols, col_ok,
 
 @triton.jit
 def _additive_fwd_kernel(
-        q_ptr, k_ptr, value_ptr, v_ptr, bias_ptr, mask_ptr, ctx_ptr, lse_ptr,
+        q_ptr, k_ptr, value_ptr, v_ptr, bias_ptr, mask_ptr, ctx_ptr, st_ptr,
         s_ptr,
         Tq, Tk, H, Dv,
         sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, sva_b, sva_t, sva_d, s_v, s_bias,
@@ -144,30 +147,40 @@ def _additive_fwd_kernel(
                      mask=col_ok[:, None] & cv_ok[None, :], other=0.0)
         acc = mm_reg(p, vt, acc * alpha[:, None], USE_DOT, PRECISION)
 
-    lse, inv = softmax_epilogue(m_i, l_i)
+    _, inv = softmax_epilogue(m_i, l_i)
     tl.store(ctx_ptr + b * sc_b + rows[:, None] * sc_t + cv[None, :] * sc_d,
              (acc * inv[:, None]).to(ctx_ptr.dtype.element_ty),
              mask=row_ok[:, None] & cv_ok[None, :])
-    if pid_c == 0:  # one chunk writes the log-sum-exp (a branch: see above)
-        tl.store(lse_ptr + b * Tq + rows, lse, mask=row_ok)
+    if pid_c == 0:  # one chunk writes the row stats (a branch: see above)
+        tl.store(st_ptr + (b * Tq + rows) * 2, m_i, mask=row_ok)
+        tl.store(st_ptr + (b * Tq + rows) * 2 + 1, l_i, mask=row_ok)
 
 
 @triton.jit
-def _probs_from_scores_kernel(s_ptr, lse_ptr, w_ptr, Tq, Tk,
+def _row_stats(st_ptr, rows, row_ok):
+    """(shift, 1 / l) of ``rows`` from stats [*, 2] = (m, l): a row with no
+    allowed key (m = -inf, l = 0) shifts by 0 and scales by 0."""
+    m = tl.load(st_ptr + rows * 2, mask=row_ok, other=0.0)
+    l_i = tl.load(st_ptr + rows * 2 + 1, mask=row_ok, other=0.0)
+    _, inv = softmax_epilogue(m, l_i)
+    return finite_or_zero(m), inv
+
+
+@triton.jit
+def _probs_from_scores_kernel(s_ptr, st_ptr, w_ptr, Tq, Tk,
                               ss_b, ss_q, ss_k, sw_b, sw_q, sw_k,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    # weights = exp(s - lse) per [BM, BN] tile (s and w may be one buffer:
+    # weights = exp(s - m) / l per [BM, BN] tile (s and w may be one buffer:
     # each element is read, then written, by the same program).
     b = tl.program_id(2).to(tl.int64)
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < Tq
     ok = row_ok[:, None] & (cols < Tk)[None, :]
-    lse = finite_or_zero(tl.load(lse_ptr + b * Tq + rows, mask=row_ok,
-                                 other=0.0))
+    shift, inv = _row_stats(st_ptr, b * Tq + rows, row_ok)
     s = tl.load(s_ptr + b * ss_b + rows[:, None] * ss_q + cols[None, :] * ss_k,
                 mask=ok, other=float("-inf"))
-    w = tl.exp(s.to(lse.dtype) - lse[:, None])
+    w = tl.exp(s.to(shift.dtype) - shift[:, None]) * inv[:, None]
     tl.store(w_ptr + b * sw_b + rows[:, None] * sw_q + cols[None, :] * sw_k,
              w.to(w_ptr.dtype.element_ty), mask=ok)
 
@@ -178,7 +191,7 @@ def _probs_from_scores_kernel(s_ptr, lse_ptr, w_ptr, Tq, Tk,
 
 @triton.jit
 def _additive_bwd_probs_kernel(
-        q_ptr, k_ptr, v_ptr, bias_ptr, mask_ptr, lse_ptr, gw_ptr, dctx_ptr,
+        q_ptr, k_ptr, v_ptr, bias_ptr, mask_ptr, st_ptr, gw_ptr, dctx_ptr,
         value_ptr, p_ptr, delta_ptr,
         Tq, Tk, H, Dv,
         sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, s_v, s_bias, sm_b, sm_q, sm_k,
@@ -204,8 +217,7 @@ def _additive_bwd_probs_kernel(
     va_base = value_ptr + b * sva_b
     rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < Tq
-    lse = finite_or_zero(tl.load(lse_ptr + b * Tq + rows, mask=row_ok,
-                                 other=0.0))
+    shift, inv = _row_stats(st_ptr, b * Tq + rows, row_ok)
     delta = tl.zeros([BLOCK_M], ACC)
     for n0 in range(0, Tk, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
@@ -216,7 +228,7 @@ def _additive_bwd_probs_kernel(
                              H, HAS_BIAS, ACC, BLOCK_M, BLOCK_N, BLOCK_H)
         s = masked_scores(s, rows[:, None], cols[None, :], m_base, sm_q, sm_k,
                           Tq, Tk, MASK_KIND, False)
-        p = tl.exp(s - lse[:, None])
+        p = tl.exp(s - shift[:, None]) * inv[:, None]
         tl.store(p_ptr + b * sp_b + rows[:, None] * sp_q
                  + cols[None, :] * sp_k, p, mask=ok)
         dp = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), d_base, rows, sd_t,
@@ -431,35 +443,36 @@ def _check(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
 def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
                        bias: Tensor | None, attn_mask: Tensor | None,
                        need_weights: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward of ``additive_attention``: returns (context, weights, lse)."""
+    """Forward of ``additive_attention``: returns (context, weights,
+    stats)."""
     _check(q, k, value, v, bias)
     q, k, value = q.contiguous(), k.contiguous(), value.contiguous()
     B, Tq, H = q.shape
     Tk, Dv = k.shape[1], value.shape[2]
     acc = acc_torch_dtype(q.dtype)
     context = torch.empty(B, Tq, Dv, dtype=q.dtype, device=q.device)
-    lse = torch.empty(B, Tq, dtype=acc, device=q.device)
+    stats = torch.empty(B, Tq, 2, dtype=acc, device=q.device)
     weights = (torch.empty(B, Tq, Tk, dtype=q.dtype, device=q.device)
                if need_weights else q.new_empty(0))
-    if lse.numel() == 0:
-        return context, weights, lse
+    if stats.numel() == 0:
+        return context, weights, stats
     gpu = on_gpu(q)
     cfg = _config(q.dtype, gpu, Dv)
     mask, ms, kind = mask_arg(attn_mask, (B, Tq, Tk), q)
     store_scores = bool(need_weights) and Tk > 0
     if store_scores:
-        # Masked scores, then exp(s - lse) in place when the weights are
+        # Masked scores, then exp(s - m) / l in place when the weights are
         # in the accumulation dtype already.
         scores = weights if weights.dtype == acc else torch.empty(
             B, Tq, Tk, dtype=acc, device=q.device)
     else:
-        scores = lse
+        scores = stats
     ss = scores.stride() if store_scores else (0, 0, 0)
     bias_t = bias if bias is not None else v
     chunks = triton.cdiv(Dv, cfg["BLOCK_CV"]) if Dv > 0 else 1
     with device_guard(q):
         _additive_fwd_kernel[(triton.cdiv(Tq, cfg["BLOCK_M"]), B, chunks)](
-            q, k, value, v, bias_t, mask, context, lse, scores,
+            q, k, value, v, bias_t, mask, context, stats, scores,
             Tq, Tk, H, Dv, *q.stride(), *k.stride(), *value.stride(),
             v.stride(0), bias_t.stride(0), *ms, *context.stride(), *ss,
             MASK_KIND=kind, HAS_BIAS=bias is not None,
@@ -472,24 +485,24 @@ def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
             bm = bn = 64 if gpu else 16
             _probs_from_scores_kernel[(triton.cdiv(Tq, bm),
                                        triton.cdiv(Tk, bn), B)](
-                scores, lse, weights, Tq, Tk, *scores.stride(),
+                scores, stats, weights, Tq, Tk, *scores.stride(),
                 *weights.stride(), BLOCK_M=bm, BLOCK_N=bn)
-    return context, weights, lse
+    return context, weights, stats
 
 
 def additive_attention_backward(
         grad_context: Tensor, grad_weights: Tensor | None, q: Tensor,
         k: Tensor, value: Tensor, v: Tensor, bias: Tensor | None,
-        attn_mask: Tensor | None, context: Tensor, lse: Tensor
+        attn_mask: Tensor | None, context: Tensor, stats: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward of ``additive_attention``: returns (grad_q, grad_k,
     grad_value, grad_v, grad_bias); grad_bias is empty without a bias."""
     _check(q, k, value, v, bias)
     q, k, value = q.contiguous(), k.contiguous(), value.contiguous()
-    lse = lse.contiguous()
+    stats = stats.contiguous()
     B, Tq, H = q.shape
     Tk, Dv = k.shape[1], value.shape[2]
-    acc = lse.dtype
+    acc = stats.dtype
     dev = q.device
     grad_q = torch.empty_like(q)
     grad_k = torch.empty_like(k)
@@ -504,7 +517,7 @@ def additive_attention_backward(
     mask, ms, kind = mask_arg(attn_mask, (B, Tq, Tk), q)
     bias_t = bias if bias is not None else v
     has_gw = grad_weights is not None and grad_weights.numel() > 0
-    gw = grad_weights if has_gw else lse
+    gw = grad_weights if has_gw else stats
     sg = grad_weights.stride() if has_gw else (0, 0, 0)
     # P, then dS in place: [B, Tq, Tk] in the accumulation dtype.
     p = torch.empty(B, Tq, Tk, dtype=acc, device=dev)
@@ -514,7 +527,7 @@ def additive_attention_backward(
     with device_guard(q):
         if B * Tq > 0:
             _additive_bwd_probs_kernel[(n_m, B)](
-                q, k, v, bias_t, mask, lse, gw, grad_context, value, p,
+                q, k, v, bias_t, mask, stats, gw, grad_context, value, p,
                 delta, Tq, Tk, H, Dv,
                 *q.stride(), *k.stride(), v.stride(0), bias_t.stride(0), *ms,
                 *sg, *grad_context.stride(), *value.stride(), *p.stride(),

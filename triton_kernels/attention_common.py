@@ -184,11 +184,11 @@ def softmax_epilogue(m_i, l_i):
 
 
 @triton.jit
-def finite_or_zero(lse):
-    """The log-sum-exp to subtract when recomputing probabilities: rows
-    with lse = -inf (no allowed key, all scores -inf) subtract 0 instead, so
-    exp(-inf - 0) = 0 rather than NaN."""
-    return tl.where(lse == float("-inf"), 0.0, lse)
+def finite_or_zero(shift):
+    """The row shift (log-sum-exp or maximum) to subtract when computing
+    probabilities: rows with a shift of -inf (no allowed key, all scores
+    -inf) subtract 0 instead, so exp(-inf - 0) = 0 rather than NaN."""
+    return tl.where(shift == float("-inf"), 0.0, shift)
 
 
 @triton.jit

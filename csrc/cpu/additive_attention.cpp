@@ -6,7 +6,9 @@
 //
 // Forward: one work item per (b, block of kQRows query rows), walking the
 // keys in blocks with an online softmax (context = P value); the weights,
-// when asked for, hold the raw scores until the row's log-sum-exp is known.
+// when asked for, hold the raw scores until the row's maximum m and sum l of
+// exp(s - m) are known. (m, l) are saved for the backward, which recomputes
+// p = exp(s - m) / l (cpu::probs_from_max says why not exp(s - lse)).
 //
 // Backward recomputes tanh, in two passes:
 //   A. per (b, query block): dP_ij = dctx_i . value_j (+ gw_ij),
@@ -72,7 +74,7 @@ struct AdditiveInputs {
 
 template <typename T>
 void additive_forward_kernel(const AdditiveInputs<T>& in, T* context,
-                             T* weights, T* lse) {
+                             T* weights, T* stats) {
   const AdditiveDims& d = in.d;
   const int64_t n_qblocks = (d.Tq + kQRows - 1) / kQRows;
   const int64_t grain =
@@ -108,18 +110,16 @@ void additive_forward_kernel(const AdditiveInputs<T>& in, T* context,
       }
       for (int64_t r = 0; r < nq; ++r) {
         const int64_t row = b * d.Tq + i0 + r;
-        const T lr = cpu::row_lse(m[r], l[r]);
-        lse[row] = lr;
+        stats[2 * row] = m[r];
+        stats[2 * row + 1] = l[r];
         T* ctx = context + row * d.Dv;
         const T* ar = acc.data() + r * d.Dv;
         for (int64_t c = 0; c < d.Dv; ++c) {
           ctx[c] = l[r] > T(0) ? ar[c] / l[r] : T(0);
         }
-        if (weights != nullptr) {
+        if (weights != nullptr) {  // in place: the raw scores become P
           T* wr = weights + row * d.Tk;
-          for (int64_t j = 0; j < d.Tk; ++j) {
-            wr[j] = lr == cpu::neg_inf<T>() ? T(0) : cpu_math::exp(wr[j] - lr);
-          }
+          cpu::probs_from_max(wr, wr, d.Tk, m[r], l[r]);
         }
       }
     }
@@ -151,7 +151,7 @@ SK_CPU_KERNEL void add_tanh_grad(T* __restrict__ g, T ds,
 
 template <typename T>
 void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
-                              const T* gw, const T* lse, T* dq,
+                              const T* gw, const T* stats, T* dq,
                               T* dk, T* dvalue, T* dv, T* dbias) {
   const AdditiveDims& d = in.d;
   const int64_t H = d.H;
@@ -170,19 +170,20 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
         const int64_t row = b * d.Tq + i;
         T* dqi = dq + row * H;
         std::fill(dqi, dqi + H, T(0));
-        const T li = lse[row];
+        const T mi = stats[2 * row], li = stats[2 * row + 1];
         const T* gi = dctx + row * d.Dv;
-        if (li == cpu::neg_inf<T>()) {  // no allowed key: no gradient
+        if (!(li > T(0))) {  // no allowed key: no gradient
           delta[row] = 0;
           continue;
         }
+        const T inv_l = T(1) / li;
         // delta_i = sum_j p_ij dP_ij, as torch's softmax backward takes it:
         // then sum_j dS_ij vanishes up to rounding. (rowsum(dctx * ctx)
         // would carry the forward's rounding of ctx into a per-row offset
         // of dS, which dv and dbias, sums over every row and key, collect.)
         T di = 0;
         for (int64_t j = 0; j < d.Tk; ++j) {
-          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - li);
+          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - mi) * inv_l;
           T dp = 0;
           if (p != T(0)) {  // masked (or negligible): dS = 0
             dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
@@ -220,12 +221,13 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
       std::fill(part, part + H, T(0));
       for (int64_t i = 0; i < d.Tq; ++i) {
         const int64_t row = b * d.Tq + i;
-        const T li = lse[row];
-        if (li == cpu::neg_inf<T>()) continue;
+        const T mi = stats[2 * row], li = stats[2 * row + 1];
+        if (!(li > T(0))) continue;
+        const T inv_l = T(1) / li;
         const T* gi = dctx + row * d.Dv;
         for (int64_t jj = 0; jj < nk; ++jj) {
           const int64_t j = j0 + jj;
-          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - li);
+          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - mi) * inv_l;
           if (p == T(0)) continue;
           T dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
           if (gw != nullptr) dp += gw[row * d.Tk + j];
@@ -281,15 +283,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cpu(
   at::Tensor weights = need_weights
                            ? at::empty({d.B, d.Tq, d.Tk}, q.options())
                            : at::empty({0}, q.options());
-  at::Tensor lse = at::empty({d.B, d.Tq}, q.options());
+  at::Tensor stats = at::empty({d.B, d.Tq, 2}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_cpu", [&] {
     const auto in = make_inputs<scalar_t>(d, q, k, value, v, bias, attn_mask);
     additive_forward_kernel(
         in, context.data_ptr<scalar_t>(),
         need_weights ? weights.data_ptr<scalar_t>() : nullptr,
-        lse.data_ptr<scalar_t>());
+        stats.data_ptr<scalar_t>());
   });
-  return {context, weights, lse};
+  return {context, weights, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -299,11 +301,11 @@ additive_attention_backward_cpu(
     const at::Tensor& k_in, const at::Tensor& value_in, const at::Tensor& v_in,
     const c10::optional<at::Tensor>& bias_in,
     const c10::optional<at::Tensor>& attn_mask, const at::Tensor& context_in,
-    const at::Tensor& lse_in) {
+    const at::Tensor& stats_in) {
   cpu::check_cpu_dtype(q_in, "q");
   const AdditiveDims d = check_additive_attention_backward(
       grad_context_in, grad_weights_in, q_in, k_in, value_in, v_in, bias_in,
-      attn_mask, context_in, lse_in);
+      attn_mask, context_in, stats_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
   const at::Tensor value = value_in.contiguous(), v = v_in.contiguous();
   const at::Tensor bias =
@@ -313,7 +315,7 @@ additive_attention_backward_cpu(
                             ? grad_weights_in->contiguous()
                             : at::Tensor();
   // context (checked above) is not read: delta comes from P and dP.
-  const at::Tensor lse = lse_in.contiguous();
+  const at::Tensor stats = stats_in.contiguous();
   at::Tensor grad_q = at::empty(q.sizes(), q.options());
   at::Tensor grad_k = at::empty(k.sizes(), k.options());
   at::Tensor grad_value = at::empty(value.sizes(), value.options());
@@ -326,7 +328,7 @@ additive_attention_backward_cpu(
     additive_backward_kernel(
         in, dctx.data_ptr<scalar_t>(),
         gw.defined() ? gw.data_ptr<scalar_t>() : nullptr,
-        lse.data_ptr<scalar_t>(),
+        stats.data_ptr<scalar_t>(),
         grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(),
         grad_value.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
         bias.defined() ? grad_bias.data_ptr<scalar_t>() : nullptr);

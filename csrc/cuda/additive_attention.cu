@@ -10,7 +10,9 @@
 //          memory, then online softmax and context += P value in registers.
 //          A block covers 32 * NC (64, 128 or 256) columns of value; values
 //          wider than 256 take more blocks (each recomputes the scores).
-//          With need_weights, a second kernel writes P = exp(s - lse) once.
+//          Each row's maximum m and sum l of exp(s - m) are saved (stats);
+//          with need_weights, a second kernel writes P = exp(s - m) / l
+//          once (prob_from_max says why not exp(s - lse)).
 // backward: P is recomputed (same kernel, accumulation dtype); dP, delta,
 //          dS = P (dP - delta) and grad_value = P^T dcontext are [B,Tq,Tk]
 //          elementwise work and GEMMs through ATen (cuBLAS, deterministic);
@@ -97,7 +99,7 @@ __device__ __forceinline__ void additive_scores(
 }
 
 // q [B,Tq,H]  k [B,Tk,H]  value [B,Tk,Dv]  v [H]  bias [H] or null
-// context [B,Tq,Dv]  lse [B,Tq]
+// context [B,Tq,Dv]  stats [B,Tq,2] (m, l)
 // grid x = nb0 (row blocks) * nb1 (slices of 32 * NC columns of value) * B.
 template <typename scalar_t, typename acc_t, int NC>
 __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
@@ -106,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
         const scalar_t* __restrict__ k, const scalar_t* __restrict__ value,
         const scalar_t* __restrict__ v, const scalar_t* __restrict__ bias,
         const MaskView mask, scalar_t* __restrict__ context,
-        acc_t* __restrict__ lse) {
+        acc_t* __restrict__ stats) {
   constexpr int RPW = FlashTile<acc_t>::kRowsPerWarp;
   constexpr int BN = FlashTile<acc_t>::kKeys;
   constexpr int NT = BN / kWarpSize;
@@ -170,12 +172,16 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
         const int64_t col = col0 + int64_t(c) * kWarpSize + lane;
         if (col < p.Dv) crow[col] = static_cast<scalar_t>(o[r][c] * f);
       }
-      if (slice == 0 && lane == 0) lse[b * p.Tq + i] = finish_lse(m[r], l[r]);
+      if (slice == 0 && lane == 0) {
+        stats[2 * (b * p.Tq + i)] = m[r];
+        stats[2 * (b * p.Tq + i) + 1] = l[r];
+      }
     }
   }
 }
 
-// probs[b, i, j] = exp(s_ij - lse[b, i]) (0 for an empty row), one BM x BN
+// probs[b, i, j] = exp(s_ij - m_bi) / l_bi (0 for an empty row), with (m, l)
+// from stats [B,Tq,2], one BM x BN
 // tile per block. probs [B,Tq,Tk] of out_t: the weights (storage dtype) in
 // the forward, P (accumulation dtype) in the backward.
 // grid x = nb0 (row blocks) * nb1 (key blocks) * B.
@@ -184,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, 8) additive_probs_kernel(
     const AdditiveParams p, const scalar_t* __restrict__ q,
     const scalar_t* __restrict__ k, const scalar_t* __restrict__ v,
     const scalar_t* __restrict__ bias, const MaskView mask,
-    const acc_t* __restrict__ lse, out_t* __restrict__ probs) {
+    const acc_t* __restrict__ stats, out_t* __restrict__ probs) {
   constexpr int RPW = FlashTile<acc_t>::kRowsPerWarp;
   constexpr int BN = FlashTile<acc_t>::kKeys;
   constexpr int NT = BN / kWarpSize;
@@ -208,7 +214,9 @@ __global__ void __launch_bounds__(kThreads, 8) additive_probs_kernel(
   for (int r = 0; r < RPW; ++r) {
     const int64_t i = i0 + row0 + r;
     if (i < p.Tq) {
-      const acc_t lse_i = lse[b * p.Tq + i];
+      const acc_t m_i = stats[2 * (b * p.Tq + i)];
+      const acc_t l_i = stats[2 * (b * p.Tq + i) + 1];
+      const acc_t inv_l = l_i > acc_t(0) ? acc_t(1) / l_i : acc_t(0);
       out_t* row = probs + (b * p.Tq + i) * p.Tk;
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
@@ -217,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, 8) additive_probs_kernel(
           const acc_t x = masked_score<scalar_t>(s[r][t], acc_t(1), mask,
                                                  false, b, 0, i, j, p.Tq,
                                                  p.Tk);
-          row[j] = static_cast<out_t>(prob_from_lse(x, lse_i));
+          row[j] = static_cast<out_t>(prob_from_max(x, m_i, inv_l));
         }
       }
     }
@@ -402,11 +410,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cuda(
   const at::Tensor bias =
       bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   at::Tensor context = at::empty({B, Tq, Dv}, q.options());
-  at::Tensor lse = at::empty(
-      {B, Tq}, q.options().dtype(acc_scalar_type(q.scalar_type())));
+  at::Tensor stats = at::empty(
+      {B, Tq, 2}, q.options().dtype(acc_scalar_type(q.scalar_type())));
   at::Tensor weights = need_weights ? at::empty({B, Tq, Tk}, q.options())
                                     : at::empty({0}, q.options());
-  if (B * Tq == 0) return {context, weights, lse};
+  if (B * Tq == 0) return {context, weights, stats};
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "additive_attention_cuda",
@@ -427,7 +435,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cuda(
                   p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                   value.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
                   ptr_or_null<scalar_t>(bias), mask.first,
-                  context.data_ptr<scalar_t>(), lse.data_ptr<acc_t>());
+                  context.data_ptr<scalar_t>(), stats.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
         if (need_weights && Tk > 0) {
@@ -438,12 +446,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cuda(
                  kThreads, 0, stream>>>(
                   p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                   v.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
-                  mask.first, lse.data_ptr<acc_t>(),
+                  mask.first, stats.data_ptr<acc_t>(),
                   weights.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
-  return {context, weights, lse};
+  return {context, weights, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -453,7 +461,7 @@ additive_attention_backward_cuda(
     const at::Tensor& k_in, const at::Tensor& value_in,
     const at::Tensor& v_in, const c10::optional<at::Tensor>& bias_in,
     const c10::optional<at::Tensor>& attn_mask, const at::Tensor& context_in,
-    const at::Tensor& lse_in) {
+    const at::Tensor& stats_in) {
   check_additive(q_in, k_in, value_in, v_in, bias_in);
   const int64_t B = q_in.size(0), Tq = q_in.size(1), H = q_in.size(2);
   const int64_t Tk = k_in.size(1), Dv = value_in.size(2);
@@ -471,17 +479,18 @@ additive_attention_backward_cuda(
     check_shape(*grad_weights, "grad_weights", {B, Tq, Tk});
   }
   const at::ScalarType acc_type = acc_scalar_type(q_in.scalar_type());
-  TORCH_CHECK(lse_in.scalar_type() == acc_type, "seqkernels: lse must have "
-              "the accumulation dtype ", acc_type, ", got ",
-              lse_in.scalar_type());
-  TORCH_CHECK(lse_in.device() == q_in.device(), "seqkernels: lse must be on "
-              "the device of q (", q_in.device(), "), got ", lse_in.device());
-  check_shape(lse_in, "lse", {B, Tq});
+  TORCH_CHECK(stats_in.scalar_type() == acc_type, "seqkernels: stats must "
+              "have the accumulation dtype ", acc_type, ", got ",
+              stats_in.scalar_type());
+  TORCH_CHECK(stats_in.device() == q_in.device(), "seqkernels: stats must be "
+              "on the device of q (", q_in.device(), "), got ",
+              stats_in.device());
+  check_shape(stats_in, "stats", {B, Tq, 2});
   const c10::cuda::CUDAGuard guard(q_in.device());
   const auto mask = make_mask_view(attn_mask, q_in, "q", {B, Tq, Tk});
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    value = value_in.contiguous(), v = v_in.contiguous(),
-                   lse = lse_in.contiguous();
+                   stats = stats_in.contiguous();
   const at::Tensor bias =
       bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -504,7 +513,7 @@ additive_attention_backward_cuda(
                  kThreads, 0, stream>>>(
                   p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                   v.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
-                  mask.first, lse.data_ptr<acc_t>(), P.data_ptr<acc_t>());
+                  mask.first, stats.data_ptr<acc_t>(), P.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   }

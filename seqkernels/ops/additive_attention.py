@@ -14,11 +14,11 @@ def _fake(q, k, value, v, bias, attn_mask, need_weights):
     Tk = k.shape[1]
     return (q.new_empty(B, Tq, value.shape[-1]),
             q.new_empty(B, Tq, Tk) if need_weights else q.new_empty(0),
-            q.new_empty(B, Tq, dtype=acc_dtype(q.dtype)))
+            q.new_empty(B, Tq, 2, dtype=acc_dtype(q.dtype)))
 
 
 def _fake_backward(grad_context, grad_weights, q, k, value, v, bias,
-                   attn_mask, context, lse):
+                   attn_mask, context, stats):
     return (q.new_empty(q.shape), k.new_empty(k.shape),
             value.new_empty(value.shape), v.new_empty(v.shape),
             q.new_empty(bias.shape) if bias is not None else q.new_empty(0))
@@ -26,20 +26,20 @@ def _fake_backward(grad_context, grad_weights, q, k, value, v, bias,
 
 def _setup_context(ctx, inputs, output):
     q, k, value, v, bias, attn_mask, need_weights = inputs
-    context, _, lse = output
-    ctx.save_for_backward(q, k, value, v, bias, attn_mask, context, lse)
+    context, _, stats = output
+    ctx.save_for_backward(q, k, value, v, bias, attn_mask, context, stats)
     ctx.need_weights = need_weights
 
 
-def _backward(ctx, backward_op, grad_context, grad_weights, _grad_lse):
-    q, k, value, v, bias, attn_mask, context, lse = ctx.saved_tensors
+def _backward(ctx, backward_op, grad_context, grad_weights, _grad_stats):
+    q, k, value, v, bias, attn_mask, context, stats = ctx.saved_tensors
     if grad_context is None:
         grad_context = torch.zeros_like(context)
     if not ctx.need_weights:
         grad_weights = None
     gq, gk, gvalue, gv, gbias = backward_op(
         grad_context, grad_weights, q, k, value, v, bias, attn_mask, context,
-        lse)
+        stats)
     return (gq, gk, gvalue, gv, gbias if bias is not None else None, None,
             None)
 

@@ -7,8 +7,10 @@ value [B, Tk, Dv], v and bias [H], attn_mask broadcast to [B, Tq, Tk] (bool:
 True where allowed; float: added). Scores s_ij = v . tanh(q_i + k_j + bias),
 weights = softmax_j(s), context_i = sum_j weights_ij value_j. Outputs:
 context [B, Tq, Dv], weights [B, Tq, Tk] (empty unless need_weights), and
-lse [B, Tq] in the accumulation dtype. A row with no allowed key gives
-weights 0, context 0, lse -inf.
+stats [B, Tq, 2] in the accumulation dtype: each row's maximum score m and
+sum l of exp(s - m), from which the backward recomputes the weights as
+exp(s - m) / l (see attention_common.probs_from_stats). A row with no
+allowed key gives weights 0, context 0, stats (-inf, 0).
 """
 
 from typing import Optional
@@ -16,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .attention_common import apply_mask, probs_from_lse, softmax_lse
+from .attention_common import apply_mask, probs_from_stats, softmax_stats
 from .lstm_cell import acc_dtype
 
 
@@ -32,24 +34,24 @@ def _tanh_and_scores(q, k, v, bias, attn_mask):
 def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
                        bias: Optional[Tensor], attn_mask: Optional[Tensor],
                        need_weights: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward of the op ``additive_attention``: (context, weights, lse)."""
+    """Forward of the op ``additive_attention``: (context, weights, stats)."""
     _, s = _tanh_and_scores(q, k, v, bias, attn_mask)
-    p, lse = softmax_lse(s)
+    p, stats = softmax_stats(s)
     context = (p @ value.to(p.dtype)).to(q.dtype)
     weights = p.to(q.dtype) if need_weights else q.new_empty(0)
-    return context, weights, lse
+    return context, weights, stats
 
 
 def additive_attention_backward(
         grad_context: Tensor, grad_weights: Optional[Tensor], q: Tensor,
         k: Tensor, value: Tensor, v: Tensor, bias: Optional[Tensor],
-        attn_mask: Optional[Tensor], context: Tensor, lse: Tensor
+        attn_mask: Optional[Tensor], context: Tensor, stats: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward: (grad_q, grad_k, grad_value, grad_v, grad_bias); grad_bias
     is empty without a bias."""
-    acc = lse.dtype
+    acc = stats.dtype
     t, s = _tanh_and_scores(q, k, v, bias, attn_mask)
-    p = probs_from_lse(s, lse)
+    p = probs_from_stats(s, stats)
     dctx = grad_context.to(acc)
     dp = dctx @ value.to(acc).transpose(-1, -2)
     if grad_weights is not None:

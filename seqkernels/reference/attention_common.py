@@ -51,19 +51,31 @@ def dot_scores(q: Tensor, k: Tensor, attn_mask: Optional[Tensor],
     return apply_mask(s, attn_mask, is_causal)
 
 
-def softmax_lse(s: Tensor) -> tuple[Tensor, Tensor]:
-    """Softmax over the last dim and its log-sum-exp; empty rows give 0.
-
-    The probabilities are exp(s - max) / sum, as torch.softmax takes them,
-    not exp(s - lse): lse is rounded at the magnitude of the row's maximum,
-    which exp turns into a relative error of |max| * eps in every
-    probability of the row."""
+def softmax_stats(s: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax over the last dim and the row statistics [..., 2] it came
+    from: the maximum m and the sum l of exp(s - m) (-inf and 0 for a row
+    with no allowed key, whose probabilities are 0)."""
     m = s.amax(-1, keepdim=True)
+    l = torch.exp(s - torch.where(torch.isneginf(m), 0.0, m)).sum(
+        -1, keepdim=True)
+    stats = torch.cat([m, l], -1)
+    return probs_from_stats(s, stats), stats
+
+
+def probs_from_stats(s: Tensor, stats: Tensor) -> Tensor:
+    """exp(s - m) / l, as torch.softmax takes it, never exp(s - lse): lse =
+    m + log(l) is rounded at the magnitude of m, which exp turns into a
+    relative error of |m| * eps in every probability of the row, where s - m
+    is exact near the maximum."""
+    m, l = stats[..., :1], stats[..., 1:]
     e = torch.exp(s - torch.where(torch.isneginf(m), 0.0, m))
-    total = e.sum(-1, keepdim=True)
-    p = torch.where(total > 0, e / total, 0.0)
-    lse = (m + torch.log(total)).squeeze(-1)
-    return p, lse
+    return torch.where(l > 0, e / l, 0.0)
+
+
+def softmax_lse(s: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax over the last dim and its log-sum-exp; empty rows give 0."""
+    p, stats = softmax_stats(s)
+    return p, stats[..., 0] + torch.log(stats[..., 1])
 
 
 def probs_from_lse(s: Tensor, lse: Tensor) -> Tensor:

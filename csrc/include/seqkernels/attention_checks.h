@@ -14,7 +14,9 @@
 //   additive_attention:
 //     q [B, Tq, H]  k [B, Tk, H]  value [B, Tk, Dv]  v [H]  bias [H]
 //     attn_mask [B, Tq, Tk]  context [B, Tq, Dv]  weights [B, Tq, Tk]
-//     lse [B, Tq] (accumulation dtype)
+//     stats [B, Tq, 2] (accumulation dtype): per query row the maximum score
+//       m and the sum l of exp(s - m), from which the backward recomputes
+//       the weights as exp(s - m) / l (more accurate than exp(s - lse))
 #pragma once
 
 #include <ATen/ATen.h>
@@ -178,7 +180,7 @@ inline AdditiveDims check_additive_attention_backward(
     const at::Tensor& k, const at::Tensor& value, const at::Tensor& v,
     const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& attn_mask, const at::Tensor& context,
-    const at::Tensor& lse) {
+    const at::Tensor& stats) {
   const AdditiveDims d =
       check_additive_attention(q, k, value, v, bias, attn_mask);
   check_shape(grad_context, "grad_context", {d.B, d.Tq, d.Dv});
@@ -189,12 +191,12 @@ inline AdditiveDims check_additive_attention_backward(
   }
   check_shape(context, "context", {d.B, d.Tq, d.Dv});
   check_same_dtype_device(context, "context", q, "q");
-  check_shape(lse, "lse", {d.B, d.Tq});
-  TORCH_CHECK(lse.scalar_type() == acc_dtype(q.scalar_type()),
-              "seqkernels: lse must be ", acc_dtype(q.scalar_type()),
-              " (what the forward saved), got ", lse.scalar_type());
-  TORCH_CHECK(lse.device() == q.device(), "seqkernels: lse must be on the "
-              "device of q (", q.device(), "), got ", lse.device());
+  check_shape(stats, "stats", {d.B, d.Tq, 2});
+  TORCH_CHECK(stats.scalar_type() == acc_dtype(q.scalar_type()),
+              "seqkernels: stats must be ", acc_dtype(q.scalar_type()),
+              " (what the forward saved), got ", stats.scalar_type());
+  TORCH_CHECK(stats.device() == q.device(), "seqkernels: stats must be on "
+              "the device of q (", q.device(), "), got ", stats.device());
   return d;
 }
 

@@ -297,10 +297,10 @@ SK_CPU_KERNEL inline T online_softmax_update(T* s, int64_t n, T& m, T& l) {
 // gives 0. Not exp(s - lse): lse = m + log(l) is rounded at the magnitude of
 // m, and exp turns that into a relative error of |m| * eps in every
 // probability of the row, where s - m is exact near the maximum.
+// out may be s (in place).
 template <typename T>
-SK_CPU_KERNEL inline void probs_from_max(T* __restrict__ out,
-                                         const T* __restrict__ s, int64_t n,
-                                         T m, T l) {
+SK_CPU_KERNEL inline void probs_from_max(T* out, const T* s, int64_t n, T m,
+                                         T l) {
   if (!(l > T(0))) {
     std::fill(out, out + n, T(0));
     return;
