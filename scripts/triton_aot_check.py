@@ -1,7 +1,12 @@
-"""Compiles the Triton kernels of the recurrent cells for GPU targets on a
-machine without a GPU (Triton's frontend, its optimizer passes and ptxas,
-no launch): catches what the interpreter, which runs the kernels as plain
-Python, lets through.
+"""Compiles the Triton kernels for GPU targets on a machine without a GPU
+(Triton's frontend, its optimizer passes and ptxas, no launch): catches what
+the interpreter, which runs the kernels as plain Python, lets through.
+
+The recurrent kernels are compiled from signatures written here; the
+attention kernels through their own launchers: each op runs on small CPU
+tensors with the launchers told they are on a GPU, and every kernel launch
+is caught and compiled with the arguments, constants and launch options the
+launcher chose, instead of run.
 
     python scripts/triton_aot_check.py [--arch 90]
 
@@ -9,6 +14,7 @@ Run from the repository root, without TRITON_INTERPRET.
 """
 
 import argparse
+import contextlib
 import itertools
 import os
 import sys
@@ -23,7 +29,11 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from triton_kernels import cells, recurrent  # noqa: E402
+import torch  # noqa: E402
+from triton.runtime.jit import JITFunction, mangle_type  # noqa: E402
+
+from triton_kernels import (additive_attention, attention_scores,  # noqa: E402
+                            cells, recurrent, sdpa)
 
 # (storage type, USE_DOT, ACC, BLOCK_K): as recurrent._config picks them on
 # a GPU.
@@ -101,7 +111,83 @@ def main():
                  dict(CELL=cell, ACT=act, G=G, S=S, ACC=acc, BLOCK=1024))
         triton.compile(cb, target=target)
         n += 2
+    n += attention_kernels(target)
     print(f"compiled {n} kernels for sm_{arch} in {time.time() - start:.0f} s")
+
+
+@contextlib.contextmanager
+def compiling_launches(target):
+    """Within: launchers believe their tensors are on a GPU, and a kernel
+    launch compiles the kernel for ``target`` instead of running it."""
+    compiled = []
+
+    def run(self, *args, grid, warmup, **kwargs):
+        names = [p.name for p in self.params]
+        const = {p.name for p in self.params if p.is_constexpr}
+        values = dict(zip(names, args), **{k: v for k, v in kwargs.items()
+                                           if k in names})
+        options = {k: v for k, v in kwargs.items() if k not in names}
+        signature = {n: "constexpr" if n in const else mangle_type(values[n])
+                     for n in names}
+        constants = {n: values[n] for n in const}
+        triton.compile(ASTSource(self, signature, constants), target=target,
+                       options=options)
+        compiled.append(self.fn.__name__)
+
+    modules = (sdpa, attention_scores, additive_attention)
+    saved = [m.on_gpu for m in modules]
+    saved_run = JITFunction.run
+    try:
+        for m in modules:
+            m.on_gpu = lambda t: True
+        JITFunction.run = run
+        yield compiled
+    finally:
+        JITFunction.run = saved_run
+        for m, f in zip(modules, saved):
+            m.on_gpu = f
+
+
+def attention_kernels(target):
+    """Every attention kernel, forward and backward, per storage dtype,
+    with and without a mask, causal, dropout and tl.dot's TF32."""
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape, dtype):
+        return torch.randn(*shape, generator=g).to(dtype)
+
+    n = 0
+    for dtype, tf32 in ((torch.float32, False), (torch.float32, True),
+                        (torch.bfloat16, False), (torch.float16, False),
+                        (torch.float64, False)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        B, H, T, D = 2, 2, 40, 64
+        q, k, v = (r(B, H, T, D, dtype=dtype) for _ in range(3))
+        mask = torch.rand(B, 1, T, T, generator=g) > 0.2
+        rng = torch.tensor([1, 2], dtype=torch.int64)
+        with compiling_launches(target) as done:
+            for m, causal, p in ((None, False, 0.0), (mask, False, 0.1),
+                                 (None, True, 0.0)):
+                out, lse = sdpa.sdpa(q, k, v, m, p, causal, 0.125, rng)
+                sdpa.sdpa_backward(out, q, k, v, out, lse, m, p, causal,
+                                   0.125, rng)
+                probs = attention_scores.attention_scores(q, k, m, causal,
+                                                          0.125)
+                attention_scores.attention_scores_backward(probs, q, k,
+                                                           probs, 0.125)
+            qa, ka = r(B, T, 32, dtype=dtype), r(B, T + 3, 32, dtype=dtype)
+            va, w, bias = (r(B, T + 3, 24, dtype=dtype), r(32, dtype=dtype),
+                           r(32, dtype=dtype))
+            am = torch.rand(B, T, T + 3, generator=g) > 0.2
+            for b_, m, need in ((bias, am, True), (None, None, False)):
+                ctx, wts, lse = additive_attention.additive_attention(
+                    qa, ka, va, w, b_, m, need)
+                additive_attention.additive_attention_backward(
+                    ctx, wts if need else None, qa, ka, va, w, b_, m, ctx,
+                    lse)
+        n += len(done)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return n
 
 
 if __name__ == "__main__":
