@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# Sets up and runs the test suite on a fresh machine: installs what the tests
-# need, builds seqkernels (CPU kernels always, CUDA kernels where nvcc is),
-# then runs pytest. Extra arguments go to pytest.
+# Sets up and runs the test suite on a fresh machine: a virtual environment
+# with the pinned releases of requirements/newest.txt (see scripts/env.sh for
+# the choices), the seqkernels build, then pytest over every test. Extra
+# arguments go to pytest.
+#
+#   bash scripts/test.sh                        # the newest torch and triton
+#   SEQKERNELS_STACK=gpu-machine bash scripts/test.sh   # the GPU machines'
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-# torch is installed only if missing: a machine may hold a specific build.
-python -c "import torch" 2>/dev/null || python -m pip install torch
-python -m pip install numpy triton pytest pytest-xdist expecttest tqdm ninja pybind11 \
-  setuptools wheel
-MAX_JOBS="${MAX_JOBS:-2}" python -m pip install --no-build-isolation --no-deps -e .
-python -c "import seqkernels; print('seqkernels build:', seqkernels.build_info())"
-python -m pytest tests -q "$@"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/env.sh test
+python -m pytest tests -q -n "${PYTEST_WORKERS:-2}" "$@"
