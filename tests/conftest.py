@@ -181,6 +181,13 @@ def assert_matches(name, ours, torch_d, ref64, dtype, long=False):
     the float64 reference; k = 2, or 3 for long recurrences; eps a floor of
     a few units of ``dtype``'s rounding at the output's magnitude (float64
     paths must agree to ~1e-10).
+
+    On tensors this small the max error is a noisy statistic: where torch's
+    rounding is lucky, ours can read 3-10x its error at a median ratio of
+    1.0, the reference backend (torch's own formulas) included. Over 20
+    seeds (scripts/seed_sweep.py; benchmarks/results/
+    2026-12-06-seed-sweep-61f89e3) that tail fails 13 of 12,360 test runs,
+    each by at most 1.46x the bound; seed 0 passes.
     """
     ours64 = ours.detach().to(torch.float64).cpu()
     ref = ref64.detach().to(torch.float64).cpu()
