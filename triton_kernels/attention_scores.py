@@ -102,11 +102,9 @@ def _scores_fwd_kernel(
         s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
                           sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
         _, _, m_i, l_i = online_softmax_step(s, m_i, l_i)
-    # P = exp(s - m) / l, not exp(s - lse): lse = m + log(l) is rounded at
-    # the magnitude of m, which exp turns into a relative error of |m| * eps
-    # in every probability of the row (scores of magnitude 100 would lose
-    # 7 bits). s - m is exact near the row's maximum. A row with no allowed
-    # key has m = -inf: it subtracts 0 and gets exp(-inf) * 0 = 0.
+    # P = exp(s - m) / l, not exp(s - lse) (reference: probs_from_stats
+    # says why). A row with no allowed key has m = -inf: it subtracts 0 and
+    # gets exp(-inf) * 0 = 0.
     _, inv = softmax_epilogue(m_i, l_i)
     shift = finite_or_zero(m_i)
 

@@ -56,10 +56,9 @@ def softmax_stats(s: Tensor) -> tuple[Tensor, Tensor]:
     from: the maximum m and the sum l of exp(s - m) (-inf and 0 for a row
     with no allowed key, whose probabilities are 0)."""
     m = s.amax(-1, keepdim=True)
-    l = torch.exp(s - torch.where(torch.isneginf(m), 0.0, m)).sum(
-        -1, keepdim=True)
-    stats = torch.cat([m, l], -1)
-    return probs_from_stats(s, stats), stats
+    e = torch.exp(s - torch.where(torch.isneginf(m), 0.0, m))
+    l = e.sum(-1, keepdim=True)
+    return torch.where(l > 0, e / l, 0.0), torch.cat([m, l], -1)
 
 
 def probs_from_stats(s: Tensor, stats: Tensor) -> Tensor:
