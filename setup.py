@@ -115,6 +115,7 @@ else:
 setup(
     packages=[
         "seqkernels",
+        "seqkernels.functional",
         "seqkernels.nn",
         "seqkernels.ops",
         "seqkernels.reference",

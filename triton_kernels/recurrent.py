@@ -2,11 +2,10 @@
 ``rnn_seq``).
 
 The sequence machinery (input projection, the loop over steps, weight
-gradients) is the shared Python driver of ``seqkernels.reference.recurrent``;
+gradients) is the shared Python driver, ``seqkernels.sequence_driver``;
 this module provides its steps, :class:`TritonSteps`, with the contract of
-``TorchSteps`` there (and of ``SeqSteps`` in
-``csrc/include/seqkernels/recurrent_host.h``). One pair of kernels serves
-every cell: the cell is a constexpr (``CELL``, and ``ACT`` for the RNN), and
+``SeqSteps`` there (and in ``csrc/include/seqkernels/recurrent_host.h``).
+One pair of kernels serves every cell: the cell is a constexpr (``CELL``, and ``ACT`` for the RNN), and
 its pointwise math comes from ``cell_math.py``. Each step is one kernel
 launch that fuses the recurrent matrix product with the pointwise cell:
 
@@ -34,10 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from seqkernels.reference import gru_seq as _gru_driver
-from seqkernels.reference import lstm_seq as _lstm_driver
-from seqkernels.reference import rnn_seq as _rnn_driver
-from seqkernels.reference.recurrent import Cell
+from seqkernels import sequence_driver
+from seqkernels.cell_table import CellDesc
 
 from .cell_math import (ACT_IDS, CELL_IDS, GRU, LSTM, RNN, cell_backward,
                         cell_forward, device_guard, tl_acc_dtype)
@@ -368,8 +365,13 @@ class TritonSteps:
     """The steps of the sequence driver, one Triton kernel each, for every
     cell."""
 
+    # Not yet: writing the saved values over the pre-activations (as the CPU
+    # steps do) wants a GPU run to show that no program reads a tile that
+    # another one has overwritten.
+    saved_over_xg = False
+
     @staticmethod
-    def forward(cell: Cell, s: int, xg_s: Tensor, h_in: Tensor,
+    def forward(cell: CellDesc, s: int, xg_s: Tensor, h_in: Tensor,
                 w_hh: Optional[Tensor], b_hh: Optional[Tensor],
                 c_state: Optional[Tensor], lengths: Optional[Tensor],
                 saved_s: Tensor, cs_s: Optional[Tensor], out_s: Tensor,
@@ -403,7 +405,7 @@ class TritonSteps:
                 BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
 
     @staticmethod
-    def backward(cell: Cell, s: int, grad_hg_next: Optional[Tensor],
+    def backward(cell: CellDesc, s: int, grad_hg_next: Optional[Tensor],
                  w_hh: Optional[Tensor], dh_carry: Optional[Tensor],
                  dh_in: Tensor, carry: Optional[Tensor], saved_s: Tensor,
                  h_prev: Optional[Tensor], c_prev: Optional[Tensor],
@@ -449,65 +451,41 @@ class TritonSteps:
 # Op implementations
 # ---------------------------------------------------------------------------
 
-def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
-             bias: Optional[Tensor], w_hr: Optional[Tensor],
-             lengths: Optional[Tensor]):
-    """Forward of ``lstm_seq``: returns (y, h_n, c_n, gates, cs, ms)."""
-    with device_guard(x):
-        return _lstm_driver.forward(x, h0, c0, w_ih, w_hh, bias, w_hr,
-                                    lengths, steps=TritonSteps)
+def lstm_seq(*args):
+    """Forward of ``lstm_seq`` (arguments as its schema in csrc/ops.cpp):
+    returns (y, h_n, c_n, gates, cs, ms)."""
+    with device_guard(args[0]):
+        return sequence_driver.lstm_seq(*args, steps=TritonSteps)
 
 
-def lstm_seq_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
-                      x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor,
-                      w_hh: Tensor, w_hr: Optional[Tensor],
-                      lengths: Optional[Tensor], y: Tensor, gates: Tensor,
-                      cs: Tensor, ms: Tensor, has_bias: bool):
+def lstm_seq_backward(*args):
     """Backward of ``lstm_seq``: returns (grad_x, grad_h0, grad_c0,
     grad_w_ih, grad_w_hh, grad_bias, grad_w_hr)."""
-    with device_guard(x):
-        return _lstm_driver.backward(grad_y, grad_h_n, grad_c_n, x, h0, c0,
-                                     w_ih, w_hh, w_hr, lengths, y, gates, cs,
-                                     ms, has_bias, steps=TritonSteps)
+    with device_guard(args[0]):
+        return sequence_driver.lstm_seq_backward(*args, steps=TritonSteps)
 
 
-def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-            b_ih: Optional[Tensor], b_hh: Optional[Tensor],
-            lengths: Optional[Tensor]):
+def gru_seq(*args):
     """Forward of ``gru_seq``: returns (y, h_n, gates)."""
-    with device_guard(x):
-        return _gru_driver.forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                   steps=TritonSteps)
+    with device_guard(args[0]):
+        return sequence_driver.gru_seq(*args, steps=TritonSteps)
 
 
-def gru_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
-                     h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-                     lengths: Optional[Tensor], y: Tensor, gates: Tensor,
-                     has_bias: bool):
+def gru_seq_backward(*args):
     """Backward of ``gru_seq``: returns (grad_x, grad_h0, grad_w_ih,
     grad_w_hh, grad_b_ih, grad_b_hh)."""
-    with device_guard(x):
-        return _gru_driver.backward(grad_y, grad_h_n, x, h0, w_ih, w_hh,
-                                    lengths, y, gates, has_bias,
-                                    steps=TritonSteps)
+    with device_guard(args[0]):
+        return sequence_driver.gru_seq_backward(*args, steps=TritonSteps)
 
 
-def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-            bias: Optional[Tensor], lengths: Optional[Tensor],
-            nonlinearity: str):
+def rnn_seq(*args):
     """Forward of ``rnn_seq``: returns (y, h_n, gates)."""
-    with device_guard(x):
-        return _rnn_driver.forward(x, h0, w_ih, w_hh, bias, lengths,
-                                   nonlinearity, steps=TritonSteps)
+    with device_guard(args[0]):
+        return sequence_driver.rnn_seq(*args, steps=TritonSteps)
 
 
-def rnn_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
-                     h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-                     lengths: Optional[Tensor], y: Tensor, gates: Tensor,
-                     has_bias: bool, nonlinearity: str):
+def rnn_seq_backward(*args):
     """Backward of ``rnn_seq``: returns (grad_x, grad_h0, grad_w_ih,
     grad_w_hh, grad_bias)."""
-    with device_guard(x):
-        return _rnn_driver.backward(grad_y, grad_h_n, x, h0, w_ih, w_hh,
-                                    lengths, y, gates, has_bias,
-                                    nonlinearity, steps=TritonSteps)
+    with device_guard(args[0]):
+        return sequence_driver.rnn_seq_backward(*args, steps=TritonSteps)

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import functional as F
-from ..reference.rnn_cell import NONLINEARITIES
+from ..cell_table import NONLINEARITIES
 from ._recurrent import RecurrentBase, run_cell
 
 # RNNBase modes of the vanilla RNN. torch has no mode for "identity"; an

@@ -1,30 +1,49 @@
 """Registration shared by every op family.
 
-An op family is ``<op>`` and ``<op>_backward`` in three variants each: the
-compiled kernels (``<op>``, dispatched on device by the C++ library), the
-Triton kernels (``<op>_triton``) and pure PyTorch (``<op>_reference``).
+An op family is ``<op>`` and ``<op>_backward`` in three variants each, with
+one schema (csrc/ops.cpp, where ``define_variants`` adds the suffixes): the
+compiled kernels (``<op>``, dispatched on device to csrc/cpu or csrc/cuda),
+the Triton kernels (``<op>_triton``) and pure PyTorch (``<op>_reference``).
 All variants share one fake function and one autograd formula, which calls
-the backward op of the same variant.
+the backward op of the same variant. Each op's module in this package names
+its Python implementations directly; :func:`register_family` binds them.
 """
 
-import importlib
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import torch
 
-_SUFFIX = {"cuda": "", "cpu": "", "triton": "_triton", "reference": "_reference"}
+# The variants' suffixes, as csrc/ops.cpp defines them.
+_SUFFIXES = ("", "_triton", "_reference")
+
+
+@dataclass(frozen=True)
+class Variants:
+    """The forward and backward ops of one family, per variant."""
+
+    forward: dict[str, Any]
+    backward: dict[str, Any]
+
+    def op(self, backend: str):
+        """The forward op that runs on the resolved ``backend``."""
+        return self.forward[backend]
+
+
+# Every registered family by its forward op's name (for tests and tools that
+# walk all ops; the faces hold their own Variants).
+FAMILIES: dict[str, Variants] = {}
 
 
 def op(name: str, backend: str):
-    """The op that runs ``name`` on the resolved ``backend``."""
-    return getattr(torch.ops.seqkernels, name + _SUFFIX[backend])
+    """The forward op of family ``name`` on the resolved ``backend``."""
+    return FAMILIES[name].op(backend)
 
 
-def _lazy(module: str, attr: str) -> Callable:
-    # Triton is imported at first use: importing seqkernels must not need it.
-    def run(*args):
-        return getattr(importlib.import_module(module), attr)(*args)
-    return run
+def _by_backend(name: str) -> dict[str, Any]:
+    ops = [getattr(torch.ops.seqkernels, name + s) for s in _SUFFIXES]
+    return {"cuda": ops[0], "cpu": ops[0], "triton": ops[1],
+            "reference": ops[2]}
 
 
 def _unmaterialized(setup_context: Callable) -> Callable:
@@ -39,34 +58,55 @@ def _unmaterialized(setup_context: Callable) -> Callable:
     return setup
 
 
+def _checked(check: Optional[Callable], kernel: Callable) -> Callable:
+    # The Python variants run the compiled kernels' argument checks first, so
+    # a bad input gets the same message on every backend.
+    if check is None:
+        return kernel
+
+    def run(*args):
+        check(*args)
+        return kernel(*args)
+    return run
+
+
+def _at_first_use(kernels: Callable[[], tuple], which: int) -> Callable:
+    # The Triton kernels' module is imported at the first call: importing
+    # seqkernels must not need triton.
+    def run(*args):
+        return kernels()[which](*args)
+    return run
+
+
 def register_family(name: str, fake: tuple[Callable, Callable],
-                    setup_context: Callable, backward: Callable,
+                    setup_context: Callable, backward: Callable, *,
                     reference: tuple[Callable, Callable],
-                    triton_module: str) -> None:
-    """Register fakes, autograd and the Python variants' kernels of ``name``.
+                    triton: Callable[[], tuple[Callable, Callable]],
+                    check: Optional[tuple[Callable, Callable]] = None
+                    ) -> Variants:
+    """Register fakes, autograd and the Python variants' kernels of the op
+    family ``name``; return its ops by backend.
 
     ``fake`` holds the fake functions of the forward and the backward op.
     ``backward(ctx, backward_op, *grads)`` receives the backward op of the
     variant that ran the forward. ``reference`` holds the forward and
-    backward in PyTorch; ``triton_module`` names the module whose functions
-    ``name`` and ``name + "_backward"`` run the Triton variant.
+    backward in PyTorch; ``triton()`` returns the Triton forward and
+    backward (it imports their module). ``check`` holds the argument checks
+    of the forward and backward, run before the Python variants' kernels.
     """
-    for suffix in ("", "_triton", "_reference"):
-        qual = f"seqkernels::{name}{suffix}"
-        backward_op = getattr(torch.ops.seqkernels, f"{name}_backward{suffix}")
-        torch.library.register_fake(qual, fake[0])
-        torch.library.register_fake(
-            f"seqkernels::{name}_backward{suffix}", fake[1])
+    variants = Variants(_by_backend(name), _by_backend(name + "_backward"))
+    for backend in ("cpu", "triton", "reference"):
+        fwd, bwd = variants.forward[backend], variants.backward[backend]
+        torch.library.register_fake(fwd.default, fake[0])
+        torch.library.register_fake(bwd.default, fake[1])
         torch.library.register_autograd(
-            qual,
-            lambda ctx, *grads, _op=backward_op: backward(ctx, _op, *grads),
+            fwd.default, lambda ctx, *grads, _op=bwd: backward(ctx, _op, *grads),
             setup_context=_unmaterialized(setup_context))
-    fwd_ref, bwd_ref = reference
-    torch.library.impl(f"seqkernels::{name}_reference",
-                       "default", fwd_ref)
-    torch.library.impl(f"seqkernels::{name}_backward_reference",
-                       "default", bwd_ref)
-    for fn, qual in ((name, f"{name}_triton"),
-                     (f"{name}_backward", f"{name}_backward_triton")):
-        torch.library.impl(f"seqkernels::{qual}", ("cpu", "cuda"),
-                           _lazy(triton_module, fn))
+    checks = check if check is not None else (None, None)
+    for i, ops in enumerate((variants.forward, variants.backward)):
+        torch.library.impl(ops["reference"].default.name(), "default",
+                           _checked(checks[i], reference[i]))
+        torch.library.impl(ops["triton"].default.name(), ("cpu", "cuda"),
+                           _checked(checks[i], _at_first_use(triton, i)))
+    FAMILIES[name] = variants
+    return variants

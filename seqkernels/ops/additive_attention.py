@@ -2,10 +2,14 @@
 the [B, Tq, Tk, H] tensor. Semantics:
 ``seqkernels/reference/additive_attention.py``."""
 
-import torch
+from typing import Optional
 
+import torch
+from torch import Tensor
+
+from .. import _backend
 from ..reference import additive_attention as reference
-from ..reference.lstm_cell import acc_dtype
+from .._common import acc_dtype
 from ._variants import register_family
 
 
@@ -44,12 +48,30 @@ def _backward(ctx, backward_op, grad_context, grad_weights, _grad_stats):
             None)
 
 
-register_family(
-    "additive_attention",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import additive_attention
+    return (additive_attention.additive_attention,
+            additive_attention.additive_attention_backward)
+
+
+_OPS = register_family(
+    "additive_attention", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.additive_attention,
                reference.additive_attention_backward),
-    triton_module="seqkernels.triton_kernels.additive_attention",
-)
+    triton=_triton)
+
+
+def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
+                       bias: Optional[Tensor], attn_mask: Optional[Tensor],
+                       need_weights: bool, *, backend: Optional[str] = None
+                       ) -> tuple[Tensor, Tensor]:
+    """Bahdanau attention over projected queries ``q [B,Tq,H]`` and keys
+    ``k [B,Tk,H]``: returns ``(context [B,Tq,Dv], weights [B,Tq,Tk] or
+    empty)``. ``attn_mask [B,Tq,Tk]``: bool True attends, float is added.
+    The module-style entry point is
+    ``seqkernels.functional.additive_attention``."""
+    which = _backend.resolve(backend, q.device)
+    context, weights, _ = _OPS.op(which)(q, k, value, v, bias, attn_mask,
+                                         need_weights)
+    return context, weights

@@ -3,8 +3,12 @@ softmax(q k^T * scale + mask), fused (a pass for the log-sum-exp, then the
 probabilities written once). Semantics:
 ``seqkernels/reference/attention_scores.py``."""
 
-import torch
+from typing import Optional
 
+import torch
+from torch import Tensor
+
+from .. import _backend
 from ..reference import attention_scores as reference
 from ._variants import register_family
 
@@ -31,12 +35,25 @@ def _backward(ctx, backward_op, grad_p):
     return gq, gk, None, None, None
 
 
-register_family(
-    "attention_scores",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import attention_scores
+    return (attention_scores.attention_scores,
+            attention_scores.attention_scores_backward)
+
+
+_OPS = register_family(
+    "attention_scores", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.attention_scores,
                reference.attention_scores_backward),
-    triton_module="seqkernels.triton_kernels.attention_scores",
-)
+    triton=_triton)
+
+
+def attention_scores(q: Tensor, k: Tensor, attn_mask: Optional[Tensor],
+                     is_causal: bool, scale: float, *,
+                     backend: Optional[str] = None) -> Tensor:
+    """The probabilities ``softmax(q k^T * scale + mask)`` of ``q
+    [B,Hq,Tq,E]`` and ``k [B,Hk,Tk,E]``: ``[B,Hq,Tq,Tk]``. The
+    torch-style entry point is ``seqkernels.functional.attention_scores``."""
+    which = _backend.resolve(backend, q.device)
+    return _OPS.op(which)(q, k, attn_mask, is_causal, scale)

@@ -13,8 +13,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..reference import gru_cell as reference
-from ..reference.lstm_cell import acc_dtype
-from ._variants import op, register_family
+from .._common import acc_dtype
+from ._variants import register_family
 
 
 def _fake(x_proj, h_proj, h, b_ih, b_hh):
@@ -44,14 +44,17 @@ def _backward(ctx, backward_op, grad_h, _grad_gates):
             gh.sum(0) if ctx.has_b_hh else None)
 
 
-register_family(
-    "gru_cell",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=(reference.gru_cell, reference.gru_cell_backward),
-    triton_module="seqkernels.triton_kernels.cells",
-)
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import cells
+    return cells.gru_cell, cells.gru_cell_backward
+
+
+_OPS = register_family(
+    "gru_cell", (_fake, _fake_backward), _setup_context, _backward,
+    reference=(reference.gru_cell,
+               reference.gru_cell_backward),
+    triton=_triton)
 
 
 def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,
@@ -59,5 +62,5 @@ def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,
              *, backend: Optional[str] = None) -> Tensor:
     """Fused GRU cell: returns ``h_new``."""
     which = _backend.resolve(backend, x_proj.device)
-    h_new, _ = op("gru_cell", which)(x_proj, h_proj, h, b_ih, b_hh)
+    h_new, _ = _OPS.op(which)(x_proj, h_proj, h, b_ih, b_hh)
     return h_new

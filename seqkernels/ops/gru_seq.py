@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..reference import gru_seq as reference
-from ..reference.lstm_cell import acc_dtype
-from ._variants import op, register_family
+from ..reference import recurrent as reference
+from .._common import acc_dtype
+from ._variants import register_family
 
 
 def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
@@ -53,14 +53,15 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
             gb_hh if ctx.has_b_hh else None, None)
 
 
-register_family(
-    "gru_seq",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=(reference.forward, reference.backward),
-    triton_module="seqkernels.triton_kernels.recurrent",
-)
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import recurrent
+    return recurrent.gru_seq, recurrent.gru_seq_backward
+
+
+_OPS = register_family(
+    "gru_seq", (_fake, _fake_backward), _setup_context, _backward,
+    reference=(reference.gru_seq, reference.gru_seq_backward), triton=_triton)
 
 
 def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
@@ -73,5 +74,5 @@ def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     the hand-written ``gru_seq_backward`` op of the same backend.
     """
     which = _backend.resolve(backend, x.device)
-    y, h_n, _ = op("gru_seq", which)(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    y, h_n, _ = _OPS.op(which)(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     return y, h_n

@@ -12,8 +12,8 @@ from torch import Tensor
 
 from .. import _backend
 from ..reference import lstm_cell as reference
-from ..reference.lstm_cell import acc_dtype
-from ._variants import op, register_family
+from .._common import acc_dtype
+from ._variants import register_family
 
 
 def _fake(x_proj, h_proj, c, bias):
@@ -41,14 +41,17 @@ def _backward(ctx, backward_op, grad_h, grad_c, _grad_gates):
     return grad_gates, grad_gates, grad_c_prev, grad_bias
 
 
-register_family(
-    "lstm_cell",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=(reference.lstm_cell, reference.lstm_cell_backward),
-    triton_module="seqkernels.triton_kernels.cells",
-)
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import cells
+    return cells.lstm_cell, cells.lstm_cell_backward
+
+
+_OPS = register_family(
+    "lstm_cell", (_fake, _fake_backward), _setup_context, _backward,
+    reference=(reference.lstm_cell,
+               reference.lstm_cell_backward),
+    triton=_triton)
 
 
 def lstm_cell(x_proj: Tensor, h_proj: Tensor, c: Tensor,
@@ -56,5 +59,5 @@ def lstm_cell(x_proj: Tensor, h_proj: Tensor, c: Tensor,
               backend: Optional[str] = None) -> tuple[Tensor, Tensor]:
     """Fused LSTM cell: returns ``(h_new, c_new)``."""
     which = _backend.resolve(backend, x_proj.device)
-    h_new, c_new, _ = op("lstm_cell", which)(x_proj, h_proj, c, bias)
+    h_new, c_new, _ = _OPS.op(which)(x_proj, h_proj, c, bias)
     return h_new, c_new

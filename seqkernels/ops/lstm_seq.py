@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..reference import lstm_seq as reference
-from ..reference.lstm_cell import acc_dtype
-from ._variants import op, register_family
+from ..reference import recurrent as reference
+from .._common import acc_dtype
+from ._variants import register_family
 
 
 def _fake(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
@@ -57,14 +57,17 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, grad_c_n, *_unused):
             gw_hr if w_hr is not None else None, None)
 
 
-register_family(
-    "lstm_seq",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=(reference.forward, reference.backward),
-    triton_module="seqkernels.triton_kernels.recurrent",
-)
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import recurrent
+    return recurrent.lstm_seq, recurrent.lstm_seq_backward
+
+
+_OPS = register_family(
+    "lstm_seq", (_fake, _fake_backward), _setup_context, _backward,
+    reference=(reference.lstm_seq,
+               reference.lstm_seq_backward),
+    triton=_triton)
 
 
 def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
@@ -77,6 +80,6 @@ def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     the hand-written ``lstm_seq_backward`` op of the same backend.
     """
     which = _backend.resolve(backend, x.device)
-    y, h_n, c_n, *_ = op("lstm_seq", which)(x, h0, c0, w_ih, w_hh, bias, w_hr,
-                                            lengths)
+    y, h_n, c_n, *_ = _OPS.op(which)(x, h0, c0, w_ih, w_hh, bias, w_hr,
+                                     lengths)
     return y, h_n, c_n

@@ -12,9 +12,9 @@ from torch import Tensor
 
 from .. import _backend
 from ..reference import rnn_cell as reference
-from ..reference.lstm_cell import acc_dtype
+from .._common import acc_dtype
 from ..reference.rnn_cell import check_nonlinearity
-from ._variants import op, register_family
+from ._variants import register_family
 
 
 def _fake(x_proj, h_proj, bias, nonlinearity):
@@ -44,14 +44,17 @@ def _backward(ctx, backward_op, grad_h, _grad_gates):
             None)
 
 
-register_family(
-    "rnn_cell",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=(reference.rnn_cell, reference.rnn_cell_backward),
-    triton_module="seqkernels.triton_kernels.cells",
-)
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import cells
+    return cells.rnn_cell, cells.rnn_cell_backward
+
+
+_OPS = register_family(
+    "rnn_cell", (_fake, _fake_backward), _setup_context, _backward,
+    reference=(reference.rnn_cell,
+               reference.rnn_cell_backward),
+    triton=_triton)
 
 
 def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor] = None,
@@ -60,5 +63,5 @@ def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor] = None,
     """Fused vanilla RNN cell: returns ``h_new``."""
     check_nonlinearity(nonlinearity)
     which = _backend.resolve(backend, x_proj.device)
-    h_new, _ = op("rnn_cell", which)(x_proj, h_proj, bias, nonlinearity)
+    h_new, _ = _OPS.op(which)(x_proj, h_proj, bias, nonlinearity)
     return h_new

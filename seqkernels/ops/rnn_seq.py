@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from .. import _backend
-from ..reference import rnn_seq as reference
-from ..reference.lstm_cell import acc_dtype
+from ..reference import recurrent as reference
+from .._common import acc_dtype
 from ..reference.rnn_cell import check_nonlinearity
-from ._variants import op, register_family
+from ._variants import register_family
 
 
 def _fake(x, h0, w_ih, w_hh, bias, lengths, nonlinearity):
@@ -55,14 +55,15 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
             None)
 
 
-register_family(
-    "rnn_seq",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=(reference.forward, reference.backward),
-    triton_module="seqkernels.triton_kernels.recurrent",
-)
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import recurrent
+    return recurrent.rnn_seq, recurrent.rnn_seq_backward
+
+
+_OPS = register_family(
+    "rnn_seq", (_fake, _fake_backward), _setup_context, _backward,
+    reference=(reference.rnn_seq, reference.rnn_seq_backward), triton=_triton)
 
 
 def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
@@ -74,6 +75,6 @@ def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     ``lengths``."""
     check_nonlinearity(nonlinearity)
     which = _backend.resolve(backend, x.device)
-    y, h_n, _ = op("rnn_seq", which)(x, h0, w_ih, w_hh, bias, lengths,
-                                     nonlinearity)
+    y, h_n, _ = _OPS.op(which)(x, h0, w_ih, w_hh, bias, lengths,
+                               nonlinearity)
     return y, h_n

@@ -2,10 +2,14 @@
 softmax; the forward saves the log-sum-exp, the backward recomputes).
 Shapes and semantics: ``seqkernels/reference/sdpa.py``."""
 
-import torch
+from typing import Optional
 
+import torch
+from torch import Tensor
+
+from .. import _backend
 from ..reference import sdpa as reference
-from ..reference.lstm_cell import acc_dtype
+from .._common import acc_dtype
 from ._variants import register_family
 
 
@@ -37,11 +41,26 @@ def _backward(ctx, backward_op, grad_out, _grad_lse):
     return gq, gk, gv, None, None, None, None, None
 
 
-register_family(
-    "sdpa",
-    fake=(_fake, _fake_backward),
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=(reference.sdpa, reference.sdpa_backward),
-    triton_module="seqkernels.triton_kernels.sdpa",
-)
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import sdpa
+    return sdpa.sdpa, sdpa.sdpa_backward
+
+
+_OPS = register_family(
+    "sdpa", (_fake, _fake_backward), _setup_context, _backward,
+    reference=(reference.sdpa, reference.sdpa_backward), triton=_triton)
+
+
+def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor],
+         dropout_p: float, is_causal: bool, scale: float,
+         rng: Optional[Tensor], *, backend: Optional[str] = None) -> Tensor:
+    """Fused attention of ``q [B,Hq,Tq,E]``, ``k [B,Hk,Tk,E]``,
+    ``v [B,Hk,Tk,Ev]``: returns ``out [B,Hq,Tq,Ev]``. ``attn_mask``
+    ``[B,Hq|1,Tq,Tk]`` (bool: True attends; float: added), ``rng`` two int64
+    seeds of the dropout mask (None without dropout). The torch-signature
+    entry point is ``seqkernels.functional.scaled_dot_product_attention``."""
+    which = _backend.resolve(backend, q.device)
+    out, _ = _OPS.op(which)(q, k, v, attn_mask, dropout_p, is_causal, scale,
+                            rng)
+    return out

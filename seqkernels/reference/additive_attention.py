@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .attention_common import apply_mask, probs_from_stats, softmax_stats
-from .lstm_cell import acc_dtype
+from .._common import acc_dtype
 
 
 def _tanh_and_scores(q, k, v, bias, attn_mask):

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .lstm_cell import acc_dtype
+from .._common import acc_dtype
 
 
 def expand_kv(t: Tensor, heads: int) -> Tensor:

@@ -7,7 +7,7 @@ from typing import Optional
 from torch import Tensor
 
 from .attention_common import dot_scores, expand_kv, reduce_kv, softmax_lse
-from .lstm_cell import acc_dtype
+from .._common import acc_dtype
 
 
 def attention_scores(q: Tensor, k: Tensor, attn_mask: Optional[Tensor],

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .lstm_cell import acc_dtype
+from .._common import acc_dtype
 
 
 def cell_forward(xg: Tensor, hg: Tensor,

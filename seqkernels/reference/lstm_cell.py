@@ -8,10 +8,7 @@ order (i, f, g, o); states are ``[B, H]``.
 import torch
 from torch import Tensor
 
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype of a storage dtype: float32 for half and bfloat16."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+from .._common import acc_dtype
 
 
 def cell_forward(pre: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -12,16 +12,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .lstm_cell import acc_dtype
-
-NONLINEARITIES = ("tanh", "relu", "identity")
-
-
-def check_nonlinearity(nonlinearity: str) -> None:
-    if nonlinearity not in NONLINEARITIES:
-        raise ValueError(
-            f"seqkernels: nonlinearity must be 'tanh', 'relu' or 'identity', "
-            f"got {nonlinearity!r}")
+from .._common import acc_dtype
+from ..cell_table import NONLINEARITIES, check_nonlinearity  # noqa: F401
 
 
 def activate(pre: Tensor, nonlinearity: str) -> Tensor:
