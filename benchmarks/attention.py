@@ -46,7 +46,7 @@ Configurations (``configs``): on CUDA (bf16) the SDPA rows of A1/A2 as
 sweeps over T at B*T = 16k tokens, head dims 64 and 128, causal and not,
 with heads*D = 2048 (the layout of FlashAttention's own benchmark, where the
 anchor's figures come from: 32 heads at hd 64, 16 at hd 128); A3 and A4 at
-their TARGETS.md shapes. On CPU (float32) a few small rows.
+their target shapes (targets.py). On CPU (float32) a few small rows.
 
 Work counts: SDPA forward 4*B*heads*Tq*Tk*D FLOPs (halved when causal),
 backward 2.5x the forward. Probabilities: 2*B*heads*Tq*Tk*D forward, twice
@@ -60,15 +60,17 @@ multiply-add with v) and the context matmul forward, twice that backward.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as TF
 from torch import Tensor
 
-from .harness import Case, Job, Pairing, seqkernels_jobs
+from .cases import Case, uniform_weights_
+from .compiled import compile_now, compiled
+from .plan import Job, benchmark_dtype, seqkernels_jobs
+from .targets import Pairing
 
 KERNEL = "attention"
 SEED = 0
@@ -102,7 +104,7 @@ class Config:
     H: int = 0                       # additive only
     causal: bool = False
     modes: tuple[str, ...] = ("fwd+bwd",)
-    target: str = ""                 # id(s) in TARGETS.md, "/"-separated
+    target: str = ""                 # target id(s), "/"-separated
     sweep: str = ""                  # sweep name, for plots
     sweep_x: int = 0                 # this point's value of the swept size
     sanity: bool = False             # also run seqkernels-reference
@@ -203,7 +205,7 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
     """Every (config, provider, dtype) to run. ``compile=False`` lists the
     torch.compile provider as skipped, with the reason."""
     cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if cuda else torch.float32
+    dtype = benchmark_dtype(device)
     jobs = []
     for cfg in config_list:
         ours = {"mha-weights": "seqkernels-mha-weights-",
@@ -327,12 +329,7 @@ def _scores_case(cfg: Config, provider: str, dtype, device) -> Case:
 def _reference_mha(cfg: Config) -> torch.nn.MultiheadAttention:
     """The float32 CPU module whose weights every MHA provider copies."""
     m = torch.nn.MultiheadAttention(cfg.embed, cfg.heads, batch_first=True)
-    g = _generator(2)
-    bound = cfg.embed ** -0.5
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.rand(p.shape, generator=g) * 2 * bound - bound)
-    return m
+    return uniform_weights_(m, cfg.embed ** -0.5, _generator(2))
 
 
 def _mha_case(cfg: Config, provider: str, dtype, device) -> Case:
@@ -391,26 +388,6 @@ def additive_naive(query: Tensor, key: Tensor, value: Tensor,
     return torch.matmul(torch.softmax(scores, dim=-1), value)
 
 
-_compiled_additive = None
-
-
-def compiled_additive() -> Callable[..., Tensor]:
-    """``additive_naive`` under torch.compile, created once per process:
-    static shapes, fullgraph (a graph break is an error), a recompile limit
-    that fails loudly instead of falling back to eager, and no donated
-    buffers (the ``bwd`` mode's retain_graph needs the saved tensors)."""
-    global _compiled_additive
-    if _compiled_additive is None:
-        import torch._dynamo.config as dynamo_config
-        import torch._functorch.config as functorch_config
-        functorch_config.donated_buffer = False
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 256)
-        dynamo_config.fail_on_recompile_limit_hit = True
-        _compiled_additive = torch.compile(additive_naive, dynamic=False,
-                                           fullgraph=True)
-    return _compiled_additive
-
-
 def _additive_case(cfg: Config, provider: str, dtype, device) -> Case:
     leaves = _additive_leaves(cfg, device, dtype)
     args = tuple(leaves.values())
@@ -425,17 +402,9 @@ def _additive_case(cfg: Config, provider: str, dtype, device) -> Case:
     if provider == "torch-additive-eager":
         return Case(lambda: [additive_naive(*args)], leaves)
     if provider == "torch-additive-compile":
-        fn = compiled_additive()
+        fn = compiled(additive_naive)
         case = Case(lambda: [fn(*args)], leaves)
-        # Compile now, outside any timing: the forward and backward graphs.
-        start = time.perf_counter()
-        out = fn(*args)
-        torch.autograd.backward(out, torch.ones_like(out))
-        for leaf in leaves.values():
-            leaf.grad = None
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        case.note = f"compile+first run {time.perf_counter() - start:.1f} s"
+        compile_now(case, device)
         return case
     raise ValueError(f"unknown additive-attention provider {provider!r}")
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torch import Tensor
 
-from .harness import Case, Job, Pairing, recurrent_dtypes, seqkernels_jobs
+from .cases import Case, uniform_weights_
+from .plan import Job, recurrent_dtypes, seqkernels_jobs
+from .targets import Pairing
 
 KERNEL = "gru_rnn"
 SEED = 0
@@ -40,7 +41,7 @@ class Config:
     T: int
     I: int = 0                       # 0: same as H
     modes: tuple[str, ...] = ("fwd+bwd",)
-    target: str = ""                 # id in TARGETS.md
+    target: str = ""                 # target id (targets.py)
     sweep: str = ""                  # no sweeps here; run.py reads both
     sweep_x: int = 0
     train: bool = True
@@ -82,13 +83,8 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
 def _reference_module(cfg: Config) -> torch.nn.Module:
     """The float32 CPU torch.nn module whose weights every provider copies."""
     cls = {"gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.cell]
-    m = cls(cfg.input_size, cfg.H)
-    g = torch.Generator().manual_seed(SEED)
-    bound = cfg.H ** -0.5
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.rand(p.shape, generator=g) * 2 * bound - bound)
-    return m
+    return uniform_weights_(cls(cfg.input_size, cfg.H), cfg.H ** -0.5,
+                            torch.Generator().manual_seed(SEED))
 
 
 def build(job: Job, device: torch.device) -> Case:

@@ -22,8 +22,8 @@ Providers (``provider`` column)
                            inside nn.LSTMCell (CUDA only; no CPU kernel).
     torch-eager-pointwise  the same pointwise math in eager PyTorch.
 
-Configurations: the LSTM rows of shared/design/TARGETS.md (L1..L6, bf16 on
-GPU), the CPU target row (float32), and sweeps over batch and hidden size.
+Configurations: the LSTM target rows L1..L6 (targets.py; bf16 on GPU),
+the CPU target row (float32), and sweeps over batch and hidden size.
 ``configs(device, full)`` lists them; run.py filters and times them.
 
 Work counts: an LSTM layer-direction's forward does 2*tokens*4H*(I_l + P)
@@ -35,7 +35,6 @@ rows count bytes instead (see ``pointwise_bytes``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
@@ -43,8 +42,10 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .harness import (Case, Job, Pairing, recurrent_dtypes,
-                      seqkernels_jobs)
+from .cases import Case, uniform_weights_
+from .compiled import compile_now, compiled
+from .plan import Job, recurrent_dtypes, seqkernels_jobs
+from .targets import Pairing
 
 KERNEL = "lstm"
 SEED = 0
@@ -67,7 +68,7 @@ class Config:
     packed: bool = False             # lengths uniform in [1, T]
     modes: tuple[str, ...] = ("fwd+bwd",)
     inference: bool = False          # fwd under torch.no_grad, eval mode
-    target: str = ""                 # id in TARGETS.md
+    target: str = ""                 # target id (targets.py)
     sweep: str = ""                  # sweep name, for plots
     sweep_x: int = 0                 # this point's value of the swept size
     seq_providers: Optional[tuple[str, ...]] = None  # None: all that apply
@@ -199,22 +200,12 @@ def _reference_lstm(cfg: Config) -> torch.nn.LSTM:
     """The float32 CPU nn.LSTM whose weights every provider copies."""
     m = torch.nn.LSTM(cfg.input_size, cfg.H, num_layers=cfg.layers,
                       bidirectional=cfg.bidirectional)
-    g = _generator()
-    bound = cfg.H ** -0.5
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.rand(p.shape, generator=g) * 2 * bound - bound)
-    return m
+    return uniform_weights_(m, cfg.H ** -0.5, _generator())
 
 
 def _reference_cell(cfg: Config) -> torch.nn.LSTMCell:
     m = torch.nn.LSTMCell(cfg.input_size, cfg.H)
-    g = _generator()
-    bound = cfg.H ** -0.5
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.rand(p.shape, generator=g) * 2 * bound - bound)
-    return m
+    return uniform_weights_(m, cfg.H ** -0.5, _generator())
 
 
 @dataclass
@@ -310,26 +301,20 @@ def _stack(cfg: Config, x: Tensor, h0: Tensor, c0: Tensor, run_direction):
     return [layer_in, torch.stack(hs), torch.stack(cs)]
 
 
-def _lstmcell_loop_case(cfg: Config, dtype, device, inputs: SeqInputs) -> Case:
-    weights = _direction_weights(cfg, dtype, device)
-    cells = []
-    for w in weights:
-        w_ih, w_hh, b_ih, b_hh = w.values()
-        cell = torch.nn.LSTMCell(w_ih.shape[1], cfg.H, device=device,
-                                 dtype=dtype)
-        # The cell uses the leaf tensors themselves, so their .grad is set.
-        del cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
-        cell.weight_ih, cell.weight_hh = w_ih, w_hh
-        cell.bias_ih, cell.bias_hh = b_ih, b_hh
-        cells.append(cell)
+def _loop_case(cfg: Config, dtype, device, inputs: SeqInputs,
+               weights: list[dict[str, Tensor]], direction) -> Case:
+    """An LSTM stepped in a Python loop over T. ``direction(k, inp)`` gives,
+    for layer-direction ``k`` and its input ``inp``, ``(per_step, step)``:
+    ``step(per_step[t], h, c)`` returns the next ``(h, c)``."""
     x = inputs.x.to(dtype).requires_grad_(cfg.train)
     h0, c0 = inputs.h0.to(dtype), inputs.c0.to(dtype)
     T = cfg.T
 
     def run_direction(k, inp, h, c, reverse):
+        per_step, step = direction(k, inp)
         ys = [None] * T
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
-            h, c = cells[k](inp[t], (h, c))
+            h, c = step(per_step[t], h, c)
             ys[t] = h
         return torch.stack(ys), h, c
 
@@ -342,65 +327,34 @@ def _lstmcell_loop_case(cfg: Config, dtype, device, inputs: SeqInputs) -> Case:
     return Case(forward, leaves, inference=cfg.inference)
 
 
-_compiled_step = None
+def _lstmcell_loop_case(cfg: Config, dtype, device, inputs: SeqInputs) -> Case:
+    weights = _direction_weights(cfg, dtype, device)
+    cells = []
+    for w in weights:
+        w_ih, w_hh, b_ih, b_hh = w.values()
+        cell = torch.nn.LSTMCell(w_ih.shape[1], cfg.H, device=device,
+                                 dtype=dtype)
+        # The cell uses the leaf tensors themselves, so their .grad is set.
+        del cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh
+        cell.weight_ih, cell.weight_hh = w_ih, w_hh
+        cell.bias_ih, cell.bias_hh = b_ih, b_hh
+        cells.append(cell)
 
-
-def compiled_step():
-    """``lstm_step`` under torch.compile, created once per process.
-
-    Static shapes (one graph per shape, never a silently slower dynamic
-    one); fullgraph, so a graph break is an error; a raised recompile limit
-    that fails loudly instead of falling back to eager; and no donated
-    buffers, which would forbid the ``bwd`` mode's retain_graph."""
-    global _compiled_step
-    if _compiled_step is None:
-        import torch._dynamo.config as dynamo_config
-        import torch._functorch.config as functorch_config
-        functorch_config.donated_buffer = False
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 256)
-        dynamo_config.fail_on_recompile_limit_hit = True
-        _compiled_step = torch.compile(lstm_step, dynamic=False,
-                                       fullgraph=True)
-    return _compiled_step
+    def direction(k, inp):
+        return inp, lambda x_t, h, c: cells[k](x_t, (h, c))
+    return _loop_case(cfg, dtype, device, inputs, weights, direction)
 
 
 def _compile_loop_case(cfg: Config, dtype, device, inputs: SeqInputs) -> Case:
     weights = _direction_weights(cfg, dtype, device)
-    step = compiled_step()
-    x = inputs.x.to(dtype).requires_grad_(cfg.train)
-    h0, c0 = inputs.h0.to(dtype), inputs.c0.to(dtype)
-    T = cfg.T
+    step = compiled(lstm_step)
 
-    def run_direction(k, inp, h, c, reverse):
+    def direction(k, inp):
         w_ih, w_hh, b_ih, b_hh = weights[k].values()
         xw = torch.matmul(inp, w_ih.t()) + (b_ih + b_hh)
-        ys = [None] * T
-        for t in (range(T - 1, -1, -1) if reverse else range(T)):
-            h, c = step(xw[t], h, c, w_hh)
-            ys[t] = h
-        return torch.stack(ys), h, c
-
-    def forward():
-        return _stack(cfg, x, h0, c0, run_direction)
-    leaves = {} if cfg.inference else {"input": x}
-    if cfg.train:
-        for w in weights:
-            leaves.update(w)
-    case = Case(forward, leaves, inference=cfg.inference)
-    # Compile now, outside any timing: the forward graphs, and the backward
-    # graphs when the configuration trains.
-    start = time.perf_counter()
-    if cfg.inference:
-        with torch.no_grad():
-            forward()
-    else:
-        outs = forward()
-        torch.autograd.backward(outs[0], torch.ones_like(outs[0]))
-        for leaf in leaves.values():
-            leaf.grad = None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    case.note = f"compile+first run {time.perf_counter() - start:.1f} s"
+        return xw, lambda xw_t, h, c: step(xw_t, h, c, w_hh)
+    case = _loop_case(cfg, dtype, device, inputs, weights, direction)
+    compile_now(case, device)
     return case
 
 

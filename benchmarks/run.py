@@ -9,8 +9,8 @@ timed; results.csv, table.md and plots written into the output folder.
 Kernels: ``lstm`` (lstm.py), ``gru_rnn`` (gru_rnn.py) and ``attention``
 (attention.py), all by default. Defaults: --quick on a machine without a
 GPU (the CPU target row, tiny sweeps, small GRU/RNN and attention rows,
-about two minutes on two cores), --full with a GPU (the target rows of
-shared/design/TARGETS.md and the sweeps). The families take turns, a
+about two minutes on two cores), --full with a GPU (the target rows, listed
+in targets.py, and the sweeps). The families take turns, a
 configuration each (``job_order``), so a run cut by --time-limit still
 covers all of them. Each provider runs inside its own try/except: a failure becomes a
 row whose note holds the error, and is printed loudly; nothing falls back
@@ -39,12 +39,11 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks import (attention, check, gru_rnn, harness, lstm,  # noqa: E402
-                        report)
-
-# Each kernel module has KERNEL, configs, plan, build, reference, flops,
-# pointwise_bytes and PAIRINGS; io_mem_mb is optional.
-KERNELS = {"lstm": lstm, "gru_rnn": gru_rnn, "attention": attention}
+from benchmarks import check, harness, report  # noqa: E402
+from benchmarks.ceilings import Ceilings, measure_ceilings  # noqa: E402
+from benchmarks.environment import environment  # noqa: E402
+from benchmarks.kernels import KERNELS, pairings  # noqa: E402
+from benchmarks.plan import dtype_name  # noqa: E402
 
 
 @dataclass
@@ -110,7 +109,7 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def ceiling_rows(ceilings: harness.Ceilings, common: dict) -> list[dict]:
+def ceiling_rows(ceilings: Ceilings, common: dict) -> list[dict]:
     return [
         {**common, "kernel": "ceiling", "provider": "gemm", "mode": "fwd",
          "config": "gemm", "shape": ceilings.gemm_desc,
@@ -130,7 +129,7 @@ def run_job(kernel, job, device: torch.device, settings: harness.Settings,
     modes); its rows go into ``summary.rows``."""
     name = kernel.KERNEL
     cfg = job.config
-    dtype = str(job.dtype).replace("torch.", "")
+    dtype = dtype_name(job.dtype)
     what = f"{name} {job.provider} {cfg.name} [{cfg.shape}] {dtype}"
     ours = job.provider.startswith("seqkernels-")
     failures = summary.failures if ours else summary.anchor_failures
@@ -242,13 +241,12 @@ def run(out_dir: Path, device: torch.device,
     recorded as skipped."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = harness.environment(device)
+    env = environment(device)
     summary = Summary()
     print(f"device: {env['device']}; torch {env['torch']}, triton "
           f"{env['triton']}, CUDA {env['cuda']}; commit {env['commit']}",
           file=sys.stderr)
-    ceilings = harness.measure_ceilings(device, settings,
-                                        **(ceiling_sizes or {}))
+    ceilings = measure_ceilings(device, settings, **(ceiling_sizes or {}))
     common = {**env, "run_id": env["date"],
               "gemm_ceiling_tflops": ceilings.gemm_tflops,
               "copy_ceiling_gbps": ceilings.copy_gbps}
@@ -285,8 +283,7 @@ def run(out_dir: Path, device: torch.device,
             bar.close()
 
     rows = report.latest_run(report.read_csv(csv_path))
-    pairings = [p for name in selected for p in KERNELS[name].PAIRINGS]
-    summary.table = report.markdown(rows, pairings)
+    summary.table = report.markdown(rows, pairings(selected))
     (out_dir / "table.md").write_text(summary.table)
     summary.files = [csv_path, out_dir / "table.md"]
     summary.files += report.plot_sweeps(rows, out_dir)
@@ -334,7 +331,7 @@ def _print_plan(device: torch.device, selected: dict[str, Sequence],
                 continue
             print(f"{name:9} {job.config.name:22} {job.config.shape:42} "
                   f"{','.join(job.config.modes):16} {job.provider:32} "
-                  f"{str(job.dtype).replace('torch.', ''):9}"
+                  f"{dtype_name(job.dtype):9}"
                   f"{' SKIP: ' + job.skip if job.skip else ''}")
 
 
@@ -418,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(report.target_table(
         report.latest_run(report.read_csv(args.out / "results.csv")),
-        [p for n in selected for p in KERNELS[n].PAIRINGS]))
+        pairings(selected)))
     print()
     for path in summary.files:
         print(f"wrote {path}")

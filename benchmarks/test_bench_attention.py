@@ -15,7 +15,7 @@ where such a gap counts as a failure.
 import pytest
 import torch
 
-from benchmarks import attention, check, harness
+from benchmarks import attention, check, suite
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODES = ("fwd", "fwd+bwd")
@@ -51,23 +51,9 @@ else:
     ]
 
 
-def _jobs():
-    params = []
-    # torch.compile is left out: its compile time dwarfs these sizes.
-    for job in attention.plan(DEVICE, CONFIGS, compile=False):
-        if job.provider == "torch-additive-compile":
-            continue
-        dtype = str(job.dtype).replace("torch.", "")
-        marks = [pytest.mark.skip(reason=job.skip)] if job.skip else []
-        for mode in job.config.modes:
-            params.append(pytest.param(
-                job, mode, marks=marks,
-                id=f"{job.config.name[len('bench-'):]}-{job.provider}-"
-                   f"{dtype}-{mode}"))
-    return params
-
-
-@pytest.mark.parametrize("job,mode", _jobs())
+@pytest.mark.parametrize("job,mode", suite.params(
+    attention.plan(DEVICE, CONFIGS, compile=False),
+    lambda job: job.config.name[len("bench-"):]))
 def test_attention(benchmark, job, mode):
     cfg = job.config
     case = attention.build(job, DEVICE)
@@ -82,18 +68,4 @@ def test_attention(benchmark, job, mode):
                     f"{first}")
     assert result.ok, f"{job.provider}: {result.detail}"
 
-    fn, leaves = harness.runner(case, mode)
-    timed = harness.synchronized(fn, DEVICE)
-
-    def call():
-        for leaf in leaves:
-            leaf.grad = None
-        timed()
-
-    call()  # warm-up
-    benchmark.group = f"attention {cfg.kind} {cfg.shape} {mode}"
-    benchmark.extra_info.update(
-        provider=job.provider, dtype=str(job.dtype), mode=mode,
-        config=cfg.shape, flops=attention.flops(cfg, mode),
-        bytes=attention.pointwise_bytes(cfg, mode, job.dtype))
-    benchmark(call)
+    suite.time_case(benchmark, attention, job, case, mode, DEVICE)

@@ -118,6 +118,25 @@ def float_mask(B, Tq, Tk, dtype, heads=None, empty_rows=(5, 20)):
     return m.expand(B, heads, Tq, Tk)
 
 
+def query_key(B, Hq, Hk, Tq, Tk, D, dtype, noncontig):
+    """q [B, Hq, Tq, D] (a transposed view when ``noncontig``) and
+    k [B, Hk, Tk, D]."""
+    if noncontig:
+        q = randn(B, Tq, Hq, D, dtype=dtype).transpose(1, 2)
+    else:
+        q = randn(B, Hq, Tq, D, dtype=dtype)
+    return q, randn(B, Hk, Tk, D, dtype=dtype)
+
+
+def make_mask(kind, B, Tq, Tk, dtype, heads=None):
+    """None, or a bool_mask / float_mask for ``kind`` "bool" / "float"."""
+    if kind == "bool":
+        return bool_mask(B, Tq, Tk, heads=heads)
+    if kind == "float":
+        return float_mask(B, Tq, Tk, dtype, heads=heads)
+    return None
+
+
 # ---------------------------------------------------------------------------
 # sdpa
 
@@ -125,17 +144,9 @@ def float_mask(B, Tq, Tk, dtype, heads=None, empty_rows=(5, 20)):
 def sdpa_case(B, Hq, Hk, Tq, Tk, D, Dv, dtype, mask=None, causal=False,
               dropout=0.0, noncontig=False):
     def fn():
-        if noncontig:
-            q = randn(B, Tq, Hq, D, dtype=dtype).transpose(1, 2)
-        else:
-            q = randn(B, Hq, Tq, D, dtype=dtype)
-        k = randn(B, Hk, Tk, D, dtype=dtype)
+        q, k = query_key(B, Hq, Hk, Tq, Tk, D, dtype, noncontig)
         v = randn(B, Hk, Tk, Dv, dtype=dtype)
-        m = None
-        if mask == "bool":
-            m = bool_mask(B, Tq, Tk, heads=Hq)
-        elif mask == "float":
-            m = float_mask(B, Tq, Tk, dtype, heads=Hq)
+        m = make_mask(mask, B, Tq, Tk, dtype, heads=Hq)
         rng = (torch.tensor([1234, 5678], dtype=torch.int64, device=DEV)
                if dropout > 0 else None)
         scale = 1.0 / math.sqrt(D)
@@ -178,16 +189,8 @@ def sdpa_autograd(dtype):
 def scores_case(B, Hq, Hk, Tq, Tk, D, dtype, mask=None, causal=False,
                 noncontig=False):
     def fn():
-        if noncontig:
-            q = randn(B, Tq, Hq, D, dtype=dtype).transpose(1, 2)
-        else:
-            q = randn(B, Hq, Tq, D, dtype=dtype)
-        k = randn(B, Hk, Tk, D, dtype=dtype)
-        m = None
-        if mask == "bool":
-            m = bool_mask(B, Tq, Tk, heads=Hq)
-        elif mask == "float":
-            m = float_mask(B, Tq, Tk, dtype, heads=Hq)
+        q, k = query_key(B, Hq, Hk, Tq, Tk, D, dtype, noncontig)
+        m = make_mask(mask, B, Tq, Tk, dtype, heads=Hq)
         scale = 1.0 / math.sqrt(D)
         p = ops.attention_scores(q, k, m, causal, scale)
         p_r = ops.attention_scores_reference(q, k, m, causal, scale)
@@ -237,11 +240,7 @@ def additive_case(B, Tq, Tk, H, Dv, dtype, bias=True, mask=None,
         value = randn(B, Tk, Dv, dtype=dtype)
         v = randn(H, dtype=dtype, scale=0.3)
         b = randn(H, dtype=dtype, scale=0.1) if bias else None
-        m = None
-        if mask == "bool":
-            m = bool_mask(B, Tq, Tk)
-        elif mask == "float":
-            m = float_mask(B, Tq, Tk, dtype)
+        m = make_mask(mask, B, Tq, Tk, dtype)
         args = (q, k, value, v, b, m, need_weights)
         fwd = ops.additive_attention(*args)
         fwd_r = ops.additive_attention_reference(*args)

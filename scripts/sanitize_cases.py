@@ -11,6 +11,19 @@ import torch
 import seqkernels
 
 
+def run_seq(m, device, dtype, lengths):
+    """``m`` on a [T=7, B=3, 13] input that requires grad, packed when
+    ``lengths`` are given; returns the output (its data when packed) and
+    the final state."""
+    x = torch.randn(7, 3, 13, device=device, dtype=dtype, requires_grad=True)
+    inp = x
+    if lengths is not None:
+        inp = torch.nn.utils.rnn.pack_padded_sequence(
+            x, torch.tensor(lengths), enforce_sorted=False)
+    out, state = m(inp)
+    return (out.data if lengths is not None else out), state
+
+
 def lstm_cases(device):
     for dtype in (torch.float32, torch.bfloat16):
         for kw, lengths in (
@@ -20,14 +33,7 @@ def lstm_cases(device):
         ):
             m = seqkernels.LSTM(13, 37, backend="cuda", device=device,
                                 dtype=dtype, **kw)
-            x = torch.randn(7, 3, 13, device=device, dtype=dtype,
-                            requires_grad=True)
-            inp = x
-            if lengths is not None:
-                inp = torch.nn.utils.rnn.pack_padded_sequence(
-                    x, torch.tensor(lengths), enforce_sorted=False)
-            out, (h, c) = m(inp)
-            out = out.data if lengths is not None else out
+            out, (h, c) = run_seq(m, device, dtype, lengths)
             (out.float().sum() + h.float().sum() + c.float().sum()).backward()
             yield f"lstm {dtype} {kw} lengths={lengths}"
 
@@ -43,14 +49,7 @@ def gru_rnn_cases(device):
             ):
                 m = cls(13, 37, backend="cuda", device=device, dtype=dtype,
                         **kw, **extra)
-                x = torch.randn(7, 3, 13, device=device, dtype=dtype,
-                                requires_grad=True)
-                inp = x
-                if lengths is not None:
-                    inp = torch.nn.utils.rnn.pack_padded_sequence(
-                        x, torch.tensor(lengths), enforce_sorted=False)
-                out, h = m(inp)
-                out = out.data if lengths is not None else out
+                out, h = run_seq(m, device, dtype, lengths)
                 (out.float().sum() + h.float().sum()).backward()
                 yield f"{cls.__name__} {kw} {dtype} {extra} lengths={lengths}"
 

@@ -51,6 +51,21 @@ def sig(fn, types, constexprs):
     return ASTSource(fn, signature, constexprs)
 
 
+def arg_types(storage, acc, acc_ptrs):
+    """The signature type of a kernel argument, by its name: the pointers
+    named in ``acc_ptrs`` hold the accumulation type ``acc``, ``len_ptr``
+    int64 lengths, other pointers the storage type; the rest are int32."""
+    def types(name):
+        if name in acc_ptrs:
+            return "*" + acc
+        if name == "len_ptr":
+            return "*i64"
+        if name.endswith("_ptr"):
+            return "*" + storage
+        return "i32"
+    return types
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--arch", type=int, default=90)
@@ -63,15 +78,8 @@ def main():
         accty = "fp64" if st == "fp64" else "fp32"
         bb, bh = (16, 16) if not dot else (16, 32)
 
-        def fwd_types(name):
-            if name in ("xg_ptr", "c_state_ptr", "saved_ptr", "cs_ptr"):
-                return "*" + accty
-            if name == "len_ptr":
-                return "*i64"
-            if name.endswith("_ptr"):
-                return "*" + st
-            return "i32"
-
+        fwd_types = arg_types(st, accty, ("xg_ptr", "c_state_ptr",
+                                          "saved_ptr", "cs_ptr"))
         common = dict(CELL=cell, ACT=act, G=G, S=S, HAS_LENGTHS=lengths,
                       USE_DOT=dot, ACC=acc, BLOCK_B=bb,
                       BLOCK_H=bh, BLOCK_K=bk)
@@ -79,16 +87,9 @@ def main():
                   dict(common, HAS_W=True, HAS_BH=cell == 1, HAS_HOUT=True))
         triton.compile(fwd, target=target)
 
-        def bwd_types(name):
-            if name in ("ggn_ptr", "gx_ptr", "gh_ptr", "dh_carry_ptr",
-                        "carry_ptr", "saved_ptr", "c_prev_ptr", "cs_ptr"):
-                return "*" + accty
-            if name == "len_ptr":
-                return "*i64"
-            if name.endswith("_ptr"):
-                return "*" + st
-            return "i32"
-
+        bwd_types = arg_types(st, accty, (
+            "ggn_ptr", "gx_ptr", "gh_ptr", "dh_carry_ptr", "carry_ptr",
+            "saved_ptr", "c_prev_ptr", "cs_ptr"))
         bwd = sig(recurrent._seq_bwd_step, bwd_types,
                   dict(common, HAS_W=True, HAS_NEXT=True))
         triton.compile(bwd, target=target)
@@ -96,13 +97,8 @@ def main():
         if lengths:
             continue
 
-        def cell_types(name):
-            if name == "saved_ptr":
-                return "*" + accty
-            if name.endswith("_ptr"):
-                return "*" + st
-            return "i32"
-
+        # The cell kernels take no lengths (no len_ptr).
+        cell_types = arg_types(st, accty, ("saved_ptr",))
         cf = sig(cells._cell_fwd_kernel, cell_types,
                  dict(CELL=cell, ACT=act, G=G, S=S, HAS_BX=True,
                       HAS_BH=True, ACC=acc, BLOCK=1024))

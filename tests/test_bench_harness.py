@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import harness, lstm, report  # noqa: E402
+from benchmarks import cases, harness, lstm, report  # noqa: E402
 from benchmarks import run as bench_run  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -27,11 +27,18 @@ CONFIGS = [
 ]
 
 
-def _run(tmp_path, configs=CONFIGS):
-    return bench_run.run(tmp_path, CPU, {"lstm": configs}, TINY,
+def _run(tmp_path, configs=CONFIGS, kernel="lstm"):
+    return bench_run.run(tmp_path, CPU, {kernel: configs}, TINY,
                          compile=False,
                          ceiling_sizes={"gemm_n": 64, "copy_mb": 1},
                          quiet=True)
+
+
+def _made_wrong(case):
+    """``case`` with its outputs scaled by 1.5: a kernel that runs, wrong."""
+    forward = case.forward
+    case.forward = lambda: [o * 1.5 for o in forward()]
+    return case
 
 
 def test_run_writes_csv_table_and_plot(tmp_path):
@@ -112,10 +119,7 @@ def test_wrong_kernel_is_marked(tmp_path, monkeypatch):
 
     def wrong(job, device):
         case = build(job, device)
-        if job.provider == "seqkernels-cpu":
-            forward = case.forward
-            case.forward = lambda: [o * 1.5 for o in forward()]
-        return case
+        return _made_wrong(case) if job.provider == "seqkernels-cpu" else case
     monkeypatch.setattr(lstm, "build", wrong)
     summary = _run(tmp_path, [TARGET_ROW])
     assert not summary.ok
@@ -128,8 +132,8 @@ def test_wrong_kernel_is_marked(tmp_path, monkeypatch):
 def test_runner_modes():
     job = lstm.Job(TARGET_ROW, "seqkernels-cpu", torch.float32)
     case = lstm.build(job, CPU)
-    for mode in harness.MODES:
-        fn, leaves = harness.runner(case, mode)
+    for mode in cases.MODES:
+        fn, leaves = cases.runner(case, mode)
         for leaf in leaves:
             leaf.grad = None
         fn()
@@ -141,11 +145,11 @@ def test_runner_modes():
     inference = lstm.build(lstm.Job(
         lstm.Config("inf", B=1, H=4, T=3, modes=("fwd",), inference=True),
         "torch-nn-lstm", torch.float32), CPU)
-    fn, leaves = harness.runner(inference, "fwd")
+    fn, leaves = cases.runner(inference, "fwd")
     assert leaves == []
     fn()
     with pytest.raises(ValueError):
-        harness.runner(inference, "fwd+bwd")
+        cases.runner(inference, "fwd+bwd")
 
 
 # --------------------------------------------------------------------------
@@ -172,11 +176,8 @@ ANCHORS = {"torch-sdpa", "torch-sdpa-math", "torch-matmul-softmax",
            "torch-mha-weights", "torch-mha-noweights", "torch-additive-eager"}
 
 
-def _run_attention(tmp_path, configs=ATTN_CONFIGS, compile=False):
-    return bench_run.run(tmp_path, CPU, {"attention": configs}, TINY,
-                         compile=compile,
-                         ceiling_sizes={"gemm_n": 64, "copy_mb": 1},
-                         quiet=True)
+def _run_attention(tmp_path, configs=ATTN_CONFIGS):
+    return _run(tmp_path, configs, kernel="attention")
 
 
 def _not_registered(row) -> bool:
@@ -270,12 +271,10 @@ def test_attention_wrong_and_missing_kernels(tmp_path, monkeypatch, capsys):
                     "Could not run 'seqkernels::sdpa' with arguments from the "
                     "'CPU' backend. This could be because the operator "
                     "doesn't exist for this backend, ...")
-            return harness.Case(missing, {})
+            return cases.Case(missing, {})
         case = build(job, device)
-        if job.provider == "seqkernels-reference":
-            forward = case.forward
-            case.forward = lambda: [o * 1.5 for o in forward()]
-        return case
+        return (_made_wrong(case) if job.provider == "seqkernels-reference"
+                else case)
     monkeypatch.setattr(attention, "build", patched)
     summary = _run_attention(tmp_path, ATTN_CONFIGS[:1])
     assert not summary.ok
@@ -387,10 +386,7 @@ def test_gru_rnn_run_and_l7_pairing(tmp_path):
                               modes=("fwd", "fwd+bwd"), target="L7"),
                gru_rnn.Config("L7-rnn", "rnn", B=2, I=3, H=4, T=3,
                               modes=("fwd", "fwd+bwd"), target="L7")]
-    summary = bench_run.run(tmp_path, CPU, {"gru_rnn": configs}, TINY,
-                            compile=False,
-                            ceiling_sizes={"gemm_n": 64, "copy_mb": 1},
-                            quiet=True)
+    summary = _run(tmp_path, configs, kernel="gru_rnn")
     assert summary.ok, summary.failures + summary.mismatches
     rows = [r for r in report.read_csv(tmp_path / "results.csv")
             if r["kernel"] == "gru_rnn"]

@@ -1,0 +1,111 @@
+"""What is timed: a case (one provider on one configuration, ready to run)
+and the runners that run it in each mode.
+
+Modes (``runner``)
+    ``fwd``      the forward; with autograd recording (a training forward,
+                 which saves what the backward needs) unless the case is an
+                 inference case, which runs under ``torch.no_grad``.
+    ``fwd+bwd``  forward, then backward from random output gradients.
+    ``bwd``      the backward alone. The forward runs once, outside the clock,
+                 and each repetition calls ``backward(retain_graph=True)`` on
+                 that graph. We chose this over "time(fwd+bwd) - time(fwd)":
+                 a difference of two medians carries the noise of both, can
+                 come out negative for short workloads, and hides a forward
+                 that is slower in training mode. The cost: the graph must
+                 support a second backward. Every hand-written backward here
+                 reads its saved tensors without freeing them, which is all
+                 retain_graph asks; torch.compile's donated buffers do not
+                 allow it, so compiled.py turns them off for the compiled
+                 providers. Gradients are reset to None before each
+                 repetition so no accumulation kernel is timed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+MODES = ("fwd", "bwd", "fwd+bwd")
+
+
+@dataclass
+class Case:
+    """One provider on one configuration, ready to run.
+
+    ``forward()`` returns the outputs, always in the same order for every
+    provider of a kernel (so check.py can compare them); ``leaves`` are the
+    tensors that require grad, by name (the same names across providers).
+    """
+    forward: Callable[[], Sequence[Tensor]]
+    leaves: dict[str, Tensor] = field(default_factory=dict)
+    inference: bool = False
+    note: str = ""
+
+
+def clear_grads(tensors: Sequence[Tensor]) -> None:
+    for t in tensors:
+        t.grad = None
+
+
+def uniform_weights_(module: torch.nn.Module, bound: float,
+                     generator: torch.Generator) -> torch.nn.Module:
+    """Every parameter of ``module`` drawn from U(-bound, bound) with
+    ``generator``, in parameter order: the seeded weights that every
+    provider of a configuration copies."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound
+                    - bound)
+    return module
+
+
+def random_grads(outputs: Sequence[Tensor],
+                 generator: Optional[torch.Generator] = None) -> list[Tensor]:
+    """Random (never zero) output gradients, one per differentiable output."""
+    grads = []
+    for out in outputs:
+        if out.requires_grad:
+            g = torch.randn(out.shape, generator=generator, dtype=torch.float32,
+                            device="cpu")
+            grads.append(g.to(device=out.device, dtype=out.dtype))
+    return grads
+
+
+def _differentiable(outputs: Sequence[Tensor]) -> list[Tensor]:
+    return [o for o in outputs if o.requires_grad]
+
+
+def runner(case: Case, mode: str) -> tuple[Callable[[], None], list[Tensor]]:
+    """``(fn, grad_to_none)`` that runs ``case`` in ``mode``."""
+    leaves = list(case.leaves.values())
+    if mode == "fwd":
+        if case.inference:
+            def fwd():
+                with torch.no_grad():
+                    case.forward()
+            return fwd, []
+
+        def fwd_train():
+            case.forward()
+        return fwd_train, leaves
+    if case.inference:
+        raise ValueError(f"mode {mode!r} needs a training case")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    outputs = _differentiable(case.forward())
+    if not outputs:
+        raise ValueError("the case's outputs do not require grad")
+    grads = random_grads(outputs)
+    if mode == "fwd+bwd":
+        del outputs
+
+        def fwd_bwd():
+            torch.autograd.backward(_differentiable(case.forward()), grads)
+        return fwd_bwd, leaves
+
+    def bwd():  # the forward ran once, above; its graph is kept
+        torch.autograd.backward(outputs, grads, retain_graph=True)
+    return bwd, leaves
