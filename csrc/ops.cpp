@@ -9,6 +9,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "seqkernels/recurrent_host.h"
+
 namespace {
 
 // Schemas; shapes, dtypes and semantics of each op are documented in its
@@ -114,8 +116,13 @@ TORCH_LIBRARY(seqkernels, m) {
 }
 
 // A tiny Python module: importing it loads the library above, and it reports
-// how the extension was built.
+// how the extension was built and the C++ cell table.
 namespace {
+
+using seqkernels::CellDesc;
+using seqkernels::CellKind;
+using seqkernels::cell_desc;
+using seqkernels::kind_name;
 
 PyObject* build_info(PyObject*, PyObject*) {
 #ifdef SEQKERNELS_WITH_CUDA
@@ -131,9 +138,29 @@ PyObject* build_info(PyObject*, PyObject*) {
   return Py_BuildValue("{s:O,s:s}", "cuda", cuda, "cuda_archs", archs);
 }
 
+// The C++ cell table (the traits of cell_math.h through cell_desc), for the
+// test that holds seqkernels/cell_table.py to it.
+PyObject* cell_traits(PyObject*, PyObject*) {
+  PyObject* table = PyDict_New();
+  for (int kind = 0; kind < 3; ++kind) {
+    const CellDesc d = cell_desc(static_cast<CellKind>(kind));
+    PyObject* row = Py_BuildValue(
+        "{s:i,s:i,s:i,s:O,s:O,s:O}", "kind_id", kind, "gates", d.gates,
+        "saved", d.saved, "has_c", d.has_c ? Py_True : Py_False,
+        "split_grad", d.split_grad ? Py_True : Py_False, "direct_h",
+        d.direct_h ? Py_True : Py_False);
+    PyDict_SetItemString(table, kind_name(d.kind), row);
+    Py_DECREF(row);
+  }
+  return table;
+}
+
 PyMethodDef kMethods[] = {
     {"build_info", build_info, METH_NOARGS,
      "dict(cuda=bool, cuda_archs=str): how this extension was compiled."},
+    {"cell_traits", cell_traits, METH_NOARGS,
+     "{kind: dict(kind_id, gates, saved, has_c, split_grad, direct_h)}: the "
+     "cell traits of csrc/include/seqkernels/cell_math.h."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_C",

@@ -21,6 +21,17 @@ CellDesc cell_desc(CellKind kind, Activation act) {
   return d;
 }
 
+const char* kind_name(CellKind kind) {
+  switch (kind) {
+    case CellKind::kLstm:
+      return "lstm";
+    case CellKind::kGru:
+      return "gru";
+    default:
+      return "rnn";
+  }
+}
+
 Activation parse_activation(c10::string_view nonlinearity) {
   if (nonlinearity == "tanh") return Activation::kTanh;
   if (nonlinearity == "relu") return Activation::kRelu;
@@ -32,17 +43,6 @@ Activation parse_activation(c10::string_view nonlinearity) {
 }
 
 namespace {
-
-const char* kind_name(CellKind kind) {
-  switch (kind) {
-    case CellKind::kLstm:
-      return "lstm";
-    case CellKind::kGru:
-      return "gru";
-    default:
-      return "rnn";
-  }
-}
 
 void check_bias(const OptTensor& b, const char* name, int64_t n,
                 const at::Tensor& like, const char* like_name) {

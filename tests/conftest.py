@@ -1,5 +1,5 @@
 """Shared test setup: which backends this machine can run, the tolerance
-rule of shared/design/TARGETS.md, and NaN-filled allocations.
+rule (:func:`assert_matches`), and NaN-filled allocations.
 
 On a machine without a GPU the Triton kernels run on CPU tensors under the
 interpreter: TRITON_INTERPRET must be set before the kernels' module is

@@ -9,7 +9,8 @@
 //             applies the cell and writes h, the saved values and c (LSTM);
 //   backward: a block owns the same tile, accumulates the carried dh over
 //             n = G*H (grad_hg_next @ w_hh), then the pointwise backward.
-// This is the per-step kernel of the plan in ARCHITECTURE.md: correct and
+// This is the per-step kernel, the first step before a persistent one (a
+// launch per layer, W_hh held on chip across steps): correct and
 // CUDA-graph friendly, deterministic (each output element has one owner
 // thread; no atomics). SIMT float accumulation, no tensor cores yet.
 #include <ATen/Dispatch.h>

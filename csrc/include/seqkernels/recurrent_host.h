@@ -46,6 +46,10 @@ struct CellDesc {
 
 CellDesc cell_desc(CellKind kind, Activation act = Activation::kTanh);
 
+// "lstm", "gru" or "rnn": the cell's name in messages and in the Python cell
+// table (seqkernels/cell_table.py).
+const char* kind_name(CellKind kind);
+
 // "tanh", "relu" or "identity"; anything else is an error naming it.
 Activation parse_activation(c10::string_view nonlinearity);
 
