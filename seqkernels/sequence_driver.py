@@ -55,6 +55,12 @@ def active_rows(lengths: Optional[Tensor], s: int) -> Optional[Tensor]:
     return None if lengths is None else (lengths > s).unsqueeze(1)
 
 
+def _sizes(cell: CellDesc, x: Tensor, h0: Tensor, w_ih: Tensor):
+    """T, B, I, G, H, P as recurrent_host.h names them."""
+    T, B, I = x.shape
+    return T, B, I, cell.gates, w_ih.shape[0] // cell.gates, h0.shape[1]
+
+
 def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
                           c0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
                           b_ih: Optional[Tensor], b_hh: Optional[Tensor],
@@ -62,10 +68,7 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
                           steps: SeqSteps):
     """The sequence forward: returns (y, h_n, c_n, saved, cs, ms); absent
     ones are empty tensors."""
-    T, B, I = x.shape
-    G = cell.gates
-    H = w_ih.shape[0] // G
-    P = h0.shape[1]
+    T, B, I, G, H, P = _sizes(cell, x, h0, w_ih)
     acc = acc_dtype(x.dtype)
     x = x.contiguous()
     w_hh = w_hh.contiguous()
@@ -126,10 +129,7 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
     """Backward through time: returns (grad_x, grad_h0, grad_c0, grad_w_ih,
     grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr); absent ones are empty
     (grad_b_hh is given only where it differs from grad_b_ih: GRU)."""
-    T, B, I = x.shape
-    G = cell.gates
-    H = w_ih.shape[0] // G
-    P = h0.shape[1]
+    T, B, I, G, H, P = _sizes(cell, x, h0, w_ih)
     acc = acc_dtype(x.dtype)
     x = x.contiguous()
     grad_y = grad_y.contiguous()

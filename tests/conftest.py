@@ -100,6 +100,25 @@ def dtypes_for(device):
     return (torch.float32, torch.float64)
 
 
+def backend_params(cases, with_dtypes=False):
+    """pytest params over every backend of :data:`BACKEND_CASES` (with its
+    skip marks), each dtype it is tested in (``with_dtypes``), and each
+    case: values ``(backend, device[, dtype], *case)``, id
+    ``backend[-dtype]-case`` (a case is a name or a tuple of names)."""
+    params = []
+    for param in BACKEND_CASES:
+        backend, device = param.values
+        for dtype in dtypes_for(device) if with_dtypes else (None,):
+            for case in cases:
+                case = case if isinstance(case, tuple) else (case,)
+                head = (backend, device) + ((dtype,) if with_dtypes else ())
+                ident = [param.id] + ([str(dtype)[6:]] if with_dtypes else [])
+                params.append(pytest.param(
+                    *head, *case, marks=param.marks,
+                    id="-".join(ident + [str(c) for c in case])))
+    return params
+
+
 @pytest.fixture(autouse=True)
 def nan_filled_allocations():
     """Every torch.empty (in Python and in the C++ kernels' host code) is

@@ -13,6 +13,31 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, \
 from conftest import assert_all_match, seed as test_seed
 
 
+# The configurations every recurrent module runs, by name: (constructor
+# arguments, run arguments of compare_recurrent). Each module's tests add
+# their own (projections, batch-first packing).
+CONFIGS = {
+    "basic": (dict(input_size=5, hidden_size=7), dict(T=6, B=3)),
+    "odd_sizes": (dict(input_size=13, hidden_size=59), dict(T=9, B=2)),
+    "one_step_one_row": (dict(input_size=13, hidden_size=59), dict(T=1, B=1)),
+    "two_layers_bidirectional": (
+        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
+        dict(T=5, B=3)),
+    "batch_first_with_hx": (
+        dict(input_size=4, hidden_size=6, batch_first=True),
+        dict(T=5, B=2, with_hx=True)),
+    "no_bias": (dict(input_size=5, hidden_size=7, bias=False), dict(T=4, B=2)),
+    "dropout_eval": (
+        dict(input_size=5, hidden_size=6, num_layers=2, dropout=0.5),
+        dict(T=4, B=2)),
+    "packed_sorted": (
+        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
+        dict(T=6, B=4, lengths=[6, 4, 3, 1], with_hx=True)),
+    "unbatched": (dict(input_size=5, hidden_size=6, num_layers=2),
+                  dict(T=5, B=1, unbatched=True, with_hx=True)),
+}
+
+
 def _clone_module(cls, src, dtype, device, **extra):
     m = cls(**extra).to(device=device, dtype=dtype)
     m.load_state_dict(src.state_dict())

@@ -11,19 +11,9 @@ import torch.nn.functional as TF
 
 import seqkernels.functional as SF
 from attention_cases import ADDITIVE_CASES, SDPA_CASES, sdpa_inputs
-from conftest import (BACKEND_CASES, CPU, assert_matches, compare_fn,
-                      dtypes_for, seed)
+from conftest import assert_matches, backend_params, compare_fn, seed
 from seqkernels.reference import sdpa as ref_sdpa  # noqa: F401
 
-
-def _cases(names):
-    for param in BACKEND_CASES:
-        backend, device = param.values
-        for dtype in dtypes_for(device):
-            for name in names:
-                yield pytest.param(backend, device, dtype, name,
-                                   marks=param.marks,
-                                   id=f"{param.id}-{str(dtype)[6:]}-{name}")
 
 
 def _torch_mask(mask, like):
@@ -31,7 +21,7 @@ def _torch_mask(mask, like):
 
 
 @pytest.mark.parametrize("backend,device,dtype,case",
-                         list(_cases(SDPA_CASES)))
+                         backend_params(SDPA_CASES, with_dtypes=True))
 def test_sdpa_matches_torch(backend, device, dtype, case):
     q, k, v, mask, causal, gqa = sdpa_inputs(case, seed())
 
@@ -79,7 +69,7 @@ def _softmax_scores(q, k, mask, causal, gqa):
 
 
 @pytest.mark.parametrize("backend,device,dtype,case",
-                         list(_cases(SDPA_CASES)))
+                         backend_params(SDPA_CASES, with_dtypes=True))
 def test_attention_scores_matches_torch(backend, device, dtype, case):
     q, k, _, mask, causal, gqa = sdpa_inputs(case, seed())
 
@@ -98,7 +88,7 @@ def test_attention_scores_matches_torch(backend, device, dtype, case):
 
 
 @pytest.mark.parametrize("backend,device,dtype,causal",
-                         list(_cases(["full", "causal"])))
+                         backend_params(["full", "causal"], with_dtypes=True))
 def test_attention_scores_of_large_scores(backend, device, dtype, causal):
     """Rows of scores near +-200 that differ by a few units, exact in every
     dtype tested (small integers in q and k, one key feature 40 for every
@@ -158,7 +148,7 @@ def naive_additive(query, key, value, w_query, w_key, v, bias=None, kpm=None):
 
 
 @pytest.mark.parametrize("backend,device,dtype,case",
-                         list(_cases(ADDITIVE_CASES)))
+                         backend_params(ADDITIVE_CASES, with_dtypes=True))
 def test_additive_attention_matches_torch(backend, device, dtype, case):
     tensors, kpm, need = additive_inputs(case, seed())
 

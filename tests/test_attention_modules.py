@@ -9,8 +9,7 @@ import torch
 
 import seqkernels
 import seqkernels.functional as SF
-from conftest import BACKEND_CASES, compare_fn, dtypes_for, seed
-
+from conftest import backend_params, compare_fn, seed
 MHA_CASES = {
     "plain": (dict(), dict()),
     "batch_first_kpm": (dict(batch_first=True), dict(kpm=True)),
@@ -29,17 +28,9 @@ MHA_CASES = {
 }
 
 
-def _cases(names):
-    for param in BACKEND_CASES:
-        backend, device = param.values
-        for dtype in dtypes_for(device):
-            for name in names:
-                yield pytest.param(backend, device, dtype, name,
-                                   marks=param.marks,
-                                   id=f"{param.id}-{str(dtype)[6:]}-{name}")
 
-
-@pytest.mark.parametrize("backend,device,dtype,case", list(_cases(MHA_CASES)))
+@pytest.mark.parametrize("backend,device,dtype,case",
+                         backend_params(MHA_CASES, with_dtypes=True))
 def test_multihead_attention_matches_torch(backend, device, dtype, case):
     ctor, opts = MHA_CASES[case]
     ctor = dict(dict(embed_dim=8, num_heads=2), **ctor)
@@ -105,7 +96,8 @@ def test_multihead_attention_matches_torch(backend, device, dtype, case):
 
 
 @pytest.mark.parametrize("backend,device,dtype,case",
-                         list(_cases(["sequence", "one_step"])))
+                         backend_params(["sequence", "one_step"],
+                                        with_dtypes=True))
 def test_additive_attention_module(backend, device, dtype, case):
     torch.manual_seed(seed())
     Dq, Dk, Hh, B, Tq, Tk = 6, 5, 7, 2, 4, 9

@@ -7,15 +7,9 @@ import pytest
 import torch
 
 import seqkernels  # noqa: F401
-from conftest import BACKEND_CASES
+from conftest import backend_params
 from seqkernels.ops._variants import op
 
-
-def _cases(names):
-    for param in BACKEND_CASES:
-        for name in names:
-            yield pytest.param(*param.values, name, marks=param.marks,
-                               id=f"{param.id}-{name}")
 
 
 def _r(g, device, dtype, *shape):
@@ -52,7 +46,7 @@ def sdpa_op_args(device, dtype, case, seed=0):
     return (q, k, v, m, p, causal, 0.7, rng)
 
 
-@pytest.mark.parametrize("backend,device,case", list(_cases(SDPA_OP_CASES)))
+@pytest.mark.parametrize("backend,device,case", backend_params(SDPA_OP_CASES))
 def test_sdpa_gradcheck(backend, device, case):
     args = sdpa_op_args(device, torch.float64, case)
     fn = op("sdpa", backend)
@@ -61,7 +55,7 @@ def test_sdpa_gradcheck(backend, device, case):
 
 
 @pytest.mark.parametrize("backend,device,case",
-                         list(_cases(["plain", "gqa_causal", "bool_mask"])))
+                         backend_params(["plain", "gqa_causal", "bool_mask"]))
 def test_attention_scores_gradcheck(backend, device, case):
     q, k, _, m, _, causal, scale, _ = sdpa_op_args(device, torch.float64, case)
     fn = op("attention_scores", backend)
@@ -84,7 +78,7 @@ def additive_op_args(device, dtype, bias=True, mask=True, seed=0):
 
 
 @pytest.mark.parametrize("backend,device,case",
-                         list(_cases(["bias_weights", "no_bias"])))
+                         backend_params(["bias_weights", "no_bias"]))
 def test_additive_attention_gradcheck(backend, device, case):
     bias = case == "bias_weights"
     args, m = additive_op_args(device, torch.float64, bias=bias)
@@ -102,27 +96,27 @@ def test_additive_attention_gradcheck(backend, device, case):
 
 
 @pytest.mark.parametrize("backend,device,case",
-                         list(_cases(["plain", "bool_mask", "dropout"])))
+                         backend_params(["plain", "bool_mask", "dropout"]))
 def test_sdpa_opcheck(backend, device, case):
     torch.library.opcheck(op("sdpa", backend),
                           sdpa_op_args(device, torch.float32, case))
 
 
-@pytest.mark.parametrize("backend,device,case", list(_cases(["gqa_causal"])))
+@pytest.mark.parametrize("backend,device,case", backend_params(["gqa_causal"]))
 def test_attention_scores_opcheck(backend, device, case):
     q, k, _, m, _, causal, scale, _ = sdpa_op_args(device, torch.float32, case)
     torch.library.opcheck(op("attention_scores", backend),
                           (q, k, m, causal, scale))
 
 
-@pytest.mark.parametrize("backend,device,case", list(_cases(["weights"])))
+@pytest.mark.parametrize("backend,device,case", backend_params(["weights"]))
 def test_additive_attention_opcheck(backend, device, case):
     args, m = additive_op_args(device, torch.float32)
     torch.library.opcheck(op("additive_attention", backend),
                           (*args, m, True))
 
 
-@pytest.mark.parametrize("backend,device,case", list(_cases(["dropout"])))
+@pytest.mark.parametrize("backend,device,case", backend_params(["dropout"]))
 def test_dropout_mask_is_the_reference_mask(backend, device, case):
     """Every backend draws the mask of seqkernels/reference/dropout.py, so
     its dropout output equals the reference's."""
@@ -158,7 +152,7 @@ def test_dropout_expectation_matches_no_dropout():
 
 
 @pytest.mark.parametrize("backend,device,case",
-                         list(_cases(["gqa_causal", "dropout"])))
+                         backend_params(["gqa_causal", "dropout"]))
 def test_sdpa_deterministic(backend, device, case):
     def run():
         args = sdpa_op_args(device, torch.float32, case, seed=5)

@@ -12,35 +12,19 @@ import pytest
 import torch
 
 import seqkernels
-from conftest import (BACKEND_CASES, HAS_CUDA, assert_all_match, dtypes_for,
-                      seed)
+from conftest import (BACKEND_CASES, HAS_CUDA, assert_all_match,
+                      backend_params, dtypes_for, seed)
+import recurrent_harness
 from recurrent_harness import LinearRNN, compare_recurrent
 from seqkernels import functional as F
 from seqkernels.ops._variants import op
 
 CONFIGS = {
-    "basic": (dict(input_size=5, hidden_size=7), dict(T=6, B=3)),
-    "odd_sizes": (dict(input_size=13, hidden_size=59), dict(T=9, B=2)),
-    "one_step_one_row": (dict(input_size=13, hidden_size=59), dict(T=1, B=1)),
-    "two_layers_bidirectional": (
-        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
-        dict(T=5, B=3)),
-    "batch_first_with_hx": (
-        dict(input_size=4, hidden_size=6, batch_first=True),
-        dict(T=5, B=2, with_hx=True)),
-    "no_bias": (dict(input_size=5, hidden_size=7, bias=False), dict(T=4, B=2)),
-    "dropout_eval": (
-        dict(input_size=5, hidden_size=6, num_layers=2, dropout=0.5),
-        dict(T=4, B=2)),
-    "packed_sorted": (
-        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
-        dict(T=6, B=4, lengths=[6, 4, 3, 1], with_hx=True)),
+    **recurrent_harness.CONFIGS,
     "packed_unsorted": (
         dict(input_size=5, hidden_size=6, bidirectional=True, batch_first=True),
         dict(T=6, B=4, lengths=[3, 6, 1, 4], enforce_sorted=False,
              with_hx=True)),
-    "unbatched": (dict(input_size=5, hidden_size=6, num_layers=2),
-                  dict(T=5, B=1, unbatched=True, with_hx=True)),
 }
 
 # (oracle class, seqkernels class, extra constructor arguments, configs).
@@ -58,21 +42,12 @@ KINDS = {
                       "batch_first_with_hx", "no_bias", "packed_unsorted",
                       "unbatched"]),
 }
-
-
-def _module_cases():
-    for param in BACKEND_CASES:
-        backend, device = param.values
-        for dtype in dtypes_for(device):
-            for kind, (_, _, _, configs) in KINDS.items():
-                for name in configs:
-                    yield pytest.param(
-                        backend, device, dtype, kind, name, marks=param.marks,
-                        id=f"{param.id}-{str(dtype)[6:]}-{kind}-{name}")
+MODULE_CASES = [(kind, name) for kind, (*_, configs) in KINDS.items()
+                for name in configs]
 
 
 @pytest.mark.parametrize("backend,device,dtype,kind,config",
-                         list(_module_cases()))
+                         backend_params(MODULE_CASES, with_dtypes=True))
 def test_module_matches_torch(backend, device, dtype, kind, config):
     oracle, ours, extra, _ = KINDS[kind]
     ctor, run = CONFIGS[config]
@@ -123,21 +98,13 @@ CELL_KINDS = {
                      dict(nonlinearity="identity"),
                      ["batched", "unbatched", "no_bias"]),
 }
+CELL_CASES = [(kind, shape) for kind, (*_, shapes) in CELL_KINDS.items()
+              for shape in shapes]
 
-
-def _cell_cases():
-    for param in BACKEND_CASES:
-        backend, device = param.values
-        for dtype in dtypes_for(device):
-            for kind, (_, _, _, shapes) in CELL_KINDS.items():
-                for shape in shapes:
-                    yield pytest.param(
-                        backend, device, dtype, kind, shape, marks=param.marks,
-                        id=f"{param.id}-{str(dtype)[6:]}-{kind}-{shape}")
 
 
 @pytest.mark.parametrize("backend,device,dtype,kind,shape",
-                         list(_cell_cases()))
+                         backend_params(CELL_CASES, with_dtypes=True))
 def test_cell_matches_torch(backend, device, dtype, kind, shape):
     oracle, ours_cls, extra, _ = CELL_KINDS[kind]
     torch.manual_seed(seed())
@@ -242,14 +209,8 @@ OP_CASES = {
 }
 
 
-def _op_cases(names):
-    for param in BACKEND_CASES:
-        for name in names:
-            yield pytest.param(*param.values, name, marks=param.marks,
-                               id=f"{param.id}-{name}")
 
-
-@pytest.mark.parametrize("backend,device,case", list(_op_cases(OP_CASES)))
+@pytest.mark.parametrize("backend,device,case", backend_params(OP_CASES))
 def test_gradcheck(backend, device, case):
     name, make_args, n_out = OP_CASES[case]
     args = make_args(device, torch.float64)
@@ -261,15 +222,15 @@ def test_gradcheck(backend, device, case):
                                     atol=1e-8, fast_mode=fast)
 
 
-@pytest.mark.parametrize("backend,device,case", list(_op_cases(
-    ["gru_seq_lengths", "rnn_seq_tanh", "gru_cell", "rnn_cell_relu"])))
+@pytest.mark.parametrize("backend,device,case", backend_params(
+    ["gru_seq_lengths", "rnn_seq_tanh", "gru_cell", "rnn_cell_relu"]))
 def test_opcheck(backend, device, case):
     name, make_args, _ = OP_CASES[case]
     torch.library.opcheck(op(name, backend), make_args(device, torch.float32))
 
 
-@pytest.mark.parametrize("backend,device,case", list(_op_cases(
-    ["gru_seq_lengths", "rnn_seq_tanh"])))
+@pytest.mark.parametrize("backend,device,case", backend_params(
+    ["gru_seq_lengths", "rnn_seq_tanh"]))
 def test_deterministic(backend, device, case):
     """The same inputs give bitwise the same outputs and gradients."""
     name, make_args, n_out = OP_CASES[case]

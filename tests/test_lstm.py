@@ -5,29 +5,15 @@ backend this machine runs."""
 import pytest
 import torch
 
-from conftest import BACKEND_CASES, HAS_CUDA, dtypes_for
+from conftest import HAS_CUDA, backend_params
+import recurrent_harness
 from lstm_harness import compare_lstm
 
 CONFIGS = {
-    "basic": (dict(input_size=5, hidden_size=7), dict(T=6, B=3)),
-    "odd_sizes": (dict(input_size=13, hidden_size=59), dict(T=9, B=2)),
-    "one_step_one_row": (dict(input_size=13, hidden_size=59), dict(T=1, B=1)),
-    "two_layers_bidirectional": (
-        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
-        dict(T=5, B=3)),
-    "batch_first_with_hx": (
-        dict(input_size=4, hidden_size=6, batch_first=True),
-        dict(T=5, B=2, with_hx=True)),
+    **recurrent_harness.CONFIGS,
     "proj_size": (
         dict(input_size=5, hidden_size=7, proj_size=3, num_layers=2),
         dict(T=5, B=3, with_hx=True)),
-    "no_bias": (dict(input_size=5, hidden_size=7, bias=False), dict(T=4, B=2)),
-    "dropout_eval": (
-        dict(input_size=5, hidden_size=6, num_layers=2, dropout=0.5),
-        dict(T=4, B=2)),
-    "packed_sorted": (
-        dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True),
-        dict(T=6, B=4, lengths=[6, 4, 3, 1], with_hx=True)),
     "packed_unsorted": (
         dict(input_size=5, hidden_size=6, bidirectional=True),
         dict(T=6, B=4, lengths=[3, 6, 1, 4], enforce_sorted=False,
@@ -36,22 +22,12 @@ CONFIGS = {
         dict(input_size=5, hidden_size=6, proj_size=2, batch_first=True,
              bidirectional=True),
         dict(T=5, B=3, lengths=[2, 5, 4], enforce_sorted=False)),
-    "unbatched": (dict(input_size=5, hidden_size=6, num_layers=2),
-                  dict(T=5, B=1, unbatched=True, with_hx=True)),
 }
 
 
-def _cases():
-    for param in BACKEND_CASES:
-        backend, device = param.values
-        for dtype in dtypes_for(device):
-            for name in CONFIGS:
-                yield pytest.param(backend, device, dtype, name,
-                                   marks=param.marks,
-                                   id=f"{param.id}-{str(dtype)[6:]}-{name}")
 
-
-@pytest.mark.parametrize("backend,device,dtype,config", list(_cases()))
+@pytest.mark.parametrize("backend,device,dtype,config",
+                         backend_params(CONFIGS, with_dtypes=True))
 def test_lstm_matches_torch(backend, device, dtype, config):
     ctor, run = CONFIGS[config]
     compare_lstm(backend, device, dtype, ctor, **run)

@@ -5,20 +5,9 @@ import pytest
 import torch
 
 import seqkernels
-from conftest import BACKEND_CASES, assert_all_match, dtypes_for, seed
-
-
-def _cases():
-    for param in BACKEND_CASES:
-        backend, device = param.values
-        for dtype in dtypes_for(device):
-            for shape in ("batched", "unbatched", "no_hx", "no_bias", "odd"):
-                yield pytest.param(backend, device, dtype, shape,
-                                   marks=param.marks,
-                                   id=f"{param.id}-{str(dtype)[6:]}-{shape}")
-
-
-@pytest.mark.parametrize("backend,device,dtype,shape", list(_cases()))
+from conftest import assert_all_match, backend_params, seed
+@pytest.mark.parametrize("backend,device,dtype,shape", backend_params(
+    ("batched", "unbatched", "no_hx", "no_bias", "odd"), with_dtypes=True))
 def test_lstm_cell_matches_torch(backend, device, dtype, shape):
     torch.manual_seed(seed())
     I, H, B = (13, 59, 3) if shape == "odd" else (5, 7, 4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import seqkernels  # noqa: F401
-from conftest import BACKEND_CASES
+from conftest import backend_params
 from seqkernels.ops._variants import op
 
 SEQ_CASES = {
@@ -41,14 +41,8 @@ def cell_args(device, dtype, bias=True, seed=0):
     return (r(3, 20), r(3, 20), r(3, 5), r(20) if bias else None)
 
 
-def _cases(names):
-    for param in BACKEND_CASES:
-        for name in names:
-            yield pytest.param(*param.values, name, marks=param.marks,
-                               id=f"{param.id}-{name}")
 
-
-@pytest.mark.parametrize("backend,device,case", list(_cases(SEQ_CASES)))
+@pytest.mark.parametrize("backend,device,case", backend_params(SEQ_CASES))
 def test_lstm_seq_gradcheck(backend, device, case):
     args = seq_args(device, torch.float64, **SEQ_CASES[case])
     fn = op("lstm_seq", backend)
@@ -60,27 +54,27 @@ def test_lstm_seq_gradcheck(backend, device, case):
 
 
 @pytest.mark.parametrize("backend,device,case",
-                         list(_cases(["bias", "no_bias"])))
+                         backend_params(["bias", "no_bias"]))
 def test_lstm_cell_gradcheck(backend, device, case):
     args = cell_args(device, torch.float64, bias=case == "bias")
     fn = op("lstm_cell", backend)
     assert torch.autograd.gradcheck(lambda *a: fn(*a)[:2], args, atol=1e-8)
 
 
-@pytest.mark.parametrize("backend,device,case", list(_cases(SEQ_CASES)))
+@pytest.mark.parametrize("backend,device,case", backend_params(SEQ_CASES))
 def test_lstm_seq_opcheck(backend, device, case):
     args = seq_args(device, torch.float32, **SEQ_CASES[case])
     torch.library.opcheck(op("lstm_seq", backend), args)
 
 
-@pytest.mark.parametrize("backend,device,case", list(_cases(["cell"])))
+@pytest.mark.parametrize("backend,device,case", backend_params(["cell"]))
 def test_lstm_cell_opcheck(backend, device, case):
     torch.library.opcheck(op("lstm_cell", backend),
                           cell_args(device, torch.float32))
 
 
 @pytest.mark.parametrize("backend,device,case",
-                         list(_cases(["lengths", "projection_lengths"])))
+                         backend_params(["lengths", "projection_lengths"]))
 def test_lstm_seq_deterministic(backend, device, case):
     """The same inputs give bitwise the same outputs and gradients."""
     def run():

@@ -125,6 +125,17 @@ def _stack(layer_fn: LayerFn, input: Tensor,
     return out, tuple(torch.stack(f) for f in finals)
 
 
+def _stack_h_only(layer_fn: LayerFn, input: Tensor, hx: Optional[Tensor],
+                  weights: Sequence[tuple], **options
+                  ) -> tuple[Tensor, Tensor]:
+    """:func:`_stack` for the cells whose only state is h (GRU, RNN):
+    ``hx`` is ``h0 [L*D, B, H]`` or None; returns (output, h_n)."""
+    H = weights[0][1].shape[1] if weights else 0
+    out, (h_n,) = _stack(layer_fn, input, None if hx is None else (hx,),
+                         (("hx", H),), weights, **options)
+    return out, h_n
+
+
 def lstm(input: Tensor, hx: Optional[tuple[Tensor, Tensor]],
          weights: Sequence[LayerWeights], *, num_layers: int,
          bidirectional: bool = False, batch_first: bool = False,
@@ -178,7 +189,6 @@ def gru(input: Tensor, hx: Optional[Tensor], weights: Sequence[CellWeights],
     Returns:
         ``output [T, B, D*H]`` (batch_first if asked) and ``h_n``.
     """
-    H = weights[0][1].shape[1] if weights else 0
 
     def layer(seq, states, w, lengths):
         w_ih, w_hh, b_ih, b_hh = w[:4]
@@ -186,12 +196,10 @@ def gru(input: Tensor, hx: Optional[Tensor], weights: Sequence[CellWeights],
                            backend=backend)
         return y, (h,)
 
-    out, (h_n,) = _stack(
-        layer, input, None if hx is None else (hx,), (("hx", H),), weights,
-        num_layers=num_layers, bidirectional=bidirectional,
-        batch_first=batch_first, dropout=dropout, training=training,
-        lengths=lengths)
-    return out, h_n
+    return _stack_h_only(
+        layer, input, hx, weights, num_layers=num_layers,
+        bidirectional=bidirectional, batch_first=batch_first,
+        dropout=dropout, training=training, lengths=lengths)
 
 
 def rnn(input: Tensor, hx: Optional[Tensor], weights: Sequence[CellWeights],
@@ -212,7 +220,6 @@ def rnn(input: Tensor, hx: Optional[Tensor], weights: Sequence[CellWeights],
         ``output [T, B, D*H]`` (batch_first if asked) and ``h_n``.
     """
     check_nonlinearity(nonlinearity)
-    H = weights[0][1].shape[1] if weights else 0
 
     def layer(seq, states, w, lengths):
         w_ih, w_hh, b_ih, b_hh = w[:4]
@@ -221,12 +228,10 @@ def rnn(input: Tensor, hx: Optional[Tensor], weights: Sequence[CellWeights],
                            nonlinearity, backend=backend)
         return y, (h,)
 
-    out, (h_n,) = _stack(
-        layer, input, None if hx is None else (hx,), (("hx", H),), weights,
-        num_layers=num_layers, bidirectional=bidirectional,
-        batch_first=batch_first, dropout=dropout, training=training,
-        lengths=lengths)
-    return out, h_n
+    return _stack_h_only(
+        layer, input, hx, weights, num_layers=num_layers,
+        bidirectional=bidirectional, batch_first=batch_first,
+        dropout=dropout, training=training, lengths=lengths)
 
 
 def _cell_states(input: Tensor, hx: Optional[tuple[Tensor, ...]],

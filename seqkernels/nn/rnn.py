@@ -36,7 +36,18 @@ def _check_nonlinearity(name: str, nonlinearity: str) -> None:
             f"'tanh', 'relu' or 'identity'")
 
 
-class GRU(RecurrentBase):
+class _HiddenStateOnly(RecurrentBase):
+    """The forward of the modules whose only state is h (GRU, RNN):
+    ``hx`` is ``h0`` and the result ``(output, h_n)``, as in torch."""
+
+    def forward(self, input: Union[Tensor, PackedSequence],
+                hx: Optional[Tensor] = None):
+        out, (h_n,) = self._run(input, None if hx is None else (hx,),
+                                self._stack)
+        return out, h_n
+
+
+class GRU(_HiddenStateOnly):
     """torch.nn.GRU, run by seqkernels.
 
     Takes every argument of :class:`torch.nn.GRU` and ``backend`` (one of
@@ -62,14 +73,8 @@ class GRU(RecurrentBase):
             training=self.training, lengths=lengths, backend=self.backend)
         return out, (h_n,)
 
-    def forward(self, input: Union[Tensor, PackedSequence],
-                hx: Optional[Tensor] = None):
-        out, (h_n,) = self._run(input, None if hx is None else (hx,),
-                                self._stack)
-        return out, h_n
 
-
-class RNN(RecurrentBase):
+class RNN(_HiddenStateOnly):
     r"""torch.nn.RNN, run by seqkernels, with one more nonlinearity.
 
     Takes every argument of :class:`torch.nn.RNN` (``input_size,
@@ -141,12 +146,6 @@ class RNN(RecurrentBase):
             dropout=self.dropout, training=self.training, lengths=lengths,
             backend=self.backend)
         return out, (h_n,)
-
-    def forward(self, input: Union[Tensor, PackedSequence],
-                hx: Optional[Tensor] = None):
-        out, (h_n,) = self._run(input, None if hx is None else (hx,),
-                                self._stack)
-        return out, h_n
 
 
 class GRUCell(torch.nn.GRUCell):

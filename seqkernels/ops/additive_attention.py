@@ -13,6 +13,13 @@ from .._common import acc_dtype
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import additive_attention
+    return (additive_attention.additive_attention,
+            additive_attention.additive_attention_backward)
+
+
 def _fake(q, k, value, v, bias, attn_mask, need_weights):
     B, Tq, _ = q.shape
     Tk = k.shape[1]
@@ -46,13 +53,6 @@ def _backward(ctx, backward_op, grad_context, grad_weights, _grad_stats):
         stats)
     return (gq, gk, gvalue, gv, gbias if bias is not None else None, None,
             None)
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import additive_attention
-    return (additive_attention.additive_attention,
-            additive_attention.additive_attention_backward)
 
 
 _OPS = register_family(

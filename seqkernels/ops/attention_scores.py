@@ -13,6 +13,13 @@ from ..reference import attention_scores as reference
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import attention_scores
+    return (attention_scores.attention_scores,
+            attention_scores.attention_scores_backward)
+
+
 def _fake(q, k, attn_mask, is_causal, scale):
     return q.new_empty(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
 
@@ -33,13 +40,6 @@ def _backward(ctx, backward_op, grad_p):
     q, k, p = ctx.saved_tensors
     gq, gk = backward_op(grad_p, q, k, p, ctx.scale)
     return gq, gk, None, None, None
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import attention_scores
-    return (attention_scores.attention_scores,
-            attention_scores.attention_scores_backward)
 
 
 _OPS = register_family(

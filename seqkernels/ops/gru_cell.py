@@ -17,6 +17,12 @@ from .._common import acc_dtype
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import cells
+    return cells.gru_cell, cells.gru_cell_backward
+
+
 def _fake(x_proj, h_proj, h, b_ih, b_hh):
     return (h.new_empty(h.shape),
             h.new_empty(h.shape[0], 4 * h.shape[1],
@@ -42,12 +48,6 @@ def _backward(ctx, backward_op, grad_h, _grad_gates):
     gx, gh, gh_prev = backward_op(grad_h, h, gates)
     return (gx, gh, gh_prev, gx.sum(0) if ctx.has_b_ih else None,
             gh.sum(0) if ctx.has_b_hh else None)
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import cells
-    return cells.gru_cell, cells.gru_cell_backward
 
 
 _OPS = register_family(

@@ -19,6 +19,12 @@ from .._common import acc_dtype
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import recurrent
+    return recurrent.gru_seq, recurrent.gru_seq_backward
+
+
 def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T, B, _ = x.shape
     H = w_ih.shape[0] // 3
@@ -51,12 +57,6 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
         ctx.has_b_ih or ctx.has_b_hh)
     return (gx, gh0, gw_ih, gw_hh, gb_ih if ctx.has_b_ih else None,
             gb_hh if ctx.has_b_hh else None, None)
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import recurrent
-    return recurrent.gru_seq, recurrent.gru_seq_backward
 
 
 _OPS = register_family(

@@ -16,6 +16,12 @@ from .._common import acc_dtype
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import cells
+    return cells.lstm_cell, cells.lstm_cell_backward
+
+
 def _fake(x_proj, h_proj, c, bias):
     return (c.new_empty(c.shape), c.new_empty(c.shape),
             x_proj.new_empty(x_proj.shape, dtype=acc_dtype(x_proj.dtype)))
@@ -39,12 +45,6 @@ def _backward(ctx, backward_op, grad_h, grad_c, _grad_gates):
     grad_gates, grad_c_prev = backward_op(grad_h, grad_c, c, c_new, gates)
     grad_bias = grad_gates.sum(0) if ctx.has_bias else None
     return grad_gates, grad_gates, grad_c_prev, grad_bias
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import cells
-    return cells.lstm_cell, cells.lstm_cell_backward
 
 
 _OPS = register_family(

@@ -18,6 +18,12 @@ from .._common import acc_dtype
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import recurrent
+    return recurrent.lstm_seq, recurrent.lstm_seq_backward
+
+
 def _fake(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
     T, B, _ = x.shape
     H, P = w_ih.shape[0] // 4, h0.shape[1]
@@ -55,12 +61,6 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, grad_c_n, *_unused):
         gates, cs, ms, ctx.has_bias)
     return (gx, gh0, gc0, gw_ih, gw_hh, gbias if ctx.has_bias else None,
             gw_hr if w_hr is not None else None, None)
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import recurrent
-    return recurrent.lstm_seq, recurrent.lstm_seq_backward
 
 
 _OPS = register_family(

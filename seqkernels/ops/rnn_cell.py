@@ -17,6 +17,12 @@ from ..reference.rnn_cell import check_nonlinearity
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import cells
+    return cells.rnn_cell, cells.rnn_cell_backward
+
+
 def _fake(x_proj, h_proj, bias, nonlinearity):
     check_nonlinearity(nonlinearity)
     return (x_proj.new_empty(x_proj.shape),
@@ -42,12 +48,6 @@ def _backward(ctx, backward_op, grad_h, _grad_gates):
     grad_pre = backward_op(grad_h, gates, ctx.nonlinearity)
     return (grad_pre, grad_pre, grad_pre.sum(0) if ctx.has_bias else None,
             None)
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import cells
-    return cells.rnn_cell, cells.rnn_cell_backward
 
 
 _OPS = register_family(

@@ -20,6 +20,12 @@ from ..reference.rnn_cell import check_nonlinearity
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import recurrent
+    return recurrent.rnn_seq, recurrent.rnn_seq_backward
+
+
 def _fake(x, h0, w_ih, w_hh, bias, lengths, nonlinearity):
     check_nonlinearity(nonlinearity)
     T, B, _ = x.shape
@@ -53,12 +59,6 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
         ctx.has_bias, ctx.nonlinearity)
     return (gx, gh0, gw_ih, gw_hh, gbias if ctx.has_bias else None, None,
             None)
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import recurrent
-    return recurrent.rnn_seq, recurrent.rnn_seq_backward
 
 
 _OPS = register_family(

@@ -13,6 +13,12 @@ from .._common import acc_dtype
 from ._variants import register_family
 
 
+def _triton():
+    # Imported at the first call: seqkernels imports without triton.
+    from ..triton_kernels import sdpa
+    return sdpa.sdpa, sdpa.sdpa_backward
+
+
 def _fake(q, k, v, attn_mask, dropout_p, is_causal, scale, rng):
     B, H, T, _ = q.shape
     return (q.new_empty(B, H, T, v.shape[-1]),
@@ -39,12 +45,6 @@ def _backward(ctx, backward_op, grad_out, _grad_lse):
     gq, gk, gv = backward_op(grad_out, q, k, v, out, lse, attn_mask,
                              dropout_p, is_causal, scale, rng)
     return gq, gk, gv, None, None, None, None, None
-
-
-def _triton():
-    # Imported at the first call: seqkernels imports without triton.
-    from ..triton_kernels import sdpa
-    return sdpa.sdpa, sdpa.sdpa_backward
 
 
 _OPS = register_family(
