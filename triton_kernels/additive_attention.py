@@ -42,9 +42,10 @@ import triton.language as tl
 from torch import Tensor
 
 from .attention_common import (acc_torch_dtype, device_guard, dot_precision,
-                               finite_or_zero, mask_arg, masked_scores,
-                               mm_ptrs, mm_reg, mode, on_gpu,
-                               online_softmax_step, pad_dim, softmax_epilogue,
+                               finite_or_zero, load_tile, mask_arg,
+                               masked_scores, mm_nt, mm_ptrs, mm_reg, mode,
+                               on_gpu, online_softmax_step, pad_dim,
+                               softmax_epilogue, span, store_tile,
                                tl_acc_dtype)
 from .cell_math import tanh
 
@@ -54,17 +55,10 @@ from .cell_math import tanh
 # ---------------------------------------------------------------------------
 
 @triton.jit
-def _load_rows(base, rows, row_ok, s_t, hh, h_ok, s_h, ACC: tl.constexpr):
-    """Tile [rows, hh] of a [T, H] slice, in ACC."""
-    return tl.load(base + rows[:, None] * s_t + hh[None, :] * s_h,
-                   mask=row_ok[:, None] & h_ok[None, :], other=0.0).to(ACC)
-
-
-@triton.jit
 def _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias, hh,
                  h_ok, HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
     """q[rows, hh] + bias[hh] (the bias folded into the query side)."""
-    qc = _load_rows(q_base, rows, row_ok, sq_t, hh, h_ok, sq_h, ACC)
+    qc = load_tile(q_base, rows, row_ok, sq_t, hh, h_ok, sq_h).to(ACC)
     if HAS_BIAS:
         qc += tl.load(bias_ptr + hh * s_bias, mask=h_ok,
                       other=0.0).to(ACC)[None, :]
@@ -81,11 +75,10 @@ def _additive_scores(q_base, rows, row_ok, sq_t, sq_h, k_base, cols, col_ok,
     over H in chunks of BLOCK_H (padding has v = 0)."""
     s = tl.zeros([BLOCK_M, BLOCK_N], ACC)
     for h0 in range(0, H, BLOCK_H):
-        hh = h0 + tl.arange(0, BLOCK_H)
-        h_ok = hh < H
+        hh, h_ok = span(h0, BLOCK_H, H)
         qc = _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias,
                           hh, h_ok, HAS_BIAS, ACC)
-        kc = _load_rows(k_base, cols, col_ok, sk_t, hh, h_ok, sk_h, ACC)
+        kc = load_tile(k_base, cols, col_ok, sk_t, hh, h_ok, sk_h).to(ACC)
         vc = tl.load(v_ptr + hh * s_v, mask=h_ok, other=0.0).to(ACC)
         t = tanh(qc[:, None, :] + kc[None, :, :])
         s += tl.sum(t * vc[None, None, :], axis=2)
@@ -118,17 +111,14 @@ def _additive_fwd_kernel(
     va_base = value_ptr + b * sva_b
     m_base = mask_ptr + b * sm_b
     s_base = s_ptr + b * ss_b
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < Tq
-    cv = pid_c * BLOCK_CV + tl.arange(0, BLOCK_CV)
-    cv_ok = cv < Dv
+    rows, row_ok = span(pid_m.to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    cv, cv_ok = span(pid_c * BLOCK_CV, BLOCK_CV, Dv)
 
     m_i = tl.full([BLOCK_M], float("-inf"), ACC)
     l_i = tl.zeros([BLOCK_M], ACC)
     acc = tl.zeros([BLOCK_M, BLOCK_CV], ACC)
     for n0 in range(0, Tk, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < Tk
+        cols, col_ok = span(n0, BLOCK_N, Tk)
         s = _additive_scores(q_base, rows, row_ok, sq_t, sq_h, k_base, cols,
                              col_ok, sk_t, sk_h, v_ptr, s_v, bias_ptr, s_bias,
                              H, HAS_BIAS, ACC, BLOCK_M, BLOCK_N, BLOCK_H)
@@ -139,18 +129,14 @@ def _additive_fwd_kernel(
             # scalar in the mask: the interpreter of triton >= 3.9 rejects a
             # mask that mixes a block with a program-id comparison.
             if pid_c == 0:
-                tl.store(s_base + rows[:, None] * ss_q + cols[None, :] * ss_k,
-                         s.to(s_ptr.dtype.element_ty),
-                         mask=row_ok[:, None] & col_ok[None, :])
+                store_tile(s_base, rows, row_ok, ss_q, cols, col_ok, ss_k, s)
         p, alpha, m_i, l_i = online_softmax_step(s, m_i, l_i)
-        vt = tl.load(va_base + cols[:, None] * sva_t + cv[None, :] * sva_d,
-                     mask=col_ok[:, None] & cv_ok[None, :], other=0.0)
+        vt = load_tile(va_base, cols, col_ok, sva_t, cv, cv_ok, sva_d)
         acc = mm_reg(p, vt, acc * alpha[:, None], USE_DOT, PRECISION)
 
     _, inv = softmax_epilogue(m_i, l_i)
-    tl.store(ctx_ptr + b * sc_b + rows[:, None] * sc_t + cv[None, :] * sc_d,
-             (acc * inv[:, None]).to(ctx_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & cv_ok[None, :])
+    store_tile(ctx_ptr + b * sc_b, rows, row_ok, sc_t, cv, cv_ok, sc_d,
+               acc * inv[:, None])
     if pid_c == 0:  # one chunk writes the row stats (a branch: see above)
         tl.store(st_ptr + (b * Tq + rows) * 2, m_i, mask=row_ok)
         tl.store(st_ptr + (b * Tq + rows) * 2 + 1, l_i, mask=row_ok)
@@ -173,16 +159,14 @@ def _probs_from_scores_kernel(s_ptr, st_ptr, w_ptr, Tq, Tk,
     # weights = exp(s - m) / l per [BM, BN] tile (s and w may be one buffer:
     # each element is read, then written, by the same program).
     b = tl.program_id(2).to(tl.int64)
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < Tq
-    ok = row_ok[:, None] & (cols < Tk)[None, :]
+    rows, row_ok = span(tl.program_id(0).to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    cols, col_ok = span(tl.program_id(1).to(tl.int64) * BLOCK_N, BLOCK_N, Tk)
     shift, inv = _row_stats(st_ptr, b * Tq + rows, row_ok)
+    # Lanes out of bounds read -inf, not load_tile's 0: exp gives them 0.
     s = tl.load(s_ptr + b * ss_b + rows[:, None] * ss_q + cols[None, :] * ss_k,
-                mask=ok, other=float("-inf"))
+                mask=row_ok[:, None] & col_ok[None, :], other=float("-inf"))
     w = tl.exp(s.to(shift.dtype) - shift[:, None]) * inv[:, None]
-    tl.store(w_ptr + b * sw_b + rows[:, None] * sw_q + cols[None, :] * sw_k,
-             w.to(w_ptr.dtype.element_ty), mask=ok)
+    store_tile(w_ptr + b * sw_b, rows, row_ok, sw_q, cols, col_ok, sw_k, w)
 
 
 # ---------------------------------------------------------------------------
@@ -215,13 +199,11 @@ def _additive_bwd_probs_kernel(
     m_base = mask_ptr + b * sm_b
     d_base = dctx_ptr + b * sd_b
     va_base = value_ptr + b * sva_b
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < Tq
+    rows, row_ok = span(pid_m.to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
     shift, inv = _row_stats(st_ptr, b * Tq + rows, row_ok)
     delta = tl.zeros([BLOCK_M], ACC)
     for n0 in range(0, Tk, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < Tk
+        cols, col_ok = span(n0, BLOCK_N, Tk)
         ok = row_ok[:, None] & col_ok[None, :]
         s = _additive_scores(q_base, rows, row_ok, sq_t, sq_h, k_base, cols,
                              col_ok, sk_t, sk_h, v_ptr, s_v, bias_ptr, s_bias,
@@ -229,14 +211,13 @@ def _additive_bwd_probs_kernel(
         s = masked_scores(s, rows[:, None], cols[None, :], m_base, sm_q, sm_k,
                           Tq, Tk, MASK_KIND, False)
         p = tl.exp(s - shift[:, None]) * inv[:, None]
-        tl.store(p_ptr + b * sp_b + rows[:, None] * sp_q
-                 + cols[None, :] * sp_k, p, mask=ok)
+        store_tile(p_ptr + b * sp_b, rows, row_ok, sp_q, cols, col_ok, sp_k, p)
         dp = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), d_base, rows, sd_t,
                      sd_d, row_ok, va_base, cols, sva_t, sva_d, col_ok, Dv,
                      USE_DOT, PRECISION, BLOCK_DV)
         if HAS_GW:
-            dp += tl.load(gw_ptr + b * sg_b + rows[:, None] * sg_q
-                          + cols[None, :] * sg_k, mask=ok, other=0.0).to(ACC)
+            dp += load_tile(gw_ptr + b * sg_b, rows, row_ok, sg_q, cols,
+                            col_ok, sg_k).to(ACC)
         delta += tl.sum(tl.where(ok, p * dp, 0.0), 1)
     tl.store(delta_ptr + b * Tq + rows, delta, mask=row_ok)
 
@@ -252,24 +233,17 @@ def _additive_bwd_dvalue_kernel(
     # dvalue = P^T @ dctx, summed over query blocks in order.
     b = tl.program_id(1).to(tl.int64)
     pid_c = tl.program_id(2)
-    cols = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < Tk
-    cv = pid_c * BLOCK_CV + tl.arange(0, BLOCK_CV)
-    cv_ok = cv < Dv
+    cols, col_ok = span(tl.program_id(0).to(tl.int64) * BLOCK_N, BLOCK_N, Tk)
+    cv, cv_ok = span(pid_c * BLOCK_CV, BLOCK_CV, Dv)
     acc = tl.zeros([BLOCK_N, BLOCK_CV], ACC)
     for m0 in range(0, Tq, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
         row_ok = rows < Tq
-        pt = tl.load(p_ptr + b * sp_b + rows[None, :] * sp_q
-                     + cols[:, None] * sp_k,
-                     mask=col_ok[:, None] & row_ok[None, :], other=0.0)
-        g = tl.load(dctx_ptr + b * sd_b + rows[:, None] * sd_t
-                    + cv[None, :] * sd_d,
-                    mask=row_ok[:, None] & cv_ok[None, :], other=0.0)
+        pt = load_tile(p_ptr + b * sp_b, cols, col_ok, sp_k, rows, row_ok,
+                       sp_q)
+        g = load_tile(dctx_ptr + b * sd_b, rows, row_ok, sd_t, cv, cv_ok, sd_d)
         acc = mm_reg(pt, g, acc, USE_DOT, PRECISION)
-    tl.store(dvalue_ptr + b * so_b + cols[:, None] * so_t + cv[None, :] * so_d,
-             acc.to(dvalue_ptr.dtype.element_ty),
-             mask=col_ok[:, None] & cv_ok[None, :])
+    store_tile(dvalue_ptr + b * so_b, cols, col_ok, so_t, cv, cv_ok, so_d, acc)
 
 
 @triton.jit
@@ -283,32 +257,25 @@ def _additive_bwd_ds_kernel(
     # dS = P * (dctx @ value^T + gw - delta) for one [BM, BN] tile, written
     # over P (each element read, then written, by this program).
     b = tl.program_id(2).to(tl.int64)
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < Tq
-    col_ok = cols < Tk
-    ok = row_ok[:, None] & col_ok[None, :]
+    rows, row_ok = span(tl.program_id(0).to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    cols, col_ok = span(tl.program_id(1).to(tl.int64) * BLOCK_N, BLOCK_N, Tk)
     d_base = dctx_ptr + b * sd_b
     va_base = value_ptr + b * sva_b
+    dd, dd_ok = span(0, BLOCK_DV, Dv)
+    g = rows  # placeholder in chunked mode (mm_nt reads dctx in chunks)
     if HOIST:
-        dd = tl.arange(0, BLOCK_DV)
-        dd_ok = dd < Dv
-        g = tl.load(d_base + rows[:, None] * sd_t + dd[None, :] * sd_d,
-                    mask=row_ok[:, None] & dd_ok[None, :], other=0.0)
-        vt = tl.load(va_base + cols[None, :] * sva_t + dd[:, None] * sva_d,
-                     mask=dd_ok[:, None] & col_ok[None, :], other=0.0)
-        dp = tl.dot(g, vt.to(g.dtype), input_precision=PRECISION)
-    else:
-        dp = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), d_base, rows, sd_t,
-                     sd_d, row_ok, va_base, cols, sva_t, sva_d, col_ok, Dv,
-                     USE_DOT, PRECISION, BLOCK_DV)
+        g = load_tile(d_base, rows, row_ok, sd_t, dd, dd_ok, sd_d)
+    dp, _ = mm_nt(g, d_base, rows, row_ok, sd_t, sd_d, va_base, cols, col_ok,
+                  sva_t, sva_d, dd, dd_ok, Dv, ACC, USE_DOT, HOIST, PRECISION,
+                  BLOCK_DV)
     if HAS_GW:
-        dp += tl.load(gw_ptr + b * sg_b + rows[:, None] * sg_q
-                      + cols[None, :] * sg_k, mask=ok, other=0.0).to(ACC)
+        dp += load_tile(gw_ptr + b * sg_b, rows, row_ok, sg_q, cols, col_ok,
+                        sg_k).to(ACC)
     delta = tl.load(delta_ptr + b * Tq + rows, mask=row_ok, other=0.0)
-    p_ptrs = p_ptr + b * sp_b + rows[:, None] * sp_q + cols[None, :] * sp_k
-    p = tl.load(p_ptrs, mask=ok, other=0.0)
-    tl.store(p_ptrs, p * (dp - delta[:, None]), mask=ok)
+    p_base = p_ptr + b * sp_b
+    p = load_tile(p_base, rows, row_ok, sp_q, cols, col_ok, sp_k)
+    store_tile(p_base, rows, row_ok, sp_q, cols, col_ok, sp_k,
+               p * (dp - delta[:, None]))
 
 
 @triton.jit
@@ -329,29 +296,23 @@ def _additive_bwd_dq_kernel(
     q_base = q_ptr + b * sq_b
     k_base = k_ptr + b * sk_b
     ds_base = ds_ptr + b * sds_b
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < Tq
-    hh = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    h_ok = hh < H
+    rows, row_ok = span(pid_m.to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    hh, h_ok = span(pid_h * BLOCK_H, BLOCK_H, H)
     qc = _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias, hh,
                       h_ok, HAS_BIAS, ACC)
     acc_q = tl.zeros([BLOCK_M, BLOCK_H], ACC)  # sum_j dS (1 - t^2)
     acc_t = tl.zeros([BLOCK_M, BLOCK_H], ACC)  # sum_j dS t
     for n0 in range(0, Tk, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < Tk
-        kc = _load_rows(k_base, cols, col_ok, sk_t, hh, h_ok, sk_h, ACC)
-        ds = tl.load(ds_base + rows[:, None] * sds_q + cols[None, :] * sds_k,
-                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        cols, col_ok = span(n0, BLOCK_N, Tk)
+        kc = load_tile(k_base, cols, col_ok, sk_t, hh, h_ok, sk_h).to(ACC)
+        ds = load_tile(ds_base, rows, row_ok, sds_q, cols, col_ok, sds_k)
         t = tanh(qc[:, None, :] + kc[None, :, :])
         dst = ds[:, :, None]
         acc_q += tl.sum(dst * (1.0 - t * t), axis=1)
         acc_t += tl.sum(dst * t, axis=1)
     vc = tl.load(v_ptr + hh * s_v, mask=h_ok, other=0.0).to(ACC)
     dq = acc_q * vc[None, :]
-    tl.store(dq_ptr + b * sdq_b + rows[:, None] * sdq_t + hh[None, :] * sdq_h,
-             dq.to(dq_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & h_ok[None, :])
+    store_tile(dq_ptr + b * sdq_b, rows, row_ok, sdq_t, hh, h_ok, sdq_h, dq)
     part = (b * n_m + pid_m) * H + hh
     tl.store(dv_part_ptr + part, tl.sum(acc_t, 0), mask=h_ok)
     if HAS_BIAS:
@@ -372,25 +333,22 @@ def _additive_bwd_dk_kernel(
     pid_h = tl.program_id(2)
     q_base = q_ptr + b * sq_b
     ds_base = ds_ptr + b * sds_b
-    cols = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < Tk
-    hh = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    h_ok = hh < H
-    kc = _load_rows(k_ptr + b * sk_b, cols, col_ok, sk_t, hh, h_ok, sk_h, ACC)
+    cols, col_ok = span(tl.program_id(0).to(tl.int64) * BLOCK_N, BLOCK_N, Tk)
+    hh, h_ok = span(pid_h * BLOCK_H, BLOCK_H, H)
+    kc = load_tile(k_ptr + b * sk_b, cols, col_ok, sk_t, hh, h_ok,
+                   sk_h).to(ACC)
     acc = tl.zeros([BLOCK_N, BLOCK_H], ACC)  # sum_i dS (1 - t^2)
     for m0 in range(0, Tq, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
         row_ok = rows < Tq
         qc = _query_chunk(q_base, rows, row_ok, sq_t, sq_h, bias_ptr, s_bias,
                           hh, h_ok, HAS_BIAS, ACC)
-        ds = tl.load(ds_base + rows[:, None] * sds_q + cols[None, :] * sds_k,
-                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        ds = load_tile(ds_base, rows, row_ok, sds_q, cols, col_ok, sds_k)
         t = tanh(qc[:, None, :] + kc[None, :, :])
         acc += tl.sum(ds[:, :, None] * (1.0 - t * t), axis=0)
     vc = tl.load(v_ptr + hh * s_v, mask=h_ok, other=0.0).to(ACC)
-    tl.store(dk_ptr + b * sdk_b + cols[:, None] * sdk_t + hh[None, :] * sdk_h,
-             (acc * vc[None, :]).to(dk_ptr.dtype.element_ty),
-             mask=col_ok[:, None] & h_ok[None, :])
+    store_tile(dk_ptr + b * sdk_b, cols, col_ok, sdk_t, hh, h_ok, sdk_h,
+               acc * vc[None, :])
 
 
 # ---------------------------------------------------------------------------

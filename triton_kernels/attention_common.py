@@ -8,8 +8,10 @@ key has probabilities 0, output 0 and log-sum-exp -inf (no NaN anywhere).
 
 Host side: the dtype policy (which products use ``tl.dot`` and at what
 precision), the float64 scalar arguments, mask arguments, block padding.
-Device side: masked scores, the online-softmax step, the log-sum-exp
-epilogue, and the two tile products every kernel uses:
+Device side: the tile set-up every kernel repeats (``batch_head``,
+``span``, ``load_tile``, ``store_tile``, ``key_end``), masked scores, the
+online-softmax step, the log-sum-exp epilogue, and the tile products every
+kernel uses:
 
 * ``mm_reg(a, b, acc)``: acc + a @ b for a tile ``a`` in registers and a
   loaded tile ``b``: ``tl.dot`` (float32 accumulation) or, for float64 and
@@ -18,6 +20,7 @@ epilogue, and the two tile products every kernel uses:
 * ``mm_ptrs(acc, ...)``: acc + A[rows, :] @ B[cols, :]^T read from memory in
   chunks of the reduced dimension (``tl.dot`` per chunk, or broadcasts):
   the way to reduce a long head dimension without holding whole-head tiles.
+* ``mm_nt``: A[rows, :] @ B[cols, :]^T (scores, dP) in either mode below.
 
 Kernels run in one of two modes (``mode()``): "hoisted", where the whole
 padded head dims sit in registers (q, or k and v) and feed ``tl.dot``
@@ -129,6 +132,48 @@ def rng_arg(dropout_p: float, rng: Tensor | None, fallback: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 @triton.jit
+def batch_head(bh, H):
+    """(batch, head) of a program's flat batch * H + head index, in int64:
+    the base offsets they scale can pass 2^31."""
+    return (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+
+
+@triton.jit
+def span(start, BLOCK: tl.constexpr, n):
+    """The indices [start, start + BLOCK) and which of them are < n; they
+    take start's integer type (int64 starts for offsets that may pass
+    2^31)."""
+    idx = start + tl.arange(0, BLOCK)
+    return idx, idx < n
+
+
+@triton.jit
+def load_tile(base, r, r_ok, s_r, c, c_ok, s_c):
+    """Tile [r, c] of the 2-D slice at ``base`` with strides (s_r, s_c), 0
+    where r or c is out of bounds. A transposed tile swaps the roles."""
+    return tl.load(base + r[:, None] * s_r + c[None, :] * s_c,
+                   mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+
+
+@triton.jit
+def store_tile(base, r, r_ok, s_r, c, c_ok, s_c, x):
+    """Stores ``x`` as tile [r, c] of the slice at ``base`` (cast to its
+    dtype), in bounds only."""
+    tl.store(base + r[:, None] * s_r + c[None, :] * s_c,
+             x.to(base.dtype.element_ty), mask=r_ok[:, None] & c_ok[None, :])
+
+
+@triton.jit
+def key_end(pid_m, BLOCK_M: tl.constexpr, Tk, IS_CAUSAL: tl.constexpr):
+    """End of the key loop of query block ``pid_m``: Tk, or under a causal
+    mask (key j allowed iff j <= i) none past the block's last row."""
+    hi = Tk
+    if IS_CAUSAL:
+        hi = tl.minimum(Tk, (pid_m + 1) * BLOCK_M)
+    return hi
+
+
+@triton.jit
 def f64_scalar(hi, lo, ACC: tl.constexpr):
     """Rebuild a scalar passed as float32 ``hi + lo`` in dtype ACC."""
     return tl.cast(hi, ACC) + tl.cast(lo, ACC)
@@ -226,6 +271,43 @@ def mm_ptrs(acc, a_ptr, a_rows, a_sr, a_sk, a_ok, b_ptr, b_rows, b_sr, b_sk,
             acc += tl.sum(a.to(acc.dtype)[:, :, None]
                           * b.to(acc.dtype)[None, :, :], axis=1)
     return acc
+
+
+@triton.jit
+def mm_nt(a, a_base, a_rows, a_ok, sa_r, sa_k, b_base, b_rows, b_ok, sb_r,
+          sb_k, rk, k_ok, K, ACC: tl.constexpr, USE_DOT: tl.constexpr,
+          HOIST: tl.constexpr, PRECISION: tl.constexpr,
+          BLOCK_K: tl.constexpr):
+    """(A[a_rows, :] @ B[b_rows, :]^T, bt) in either mode; element (row, k)
+    of A is at ``a_base + row * sa_r + k * sa_k``, likewise for B.
+
+    Hoisted: ``a`` is A[a_rows, rk] in registers (rk the whole padded K),
+    and bt = B^T[rk, b_rows] is loaded here and returned for kernels that
+    use B again (see ``b_rows_tile``). Chunked: the product reads A and B
+    from memory in chunks of BLOCK_K (``mm_ptrs``); ``a`` and bt are then
+    placeholders.
+    """
+    if HOIST:
+        bt = load_tile(b_base, rk, k_ok, sb_k, b_rows, b_ok, sb_r)
+        s = tl.dot(a, bt.to(a.dtype), input_precision=PRECISION)
+    else:
+        bt = a
+        s = mm_ptrs(tl.zeros([a_rows.shape[0], b_rows.shape[0]], ACC),
+                    a_base, a_rows, sa_r, sa_k, a_ok, b_base, b_rows, sb_r,
+                    sb_k, b_ok, K, USE_DOT, PRECISION, BLOCK_K)
+    return s, bt
+
+
+@triton.jit
+def b_rows_tile(bt, b_base, r, r_ok, s_r, c, c_ok, s_c, HOIST: tl.constexpr):
+    """B[r, c], the B of an ``mm_nt`` as the right operand of a later
+    product: the transpose of its tile bt in hoisted mode (c covers the
+    padded head dim there), else loaded."""
+    if HOIST:
+        tile = tl.trans(bt)
+    else:
+        tile = load_tile(b_base, r, r_ok, s_r, c, c_ok, s_c)
+    return tile
 
 
 # ---------------------------------------------------------------------------

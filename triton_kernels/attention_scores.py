@@ -25,11 +25,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .attention_common import (acc_torch_dtype, device_guard, dot_precision,
-                               f64_scalar, finite_or_zero, mask_arg,
-                               masked_scores, mm_ptrs, mm_reg, mode, on_gpu,
+from .attention_common import (acc_torch_dtype, batch_head, device_guard,
+                               dot_precision, f64_scalar, finite_or_zero,
+                               key_end, load_tile, mask_arg, masked_scores,
+                               mm_nt, mm_reg, mode, on_gpu,
                                online_softmax_step, pad_dim, rowdot,
-                               softmax_epilogue, split_scalar, tl_acc_dtype)
+                               softmax_epilogue, span, split_scalar,
+                               store_tile, tl_acc_dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -37,23 +39,21 @@ from .attention_common import (acc_torch_dtype, device_guard, dot_precision,
 # ---------------------------------------------------------------------------
 
 @triton.jit
-def _scores_tile(q, q_base, rows, row_ok, k_base, cols, col_ok, rd, d_ok,
-                 D, sq_t, sq_d, sk_t, sk_d, ACC: tl.constexpr,
-                 USE_DOT: tl.constexpr, HOIST: tl.constexpr,
-                 PRECISION: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_D: tl.constexpr):
-    """q k^T for a [BM, BN] tile: from the query tile ``q`` in registers
-    (hoisted mode), else reduced over D in chunks from memory."""
-    if HOIST:
-        kt = tl.load(k_base + cols[None, :] * sk_t + rd[:, None] * sk_d,
-                     mask=d_ok[:, None] & col_ok[None, :], other=0.0)
-        s = tl.dot(q, kt, input_precision=PRECISION)
-    else:
-        s = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), q_base, rows, sq_t,
-                    sq_d, row_ok, k_base, cols, sk_t, sk_d, col_ok, D,
-                    USE_DOT, PRECISION, BLOCK_D)
-    return s
+def _scores_tile(q, q_base, rows, row_ok, k_base, m_base, n0, rd, d_ok, scale,
+                 Tq, Tk, D, sq_t, sq_d, sk_t, sk_d, sm_q, sm_k,
+                 MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                 ACC: tl.constexpr, USE_DOT: tl.constexpr,
+                 HOIST: tl.constexpr, PRECISION: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """(cols, col_ok, s): the masked, scaled scores of key block n0, the
+    same tile in both passes of the forward."""
+    cols, col_ok = span(n0, BLOCK_N, Tk)
+    s, _ = mm_nt(q, q_base, rows, row_ok, sq_t, sq_d, k_base, cols, col_ok,
+                 sk_t, sk_d, rd, d_ok, D, ACC, USE_DOT, HOIST, PRECISION,
+                 BLOCK_D)
+    s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base, sm_q,
+                      sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
+    return cols, col_ok, s
 
 
 @triton.jit
@@ -68,39 +68,29 @@ def _scores_fwd_kernel(
         ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = (bh // Hq).to(tl.int64)
-    h = (bh % Hq).to(tl.int64)
+    b, h = batch_head(tl.program_id(1), Hq)
     hk = h // GROUP
     q_base = q_ptr + b * sq_b + h * sq_h
     k_base = k_ptr + b * sk_b + hk * sk_h
     m_base = mask_ptr + b * sm_b + h * sm_h
     p_base = p_ptr + b * sp_b + h * sp_h
 
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < Tq
-    rd = tl.arange(0, BLOCK_D)
-    d_ok = rd < D
+    rows, row_ok = span(pid_m.to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    rd, d_ok = span(0, BLOCK_D, D)
     scale = f64_scalar(scale_hi, scale_lo, ACC)
     q = rows  # placeholder in chunked mode (the scores read q in chunks)
     if HOIST:
-        q = tl.load(q_base + rows[:, None] * sq_t + rd[None, :] * sq_d,
-                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    hi = Tk
-    if IS_CAUSAL:
-        hi = tl.minimum(Tk, (pid_m + 1) * BLOCK_M)
+        q = load_tile(q_base, rows, row_ok, sq_t, rd, d_ok, sq_d)
+    hi = key_end(pid_m, BLOCK_M, Tk, IS_CAUSAL)
 
     # Pass 1: the maximum and the sum of exponentials of each row.
     m_i = tl.full([BLOCK_M], float("-inf"), ACC)
     l_i = tl.zeros([BLOCK_M], ACC)
     for n0 in range(0, hi, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < Tk
-        s = _scores_tile(q, q_base, rows, row_ok, k_base, cols, col_ok, rd,
-                         d_ok, D, sq_t, sq_d, sk_t, sk_d, ACC, USE_DOT,
-                         HOIST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
-        s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
-                          sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
+        _, _, s = _scores_tile(q, q_base, rows, row_ok, k_base, m_base, n0,
+                               rd, d_ok, scale, Tq, Tk, D, sq_t, sq_d, sk_t,
+                               sk_d, sm_q, sm_k, MASK_KIND, IS_CAUSAL, ACC,
+                               USE_DOT, HOIST, PRECISION, BLOCK_N, BLOCK_D)
         _, _, m_i, l_i = online_softmax_step(s, m_i, l_i)
     # P = exp(s - m) / l, not exp(s - lse) (reference: probs_from_stats
     # says why). A row with no allowed key has m = -inf: it subtracts 0 and
@@ -109,25 +99,19 @@ def _scores_fwd_kernel(
     shift = finite_or_zero(m_i)
 
     # Pass 2: P written once.
-    pty = p_ptr.dtype.element_ty
     for n0 in range(0, hi, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < Tk
-        s = _scores_tile(q, q_base, rows, row_ok, k_base, cols, col_ok, rd,
-                         d_ok, D, sq_t, sq_d, sk_t, sk_d, ACC, USE_DOT,
-                         HOIST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
-        s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
-                          sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
+        cols, col_ok, s = _scores_tile(
+            q, q_base, rows, row_ok, k_base, m_base, n0, rd, d_ok, scale, Tq,
+            Tk, D, sq_t, sq_d, sk_t, sk_d, sm_q, sm_k, MASK_KIND, IS_CAUSAL,
+            ACC, USE_DOT, HOIST, PRECISION, BLOCK_N, BLOCK_D)
         p = tl.exp(s - shift[:, None]) * inv[:, None]
-        tl.store(p_base + rows[:, None] * sp_q + cols[None, :] * sp_k,
-                 p.to(pty), mask=row_ok[:, None] & col_ok[None, :])
+        store_tile(p_base, rows, row_ok, sp_q, cols, col_ok, sp_k, p)
     if IS_CAUSAL:
         # Blocks entirely in the causal future: zeros.
-        zeros = tl.zeros([BLOCK_M, BLOCK_N], pty)
+        zeros = tl.zeros([BLOCK_M, BLOCK_N], p_ptr.dtype.element_ty)
         for n0 in range(tl.cdiv(hi, BLOCK_N) * BLOCK_N, Tk, BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            tl.store(p_base + rows[:, None] * sp_q + cols[None, :] * sp_k,
-                     zeros, mask=row_ok[:, None] & (cols < Tk)[None, :])
+            cols, col_ok = span(n0, BLOCK_N, Tk)
+            store_tile(p_base, rows, row_ok, sp_q, cols, col_ok, sp_k, zeros)
 
 
 @triton.jit
@@ -144,34 +128,26 @@ def _scores_bwd_dq_kernel(
     # [pid_c*BLOCK_CK, +BLOCK_CK).
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    pid_c = tl.program_id(2)
-    b = bh // Hq
-    h = bh % Hq
+    b, h = batch_head(bh, Hq)
     hk = h // GROUP
     gp_base = gp_ptr + b * sg_b + h * sg_h
     p_base = p_ptr + b * sp_b + h * sp_h
     k_base = k_ptr + b * sk_b + hk * sk_h
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < Tq
-    ck = pid_c * BLOCK_CK + tl.arange(0, BLOCK_CK)
-    ck_ok = ck < D
+    rows, row_ok = span(pid_m.to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    ck, ck_ok = span(tl.program_id(2) * BLOCK_CK, BLOCK_CK, D)
     r = tl.load(r_ptr + bh * Tq + rows, mask=row_ok, other=0.0)
     acc = tl.zeros([BLOCK_M, BLOCK_CK], ACC)
     for n0 in range(0, Tk, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        ok = row_ok[:, None] & (cols < Tk)[None, :]
-        p = tl.load(p_base + rows[:, None] * sp_q + cols[None, :] * sp_k,
-                    mask=ok, other=0.0).to(ACC)
-        gp = tl.load(gp_base + rows[:, None] * sg_q + cols[None, :] * sg_k,
-                     mask=ok, other=0.0).to(ACC)
+        cols, col_ok = span(n0, BLOCK_N, Tk)
+        p = load_tile(p_base, rows, row_ok, sp_q, cols, col_ok, sp_k).to(ACC)
+        gp = load_tile(gp_base, rows, row_ok, sg_q, cols, col_ok,
+                       sg_k).to(ACC)
         ds = p * (gp - r[:, None])
-        kc = tl.load(k_base + cols[:, None] * sk_t + ck[None, :] * sk_d,
-                     mask=(cols < Tk)[:, None] & ck_ok[None, :], other=0.0)
+        kc = load_tile(k_base, cols, col_ok, sk_t, ck, ck_ok, sk_d)
         acc = mm_reg(ds, kc, acc, USE_DOT, PRECISION)
     scale = f64_scalar(scale_hi, scale_lo, ACC)
-    tl.store(dq_ptr + b * sdq_b + h * sdq_h + rows[:, None] * sdq_t
-             + ck[None, :] * sdq_d, (acc * scale).to(dq_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & ck_ok[None, :])
+    store_tile(dq_ptr + b * sdq_b + h * sdq_h, rows, row_ok, sdq_t, ck, ck_ok,
+               sdq_d, acc * scale)
 
 
 @triton.jit
@@ -186,15 +162,9 @@ def _scores_bwd_dk_kernel(
         BLOCK_CK: tl.constexpr):
     # Program: keys [pid_n*BN, +BN) of kv head hk, dK columns
     # [pid_c*BLOCK_CK, +BLOCK_CK); tiles are [keys, queries].
-    pid_n = tl.program_id(0)
-    bhk = tl.program_id(1).to(tl.int64)
-    pid_c = tl.program_id(2)
-    b = bhk // Hk
-    hk = bhk % Hk
-    cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < Tk
-    ck = pid_c * BLOCK_CK + tl.arange(0, BLOCK_CK)
-    ck_ok = ck < D
+    b, hk = batch_head(tl.program_id(1).to(tl.int64), Hk)
+    cols, col_ok = span(tl.program_id(0).to(tl.int64) * BLOCK_N, BLOCK_N, Tk)
+    ck, ck_ok = span(tl.program_id(2) * BLOCK_CK, BLOCK_CK, D)
     acc = tl.zeros([BLOCK_N, BLOCK_CK], ACC)
     for g in range(0, GROUP):
         h = hk * GROUP + g
@@ -204,21 +174,18 @@ def _scores_bwd_dk_kernel(
         for m0 in range(0, Tq, BLOCK_M):
             rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
             row_ok = rows < Tq
-            ok = col_ok[:, None] & row_ok[None, :]
-            pt = tl.load(p_base + rows[None, :] * sp_q + cols[:, None] * sp_k,
-                         mask=ok, other=0.0).to(ACC)
-            gpt = tl.load(gp_base + rows[None, :] * sg_q
-                          + cols[:, None] * sg_k, mask=ok, other=0.0).to(ACC)
+            pt = load_tile(p_base, cols, col_ok, sp_k, rows, row_ok,
+                           sp_q).to(ACC)
+            gpt = load_tile(gp_base, cols, col_ok, sg_k, rows, row_ok,
+                            sg_q).to(ACC)
             r = tl.load(r_ptr + (b * Hq + h) * Tq + rows, mask=row_ok,
                         other=0.0)
             dst = pt * (gpt - r[None, :])
-            qc = tl.load(q_base + rows[:, None] * sq_t + ck[None, :] * sq_d,
-                         mask=row_ok[:, None] & ck_ok[None, :], other=0.0)
+            qc = load_tile(q_base, rows, row_ok, sq_t, ck, ck_ok, sq_d)
             acc = mm_reg(dst, qc, acc, USE_DOT, PRECISION)
     scale = f64_scalar(scale_hi, scale_lo, ACC)
-    tl.store(dk_ptr + b * sdk_b + hk * sdk_h + cols[:, None] * sdk_t
-             + ck[None, :] * sdk_d, (acc * scale).to(dk_ptr.dtype.element_ty),
-             mask=col_ok[:, None] & ck_ok[None, :])
+    store_tile(dk_ptr + b * sdk_b + hk * sdk_h, cols, col_ok, sdk_t, ck, ck_ok,
+               sdk_d, acc * scale)
 
 
 # ---------------------------------------------------------------------------

@@ -29,19 +29,24 @@ _SAVED = {"lstm": 4, "gru": 4, "rnn": 1}
 
 
 @triton.jit
+def _elements(N, H, G: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's BLOCK consecutive elements (b, j) of the [B, H]
+    states: (idx, in bounds, b, j, offset of gate 0 of (b, j) in the
+    [B, G*H] rows)."""
+    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    b = idx // H
+    j = idx - b * H
+    return idx, idx < N, b, j, b * (G * H) + j
+
+
+@triton.jit
 def _cell_fwd_kernel(x_ptr, hp_ptr, bx_ptr, bh_ptr, h_ptr, c_ptr, h_out_ptr,
                      c_out_ptr, saved_ptr, N, H,
                      CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
                      S: tl.constexpr, HAS_BX: tl.constexpr,
                      HAS_BH: tl.constexpr, ACC: tl.constexpr,
                      BLOCK: tl.constexpr):
-    # One program: BLOCK consecutive elements (b, j) of the [B, H] states.
-    pid = tl.program_id(0).to(tl.int64)
-    idx = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = idx < N
-    b = idx // H
-    j = idx - b * H
-    g0 = b * (G * H) + j  # gate 0 of (b, j) in the [B, G*H] rows
+    idx, mask, b, j, g0 = _elements(N, H, G, BLOCK)
     x0 = tl.load(x_ptr + g0, mask=mask, other=0.0).to(ACC)
     a0 = tl.load(hp_ptr + g0, mask=mask, other=0.0).to(ACC)
     x1 = x0
@@ -101,12 +106,7 @@ def _cell_bwd_kernel(dh_ptr, dc_ptr, saved_ptr, h_ptr, c_ptr, c_new_ptr,
                      CELL: tl.constexpr, ACT: tl.constexpr, G: tl.constexpr,
                      S: tl.constexpr, ACC: tl.constexpr,
                      BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    idx = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = idx < N
-    b = idx // H
-    j = idx - b * H
-    g0 = b * (G * H) + j
+    idx, mask, b, j, g0 = _elements(N, H, G, BLOCK)
     s0 = b * (S * H) + j
     dh = tl.load(dh_ptr + idx, mask=mask, other=0.0).to(ACC)
     sv0 = tl.load(saved_ptr + s0, mask=mask, other=0.0).to(ACC)

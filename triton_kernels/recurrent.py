@@ -58,6 +58,54 @@ def _mac(a, b, acc, USE_DOT: tl.constexpr):
     return acc
 
 
+@triton.jit
+def _tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """This program's tile of [B, H]: batch rows rb, units rj, their bounds
+    mb, mj and the tile's mask."""
+    rb = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rj = tl.program_id(1).to(tl.int64) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mb = rb < B
+    mj = rj < H
+    return rb, rj, mb, mj, mb[:, None] & mj[None, :]
+
+
+@triton.jit
+def _load_gates(ptrs, step, mask, N: tl.constexpr, ACC: tl.constexpr):
+    """Gates 0..N-1 (N <= 4) of a [B, gates*H] tensor, gate g at ``ptrs + g *
+    step``, in ACC; the gates from N on are placeholders (gate 0)."""
+    v0 = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+    v1 = v0
+    v2 = v0
+    v3 = v0
+    if N > 1:
+        v1 = tl.load(ptrs + step, mask=mask, other=0.0).to(ACC)
+    if N > 2:
+        v2 = tl.load(ptrs + 2 * step, mask=mask, other=0.0).to(ACC)
+    if N > 3:
+        v3 = tl.load(ptrs + 3 * step, mask=mask, other=0.0).to(ACC)
+    return v0, v1, v2, v3
+
+
+@triton.jit
+def _store_gates(ptrs, step, mask, v0, v1, v2, v3, N: tl.constexpr):
+    """Stores v0..v{N-1} as gates 0..N-1 (see ``_load_gates``)."""
+    ty = ptrs.dtype.element_ty
+    tl.store(ptrs, v0.to(ty), mask=mask)
+    if N > 1:
+        tl.store(ptrs + step, v1.to(ty), mask=mask)
+    if N > 2:
+        tl.store(ptrs + 2 * step, v2.to(ty), mask=mask)
+    if N > 3:
+        tl.store(ptrs + 3 * step, v3.to(ty), mask=mask)
+
+
+@triton.jit
+def _zero_off(on, v0, v1, v2, v3):
+    """The four gate tiles with 0 outside ``on`` (rows past their length)."""
+    return (tl.where(on, v0, 0.0), tl.where(on, v1, 0.0),
+            tl.where(on, v2, 0.0), tl.where(on, v3, 0.0))
+
+
 @triton.jit(do_not_specialize=["s"])
 def _seq_fwd_step(
         xg_ptr, h_in_ptr, w_ptr, b_hh_ptr, c_state_ptr, len_ptr, saved_ptr,
@@ -71,11 +119,7 @@ def _seq_fwd_step(
         USE_DOT: tl.constexpr, ACC: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
         BLOCK_K: tl.constexpr):
-    rb = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    rj = tl.program_id(1).to(tl.int64) * BLOCK_H + tl.arange(0, BLOCK_H)
-    mb = rb < B
-    mj = rj < H
-    mask = mb[:, None] & mj[None, :]
+    rb, rj, mb, mj, mask = _tile(B, H, BLOCK_B, BLOCK_H)
 
     # a_g[b, j] = h_in[b, :] . w_hh[g*H + j, :] (+ b_hh[g*H + j]): the
     # recurrent side of gate g.
@@ -123,18 +167,9 @@ def _seq_fwd_step(
             a3 += tl.load(b_hh_ptr + 3 * H + rj, mask=mj,
                           other=0.0).to(ACC)[None, :]
     # The input side, from the input projection of all steps.
-    xg = xg_ptr + rb[:, None] * s_xg_b + rj[None, :] * s_xg_n
-    xg_gate = H * s_xg_n
-    x0 = tl.load(xg, mask=mask, other=0.0).to(ACC)
-    x1 = x0
-    x2 = x0
-    x3 = x0
-    if G > 1:
-        x1 = tl.load(xg + xg_gate, mask=mask, other=0.0).to(ACC)
-    if G > 2:
-        x2 = tl.load(xg + 2 * xg_gate, mask=mask, other=0.0).to(ACC)
-    if G > 3:
-        x3 = tl.load(xg + 3 * xg_gate, mask=mask, other=0.0).to(ACC)
+    x0, x1, x2, x3 = _load_gates(
+        xg_ptr + rb[:, None] * s_xg_b + rj[None, :] * s_xg_n, H * s_xg_n,
+        mask, G, ACC)
 
     c_ptrs = c_state_ptr + rb[:, None] * s_c_b + rj[None, :] * s_c_j
     if CELL == LSTM:
@@ -155,23 +190,14 @@ def _seq_fwd_step(
         active = tl.load(len_ptr + rb, mask=mb, other=0) > s
         on = active[:, None] & mask  # active row, in bounds
         off = (~active)[:, None] & mask  # inactive row, in bounds
-        sv0 = tl.where(on, sv0, 0.0)
-        sv1 = tl.where(on, sv1, 0.0)
-        sv2 = tl.where(on, sv2, 0.0)
-        sv3 = tl.where(on, sv3, 0.0)
+        sv0, sv1, sv2, sv3 = _zero_off(on, sv0, sv1, sv2, sv3)
         c = tl.where(on, c, 0.0)
         h = tl.where(on, h, 0.0)
     else:
         on = mask
 
-    sty = saved_ptr.dtype.element_ty
-    sv_ptrs = saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n
-    sv_gate = H * s_sv_n
-    tl.store(sv_ptrs, sv0.to(sty), mask=mask)
-    if S > 1:
-        tl.store(sv_ptrs + sv_gate, sv1.to(sty), mask=mask)
-        tl.store(sv_ptrs + 2 * sv_gate, sv2.to(sty), mask=mask)
-        tl.store(sv_ptrs + 3 * sv_gate, sv3.to(sty), mask=mask)
+    _store_gates(saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n,
+                 H * s_sv_n, mask, sv0, sv1, sv2, sv3, S)
     if CELL == LSTM:
         tl.store(cs_ptr + rb[:, None] * s_cs_b + rj[None, :] * s_cs_j,
                  c.to(cs_ptr.dtype.element_ty), mask=mask)
@@ -206,11 +232,7 @@ def _seq_bwd_step(
         ACC: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
         BLOCK_K: tl.constexpr):
-    rb = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    rj = tl.program_id(1).to(tl.int64) * BLOCK_H + tl.arange(0, BLOCK_H)
-    mb = rb < B
-    mj = rj < H
-    mask = mb[:, None] & mj[None, :]
+    rb, rj, mb, mj, mask = _tile(B, H, BLOCK_B, BLOCK_H)
     if HAS_LENGTHS:
         length = tl.load(len_ptr + rb, mask=mb, other=0)
     pc_ptrs = carry_ptr + rb[:, None] * s_pc_b + rj[None, :] * s_pc_j
@@ -247,16 +269,9 @@ def _seq_bwd_step(
 
     dh = tl.load(dh_in_ptr + rb[:, None] * s_dhi_b + rj[None, :] * s_dhi_j,
                  mask=mask, other=0.0).to(ACC) + later
-    sv_ptrs = saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n
-    sv_gate = H * s_sv_n
-    sv0 = tl.load(sv_ptrs, mask=mask, other=0.0).to(ACC)
-    sv1 = sv0
-    sv2 = sv0
-    sv3 = sv0
-    if S > 1:
-        sv1 = tl.load(sv_ptrs + sv_gate, mask=mask, other=0.0).to(ACC)
-        sv2 = tl.load(sv_ptrs + 2 * sv_gate, mask=mask, other=0.0).to(ACC)
-        sv3 = tl.load(sv_ptrs + 3 * sv_gate, mask=mask, other=0.0).to(ACC)
+    sv0, sv1, sv2, sv3 = _load_gates(
+        saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n, H * s_sv_n,
+        mask, S, ACC)
     if CELL == LSTM:
         dc = tl.load(pc_ptrs, mask=mask, other=0.0).to(ACC)
         c_prev = tl.load(c_prev_ptr + rb[:, None] * s_cp_b
@@ -277,30 +292,16 @@ def _seq_bwd_step(
 
     if HAS_LENGTHS:
         on = (length > s)[:, None] & mask
-        d0 = tl.where(on, d0, 0.0)
-        d1 = tl.where(on, d1, 0.0)
-        d2 = tl.where(on, d2, 0.0)
-        d3 = tl.where(on, d3, 0.0)
+        d0, d1, d2, d3 = _zero_off(on, d0, d1, d2, d3)
         e2 = tl.where(on, e2, 0.0)
     else:
         on = mask
-    gty = gx_ptr.dtype.element_ty
-    gx_ptrs = gx_ptr + rb[:, None] * s_gx_b + rj[None, :] * s_gx_n
-    gx_gate = H * s_gx_n
-    tl.store(gx_ptrs, d0.to(gty), mask=mask)
-    if G > 1:
-        tl.store(gx_ptrs + gx_gate, d1.to(gty), mask=mask)
-    if G > 2:
-        tl.store(gx_ptrs + 2 * gx_gate, d2.to(gty), mask=mask)
-    if G > 3:
-        tl.store(gx_ptrs + 3 * gx_gate, d3.to(gty), mask=mask)
+    _store_gates(gx_ptr + rb[:, None] * s_gx_b + rj[None, :] * s_gx_n,
+                 H * s_gx_n, mask, d0, d1, d2, d3, G)
     if CELL == GRU:
         # The recurrent side differs in the n gate only.
-        gh_ptrs = gh_ptr + rb[:, None] * s_gh_b + rj[None, :] * s_gh_n
-        gh_gate = H * s_gh_n
-        tl.store(gh_ptrs, d0.to(gty), mask=mask)
-        tl.store(gh_ptrs + gh_gate, d1.to(gty), mask=mask)
-        tl.store(gh_ptrs + 2 * gh_gate, e2.to(gty), mask=mask)
+        _store_gates(gh_ptr + rb[:, None] * s_gh_b + rj[None, :] * s_gh_n,
+                     H * s_gh_n, mask, d0, d1, e2, d3, 3)
     if CELL != RNN:  # LSTM: dc_prev; GRU: the pointwise dh_prev
         # Moves on in active rows only.
         tl.store(pc_ptrs, carry_out.to(carry_ptr.dtype.element_ty), mask=on)

@@ -38,11 +38,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .attention_common import (acc_torch_dtype, device_guard, dot_precision,
-                               f64_scalar, finite_or_zero, mask_arg,
-                               masked_scores, mm_ptrs, mm_reg, mode, on_gpu,
-                               online_softmax_step, pad_dim, rng_arg, rowdot,
-                               softmax_epilogue, split_scalar, tl_acc_dtype)
+from .attention_common import (acc_torch_dtype, b_rows_tile, batch_head,
+                               device_guard, dot_precision, f64_scalar,
+                               finite_or_zero, key_end, load_tile, mask_arg,
+                               masked_scores, mm_nt, mm_ptrs, mm_reg, mode,
+                               on_gpu, online_softmax_step, pad_dim, rng_arg,
+                               rowdot, softmax_epilogue, span, split_scalar,
+                               store_tile, tl_acc_dtype)
 from .dropout import dropout_key, dropout_keep
 
 
@@ -69,46 +71,32 @@ def _sdpa_fwd_kernel(
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     pid_c = tl.program_id(2)
-    b = (bh // Hq).to(tl.int64)
-    h = (bh % Hq).to(tl.int64)
+    b, h = batch_head(bh, Hq)
     hk = h // GROUP
     q_base = q_ptr + b * sq_b + h * sq_h
     k_base = k_ptr + b * sk_b + hk * sk_h
     v_base = v_ptr + b * sv_b + hk * sv_h
     m_base = mask_ptr + b * sm_b + h * sm_h
 
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < Tq
-    cv = pid_c * BLOCK_CV + tl.arange(0, BLOCK_CV)
-    cv_ok = cv < Dv
+    rows, row_ok = span(pid_m.to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    cv, cv_ok = span(pid_c * BLOCK_CV, BLOCK_CV, Dv)
+    rd, d_ok = span(0, BLOCK_D, D)
     scale = f64_scalar(scale_hi, scale_lo, ACC)
     if HAS_DROPOUT:
         key = dropout_key(rng_ptr)
         drop_rows = ((b * Hq + h) * Tq + rows) * Tk  # element index of (i, 0)
+    q = rows  # placeholder in chunked mode (mm_nt reads q in chunks)
     if HOIST:
-        rd = tl.arange(0, BLOCK_D)
-        d_ok = rd < D
-        q = tl.load(q_base + rows[:, None] * sq_t + rd[None, :] * sq_d,
-                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        q = load_tile(q_base, rows, row_ok, sq_t, rd, d_ok, sq_d)
 
     m_i = tl.full([BLOCK_M], float("-inf"), ACC)
     l_i = tl.zeros([BLOCK_M], ACC)
     acc = tl.zeros([BLOCK_M, BLOCK_CV], ACC)
-    hi = Tk
-    if IS_CAUSAL:
-        # Key j is allowed iff j <= i: nothing past the block's last row.
-        hi = tl.minimum(Tk, (pid_m + 1) * BLOCK_M)
-    for n0 in range(0, hi, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < Tk
-        if HOIST:
-            kt = tl.load(k_base + cols[None, :] * sk_t + rd[:, None] * sk_d,
-                         mask=d_ok[:, None] & col_ok[None, :], other=0.0)
-            s = tl.dot(q, kt, input_precision=PRECISION)
-        else:
-            s = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), q_base, rows, sq_t,
-                        sq_d, row_ok, k_base, cols, sk_t, sk_d, col_ok, D,
-                        USE_DOT, PRECISION, BLOCK_D)
+    for n0 in range(0, key_end(pid_m, BLOCK_M, Tk, IS_CAUSAL), BLOCK_N):
+        cols, col_ok = span(n0, BLOCK_N, Tk)
+        s, _ = mm_nt(q, q_base, rows, row_ok, sq_t, sq_d, k_base, cols,
+                     col_ok, sk_t, sk_d, rd, d_ok, D, ACC, USE_DOT, HOIST,
+                     PRECISION, BLOCK_D)
         s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
                           sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
         p, alpha, m_i, l_i = online_softmax_step(s, m_i, l_i)
@@ -116,17 +104,14 @@ def _sdpa_fwd_kernel(
             keep = dropout_keep(key, drop_rows[:, None] + cols[None, :],
                                 drop_p)
             p = tl.where(keep, p, 0.0)
-        vt = tl.load(v_base + cols[:, None] * sv_t + cv[None, :] * sv_d,
-                     mask=col_ok[:, None] & cv_ok[None, :], other=0.0)
+        vt = load_tile(v_base, cols, col_ok, sv_t, cv, cv_ok, sv_d)
         acc = mm_reg(p, vt, acc * alpha[:, None], USE_DOT, PRECISION)
 
     lse, inv = softmax_epilogue(m_i, l_i)
     if HAS_DROPOUT:
         inv = inv * f64_scalar(rescale_hi, rescale_lo, ACC)
-    out = acc * inv[:, None]
-    tl.store(out_ptr + b * so_b + h * so_h + rows[:, None] * so_t
-             + cv[None, :] * so_d, out.to(out_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & cv_ok[None, :])
+    store_tile(out_ptr + b * so_b + h * so_h, rows, row_ok, so_t, cv, cv_ok,
+               so_d, acc * inv[:, None])
     # One column chunk writes the log-sum-exp. A branch, not a scalar in the
     # mask: the interpreter of triton >= 3.9 rejects a mask that mixes a
     # block with a program-id comparison.
@@ -156,27 +141,22 @@ def _sdpa_bwd_dkdv_kernel(
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
     pid_c = tl.program_id(2)
-    b = (bhk // Hk).to(tl.int64)
-    hk = (bhk % Hk).to(tl.int64)
+    b, hk = batch_head(bhk, Hk)
     k_base = k_ptr + b * sk_b + hk * sk_h
     v_base = v_ptr + b * sv_b + hk * sv_h
 
-    cols = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # keys
-    col_ok = cols < Tk
-    ck = pid_c * BLOCK_CK + tl.arange(0, BLOCK_CK)
-    ck_ok = ck < D
-    cv = pid_c * BLOCK_CV + tl.arange(0, BLOCK_CV)
-    cv_ok = cv < Dv
+    cols, col_ok = span(pid_n.to(tl.int64) * BLOCK_N, BLOCK_N, Tk)  # keys
+    ck, ck_ok = span(pid_c * BLOCK_CK, BLOCK_CK, D)
+    cv, cv_ok = span(pid_c * BLOCK_CV, BLOCK_CV, Dv)
     scale = f64_scalar(scale_hi, scale_lo, ACC)
     if HAS_DROPOUT:
         key = dropout_key(rng_ptr)
         rescale = f64_scalar(rescale_hi, rescale_lo, ACC)
+    k = cols  # placeholder in chunked mode (mm_nt reads k in chunks)
     if HOIST:
         # k [BN, D] and v [BN, Dv] stay in registers (BLOCK_CK/CV cover them).
-        k = tl.load(k_base + cols[:, None] * sk_t + ck[None, :] * sk_d,
-                    mask=col_ok[:, None] & ck_ok[None, :], other=0.0)
-        v = tl.load(v_base + cols[:, None] * sv_t + cv[None, :] * sv_d,
-                    mask=col_ok[:, None] & cv_ok[None, :], other=0.0)
+        k = load_tile(k_base, cols, col_ok, sk_t, ck, ck_ok, sk_d)
+        v = load_tile(v_base, cols, col_ok, sv_t, cv, cv_ok, sv_d)
 
     acc_dk = tl.zeros([BLOCK_N, BLOCK_CK], ACC)
     acc_dv = tl.zeros([BLOCK_N, BLOCK_CV], ACC)
@@ -194,22 +174,15 @@ def _sdpa_bwd_dkdv_kernel(
         for m0 in range(m_start, Tq, BLOCK_M):
             rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
             row_ok = rows < Tq
-            if HOIST:
-                qt = tl.load(q_base + rows[None, :] * sq_t
-                             + ck[:, None] * sq_d,
-                             mask=ck_ok[:, None] & row_ok[None, :], other=0.0)
-                st = tl.dot(k, qt, input_precision=PRECISION)
-            else:
-                st = mm_ptrs(tl.zeros([BLOCK_N, BLOCK_M], ACC), k_base, cols,
-                             sk_t, sk_d, col_ok, q_base, rows, sq_t, sq_d,
-                             row_ok, D, USE_DOT, PRECISION, BLOCK_D)
+            st, qt = mm_nt(k, k_base, cols, col_ok, sk_t, sk_d, q_base, rows,
+                           row_ok, sq_t, sq_d, ck, ck_ok, D, ACC, USE_DOT,
+                           HOIST, PRECISION, BLOCK_D)
             st = masked_scores(st * scale, rows[None, :], cols[:, None],
                                m_base, sm_q, sm_k, Tq, Tk, MASK_KIND,
                                IS_CAUSAL)
             lse = tl.load(lse_ptr + bh * Tq + rows, mask=row_ok, other=0.0)
             pt = tl.exp(st - finite_or_zero(lse)[None, :])  # P^T [BN, BM]
-            do = tl.load(do_base + rows[:, None] * sdo_t + cv[None, :] * sdo_d,
-                         mask=row_ok[:, None] & cv_ok[None, :], other=0.0)
+            do = load_tile(do_base, rows, row_ok, sdo_t, cv, cv_ok, sdo_d)
             if HOIST:
                 dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
             else:
@@ -226,21 +199,14 @@ def _sdpa_bwd_dkdv_kernel(
                 acc_dv = mm_reg(pt, do, acc_dv, USE_DOT, PRECISION)
             delta = tl.load(delta_ptr + bh * Tq + rows, mask=row_ok, other=0.0)
             dst = pt * (dpt - delta[None, :])
-            if HOIST:
-                qc = tl.trans(qt)
-            else:
-                qc = tl.load(q_base + rows[:, None] * sq_t
-                             + ck[None, :] * sq_d,
-                             mask=row_ok[:, None] & ck_ok[None, :], other=0.0)
+            qc = b_rows_tile(qt, q_base, rows, row_ok, sq_t, ck, ck_ok, sq_d,
+                             HOIST)
             acc_dk = mm_reg(dst, qc, acc_dk, USE_DOT, PRECISION)
 
-    tl.store(dk_ptr + b * sdk_b + hk * sdk_h + cols[:, None] * sdk_t
-             + ck[None, :] * sdk_d,
-             (acc_dk * scale).to(dk_ptr.dtype.element_ty),
-             mask=col_ok[:, None] & ck_ok[None, :])
-    tl.store(dv_ptr + b * sdv_b + hk * sdv_h + cols[:, None] * sdv_t
-             + cv[None, :] * sdv_d, acc_dv.to(dv_ptr.dtype.element_ty),
-             mask=col_ok[:, None] & cv_ok[None, :])
+    store_tile(dk_ptr + b * sdk_b + hk * sdk_h, cols, col_ok, sdk_t, ck, ck_ok,
+               sdk_d, acc_dk * scale)
+    store_tile(dv_ptr + b * sdv_b + hk * sdv_h, cols, col_ok, sdv_t, cv, cv_ok,
+               sdv_d, acc_dv)
 
 
 @triton.jit
@@ -263,8 +229,7 @@ def _sdpa_bwd_dq_kernel(
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     pid_c = tl.program_id(2)
-    b = bh // Hq
-    h = bh % Hq
+    b, h = batch_head(bh, Hq)
     hk = h // GROUP
     q_base = q_ptr + b * sq_b + h * sq_h
     k_base = k_ptr + b * sk_b + hk * sk_h
@@ -272,47 +237,32 @@ def _sdpa_bwd_dq_kernel(
     do_base = do_ptr + b * sdo_b + h * sdo_h
     m_base = mask_ptr + b * sm_b + h * sm_h
 
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < Tq
-    ck = pid_c * BLOCK_CK + tl.arange(0, BLOCK_CK)
-    ck_ok = ck < D
+    rows, row_ok = span(pid_m.to(tl.int64) * BLOCK_M, BLOCK_M, Tq)
+    ck, ck_ok = span(pid_c * BLOCK_CK, BLOCK_CK, D)
+    rdv, dv_ok = span(0, BLOCK_DV, Dv)
     scale = f64_scalar(scale_hi, scale_lo, ACC)
     if HAS_DROPOUT:
         key = dropout_key(rng_ptr)
         rescale = f64_scalar(rescale_hi, rescale_lo, ACC)
         drop_rows = (bh * Tq + rows) * Tk
+    q = rows  # placeholders in chunked mode (mm_nt reads q, dO in chunks)
+    do = rows
     if HOIST:
-        rdv = tl.arange(0, BLOCK_DV)
-        dv_ok = rdv < Dv
-        q = tl.load(q_base + rows[:, None] * sq_t + ck[None, :] * sq_d,
-                    mask=row_ok[:, None] & ck_ok[None, :], other=0.0)
-        do = tl.load(do_base + rows[:, None] * sdo_t + rdv[None, :] * sdo_d,
-                     mask=row_ok[:, None] & dv_ok[None, :], other=0.0)
+        q = load_tile(q_base, rows, row_ok, sq_t, ck, ck_ok, sq_d)
+        do = load_tile(do_base, rows, row_ok, sdo_t, rdv, dv_ok, sdo_d)
     lse = finite_or_zero(tl.load(lse_ptr + bh * Tq + rows, mask=row_ok,
                                  other=0.0))
     delta = tl.load(delta_ptr + bh * Tq + rows, mask=row_ok, other=0.0)
 
     acc = tl.zeros([BLOCK_M, BLOCK_CK], ACC)
-    hi = Tk
-    if IS_CAUSAL:
-        hi = tl.minimum(Tk, (pid_m + 1) * BLOCK_M)
-    for n0 in range(0, hi, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < Tk
-        if HOIST:
-            kt = tl.load(k_base + cols[None, :] * sk_t + ck[:, None] * sk_d,
-                         mask=ck_ok[:, None] & col_ok[None, :], other=0.0)
-            s = tl.dot(q, kt, input_precision=PRECISION)
-            vt = tl.load(v_base + cols[None, :] * sv_t + rdv[:, None] * sv_d,
-                         mask=dv_ok[:, None] & col_ok[None, :], other=0.0)
-            dp = tl.dot(do, vt, input_precision=PRECISION)
-        else:
-            s = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), q_base, rows, sq_t,
-                        sq_d, row_ok, k_base, cols, sk_t, sk_d, col_ok, D,
-                        USE_DOT, PRECISION, BLOCK_D)
-            dp = mm_ptrs(tl.zeros([BLOCK_M, BLOCK_N], ACC), do_base, rows,
-                         sdo_t, sdo_d, row_ok, v_base, cols, sv_t, sv_d,
-                         col_ok, Dv, USE_DOT, PRECISION, BLOCK_DV)
+    for n0 in range(0, key_end(pid_m, BLOCK_M, Tk, IS_CAUSAL), BLOCK_N):
+        cols, col_ok = span(n0, BLOCK_N, Tk)
+        s, kt = mm_nt(q, q_base, rows, row_ok, sq_t, sq_d, k_base, cols,
+                      col_ok, sk_t, sk_d, ck, ck_ok, D, ACC, USE_DOT, HOIST,
+                      PRECISION, BLOCK_D)
+        dp, _ = mm_nt(do, do_base, rows, row_ok, sdo_t, sdo_d, v_base, cols,
+                      col_ok, sv_t, sv_d, rdv, dv_ok, Dv, ACC, USE_DOT, HOIST,
+                      PRECISION, BLOCK_DV)
         s = masked_scores(s * scale, rows[:, None], cols[None, :], m_base,
                           sm_q, sm_k, Tq, Tk, MASK_KIND, IS_CAUSAL)
         p = tl.exp(s - lse[:, None])
@@ -321,16 +271,12 @@ def _sdpa_bwd_dq_kernel(
                                 drop_p)
             dp = tl.where(keep, dp * rescale, 0.0)
         ds = p * (dp - delta[:, None])
-        if HOIST:
-            kc = tl.trans(kt)
-        else:
-            kc = tl.load(k_base + cols[:, None] * sk_t + ck[None, :] * sk_d,
-                         mask=col_ok[:, None] & ck_ok[None, :], other=0.0)
+        kc = b_rows_tile(kt, k_base, cols, col_ok, sk_t, ck, ck_ok, sk_d,
+                         HOIST)
         acc = mm_reg(ds, kc, acc, USE_DOT, PRECISION)
 
-    tl.store(dq_ptr + b * sdq_b + h * sdq_h + rows[:, None] * sdq_t
-             + ck[None, :] * sdq_d, (acc * scale).to(dq_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & ck_ok[None, :])
+    store_tile(dq_ptr + b * sdq_b + h * sdq_h, rows, row_ok, sdq_t, ck, ck_ok,
+               sdq_d, acc * scale)
 
 
 # ---------------------------------------------------------------------------
