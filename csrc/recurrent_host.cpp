@@ -166,22 +166,25 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
   // Ping-pong hidden states: every block of a step reads all of h_{s-1}.
   at::Tensor h_state[2] = {h0_in.contiguous().clone(),
                            at::empty({d.B, d.P}, x.options())};
-  at::Tensor no_h, no_cs;
   for (int64_t s = 0; s < d.T; ++s) {
     at::Tensor& h_in = h_state[s % 2];
     at::Tensor& h_next = h_state[(s + 1) % 2];
-    at::Tensor saved_s = saved[s];
-    at::Tensor cs_s = cell.has_c ? cs[s] : no_cs;
-    if (!proj) {
-      at::Tensor out_s = y[s];
-      steps.forward(cell, s, xg[s], h_in, w_hh, bias_h, c_state, lengths,
-                    saved_s, cs_s, out_s, h_next);
-      continue;
-    }
-    at::Tensor m_s = ms[s];
-    steps.forward(cell, s, xg[s], h_in, w_hh, bias_h, c_state, lengths,
-                  saved_s, cs_s, m_s, no_h);
-    const at::Tensor h_new = gemm(m_s, w_hr_in->t());
+    // Without a projection the step writes y and the next h itself; with
+    // one it writes the cell output, and the projection follows here.
+    const ForwardStep step{s,
+                           xg[s],
+                           h_in,
+                           w_hh,
+                           bias_h,
+                           c_state,
+                           lengths,
+                           saved[s],
+                           cell.has_c ? cs[s] : at::Tensor(),
+                           proj ? ms[s] : y[s],
+                           proj ? at::Tensor() : h_next};
+    steps.forward(cell, step);
+    if (!proj) continue;
+    const at::Tensor h_new = gemm(step.out, w_hr_in->t());
     if (lengths.has_value()) {
       const at::Tensor active = active_mask(lengths, s);
       y[s].copy_(at::where(active, h_new, at::zeros_like(h_new)));
@@ -261,13 +264,20 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
   if (!proj) {
     at::Tensor dh_carry = grad_h_n.to(acc, false, /*copy=*/true);
     for (int64_t s = d.T - 1; s >= 0; --s) {
-      const at::Tensor next = s + 1 < d.T ? grad_hg[s + 1] : none;
-      at::Tensor gx_s = grad_xg[s];
-      at::Tensor gh_s = cell.split_grad ? grad_hg[s] : gx_s;
-      steps.backward(cell, s, next, w_hh, dh_carry, grad_y[s], carry,
-                     saved[s], cell.direct_h ? h_prev[s] : none,
-                     cell.has_c ? (s > 0 ? cs[s - 1] : c0_acc) : none,
-                     cell.has_c ? cs[s] : none, lengths, gx_s, gh_s);
+      steps.backward(
+          cell, BackwardStep{s,
+                             s + 1 < d.T ? grad_hg[s + 1] : none,
+                             w_hh,
+                             dh_carry,
+                             grad_y[s],
+                             carry,
+                             saved[s],
+                             cell.direct_h ? h_prev[s] : none,
+                             cell.has_c ? (s > 0 ? cs[s - 1] : c0_acc) : none,
+                             cell.has_c ? cs[s] : none,
+                             lengths,
+                             grad_xg[s],
+                             cell.split_grad ? grad_hg[s] : grad_xg[s]});
     }
   } else {
     // With a projection (LSTM) the carried gradient lives in the P-dim h
@@ -276,7 +286,6 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
     at::Tensor dh_carry = grad_h_n.to(acc, false, /*copy=*/true);
     at::Tensor grad_h_all = at::empty({d.T, d.B, d.P}, acc);
     const at::Tensor w_hr_acc = w_hr->to(acc);
-    at::Tensor unused;
     for (int64_t s = d.T - 1; s >= 0; --s) {
       if (s + 1 < d.T) {
         const at::Tensor from_next = gemm(grad_hg[s + 1], w_hh_acc);
@@ -292,9 +301,10 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
       grad_h_all[s].copy_(dh);
       // The step kernels take dh in the storage dtype.
       const at::Tensor dm = gemm(dh, w_hr_acc).to(x.scalar_type());
-      at::Tensor gx_s = grad_xg[s];
-      steps.backward(cell, s, none, none, unused, dm, carry, saved[s], none,
-                     s > 0 ? cs[s - 1] : c0_acc, cs[s], lengths, gx_s, gx_s);
+      steps.backward(cell, BackwardStep{s, none, none, none, dm, carry,
+                                        saved[s], none,
+                                        s > 0 ? cs[s - 1] : c0_acc, cs[s],
+                                        lengths, grad_xg[s], grad_xg[s]});
     }
     grad_w_hr = gemm(grad_h_all.view({d.T * d.B, d.P}).t(),
                        ms.reshape({d.T * d.B, d.H}).to(acc))

@@ -15,6 +15,7 @@ Time runs forward; a row ``b`` is active at step ``s`` while
 ``s < lengths[b]``. Reversed directions are reversed by the caller.
 """
 
+from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import torch
@@ -24,6 +25,45 @@ from ._common import acc_dtype
 from .cell_table import CellDesc, cell_desc
 
 
+@dataclass
+class ForwardStep:
+    """One forward step ``s``, as the driver hands it to a backend's step:
+    rows of step ``s``; None for absent tensors. Fields, shapes and dtypes
+    as ``ForwardStep`` in csrc/include/seqkernels/recurrent_host.h."""
+
+    s: int
+    xg: Tensor                    # [B, G*H] acc
+    h_in: Tensor                  # [B, P]
+    w_hh: Tensor                  # [G*H, P]
+    b_hh: Optional[Tensor]        # [G*H] (split_grad cells)
+    c_state: Optional[Tensor]     # [B, H] acc, in place (has_c)
+    lengths: Optional[Tensor]     # [B] int64
+    saved: Tensor                 # [B, S*H] acc, written
+    cell_state: Optional[Tensor]  # [B, H] acc, written (has_c)
+    out: Tensor                   # [B, H], written
+    h_out: Optional[Tensor]       # [B, P], written if given
+
+
+@dataclass
+class BackwardStep:
+    """One backward step ``s``; fields as ``BackwardStep`` in
+    recurrent_host.h."""
+
+    s: int
+    grad_hg_next: Optional[Tensor]  # [B, G*H] acc
+    w_hh: Optional[Tensor]          # [G*H, P]; None: no recurrent product
+    dh_carry: Optional[Tensor]      # [B, H] acc, in place
+    dh_in: Tensor                   # [B, H]
+    carry: Optional[Tensor]         # [B, H] acc, in place
+    saved: Tensor                   # [B, S*H] acc
+    h_prev: Optional[Tensor]        # [B, H] (direct_h cells)
+    c_prev: Optional[Tensor]        # [B, H] acc (has_c)
+    cell_state: Optional[Tensor]    # [B, H] acc (has_c)
+    lengths: Optional[Tensor]       # [B] int64
+    grad_xg: Tensor                 # [B, G*H] acc, written
+    grad_hg: Tensor                 # [B, G*H] acc, written (split_grad)
+
+
 class SeqSteps(Protocol):
     """The two per-step functions a backend provides, and whether its
     forward step may write the saved values over the pre-activations. The
@@ -31,23 +71,14 @@ class SeqSteps(Protocol):
     rows) is the one of ``SeqSteps`` in
     csrc/include/seqkernels/recurrent_host.h."""
 
-    # forward may write saved_s over xg_s (the same tensor) where the cell
-    # saves as many values per unit as it has gates: it reads all of a unit's
-    # pre-activations before it writes that unit's saved values.
+    # forward may write step.saved over step.xg (the same tensor) where the
+    # cell saves as many values per unit as it has gates: it reads all of a
+    # unit's pre-activations before it writes that unit's saved values.
     saved_over_xg: bool
 
-    def forward(self, cell: CellDesc, s: int, xg_s: Tensor, h_in: Tensor,
-                w_hh: Tensor, b_hh: Optional[Tensor],
-                c_state: Optional[Tensor], lengths: Optional[Tensor],
-                saved_s: Tensor, cs_s: Optional[Tensor], out_s: Tensor,
-                h_out: Optional[Tensor]) -> None: ...
+    def forward(self, cell: CellDesc, step: ForwardStep) -> None: ...
 
-    def backward(self, cell: CellDesc, s: int, grad_hg_next: Optional[Tensor],
-                 w_hh: Optional[Tensor], dh_carry: Optional[Tensor],
-                 dh_in: Tensor, carry: Optional[Tensor], saved_s: Tensor,
-                 h_prev: Optional[Tensor], c_prev: Optional[Tensor],
-                 cs_s: Optional[Tensor], lengths: Optional[Tensor],
-                 grad_xg_s: Tensor, grad_hg_s: Tensor) -> None: ...
+    def backward(self, cell: CellDesc, step: BackwardStep) -> None: ...
 
 
 def active_rows(lengths: Optional[Tensor], s: int) -> Optional[Tensor]:
@@ -101,13 +132,15 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
     h_state = [h0.contiguous().clone(), x.new_empty(B, P)]
     for s in range(T):
         h_in, h_next = h_state[s % 2], h_state[(s + 1) % 2]
-        cs_s = cs[s] if cell.has_c else None
-        if w_hr is None:
-            steps.forward(cell, s, xg[s], h_in, w_hh, b_h, c_state, lengths,
-                          saved[s], cs_s, y[s], h_next)
+        # Without a projection the step writes y and the next h itself; with
+        # one it writes the cell output, and the projection follows here.
+        proj = w_hr is not None
+        steps.forward(cell, ForwardStep(
+            s, xg[s], h_in, w_hh, b_h, c_state, lengths, saved[s],
+            cs[s] if cell.has_c else None, ms[s] if proj else y[s],
+            None if proj else h_next))
+        if not proj:
             continue
-        steps.forward(cell, s, xg[s], h_in, w_hh, b_h, c_state, lengths,
-                      saved[s], cs_s, ms[s], None)
         h_new = ms[s] @ w_hr.t()
         active = active_rows(lengths, s)
         if active is None:
@@ -154,12 +187,13 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
     if w_hr is None:
         dh_carry = grad_h_n.to(acc, copy=True)
         for s in reversed(range(T)):
-            nxt = grad_hg[s + 1] if s + 1 < T else None
             c_prev = (cs[s - 1] if s > 0 else c0_acc) if cell.has_c else None
-            steps.backward(cell, s, nxt, w_hh, dh_carry, grad_y[s], carry,
-                           saved[s], h_prev[s] if cell.direct_h else None,
-                           c_prev, cs[s] if cell.has_c else None, lengths,
-                           grad_xg[s], grad_hg[s])
+            steps.backward(cell, BackwardStep(
+                s, grad_hg[s + 1] if s + 1 < T else None, w_hh, dh_carry,
+                grad_y[s], carry, saved[s],
+                h_prev[s] if cell.direct_h else None, c_prev,
+                cs[s] if cell.has_c else None, lengths, grad_xg[s],
+                grad_hg[s]))
         grad_w_hr = x.new_empty(0)
     else:
         # With a projection (LSTM) the carried gradient lives in the
@@ -180,10 +214,10 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
                 dh = torch.where(active, dh, 0)
             grad_h_all[s].copy_(dh)
             # The steps take dh in the storage dtype.
-            steps.backward(cell, s, None, None, None,
-                           (dh @ w_hr_acc).to(x.dtype), carry,
-                           saved[s], None, cs[s - 1] if s > 0 else c0_acc,
-                           cs[s], lengths, grad_xg[s], grad_xg[s])
+            steps.backward(cell, BackwardStep(
+                s, None, None, None, (dh @ w_hr_acc).to(x.dtype), carry,
+                saved[s], None, cs[s - 1] if s > 0 else c0_acc, cs[s],
+                lengths, grad_xg[s], grad_xg[s]))
         grad_w_hr = (grad_h_all.reshape(T * B, P).t()
                      @ ms.reshape(T * B, H).to(acc)).to(x.dtype)
     gx2 = grad_xg.view(T * B, G * H)

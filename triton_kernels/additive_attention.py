@@ -41,12 +41,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .attention_common import (acc_torch_dtype, device_guard, dot_precision,
-                               finite_or_zero, load_tile, mask_arg,
-                               masked_scores, mm_nt, mm_ptrs, mm_reg, mode,
-                               on_gpu, online_softmax_step, pad_dim,
-                               softmax_epilogue, span, store_tile,
-                               tl_acc_dtype)
+from seqkernels._common import acc_dtype, device_guard
+
+from .attention_common import (dot_precision, finite_or_zero, load_tile,
+                               mask_arg, masked_scores, mm_nt, mm_ptrs, mm_reg,
+                               mode, on_gpu, online_softmax_step, pad_dim,
+                               softmax_epilogue, span, store_tile, tl_acc_dtype)
 from .cell_math import tanh
 
 
@@ -407,7 +407,7 @@ def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
     q, k, value = q.contiguous(), k.contiguous(), value.contiguous()
     B, Tq, H = q.shape
     Tk, Dv = k.shape[1], value.shape[2]
-    acc = acc_torch_dtype(q.dtype)
+    acc = acc_dtype(q.dtype)
     context = torch.empty(B, Tq, Dv, dtype=q.dtype, device=q.device)
     stats = torch.empty(B, Tq, 2, dtype=acc, device=q.device)
     weights = (torch.empty(B, Tq, Tk, dtype=q.dtype, device=q.device)

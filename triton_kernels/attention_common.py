@@ -36,8 +36,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .cell_math import (acc_torch_dtype, device_guard,  # noqa: F401
-                        tl_acc_dtype)
+from seqkernels._common import device_guard, next_pow2
+
+from .cell_math import tl_acc_dtype
 
 # Kinds of attn_mask (the kernels' MASK_KIND).
 MASK_NONE = 0
@@ -48,10 +49,6 @@ MASK_FLOAT = 2
 # ---------------------------------------------------------------------------
 # Host helpers
 # ---------------------------------------------------------------------------
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
 
 def pad_dim(n: int) -> int:
     """Block width covering a dimension of ``n``: a power of two >= 16 (the

@@ -25,10 +25,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .attention_common import (acc_torch_dtype, batch_head, device_guard,
-                               dot_precision, f64_scalar, finite_or_zero,
-                               key_end, load_tile, mask_arg, masked_scores,
-                               mm_nt, mm_reg, mode, on_gpu,
+from seqkernels._common import acc_dtype, device_guard
+
+from .attention_common import (batch_head, dot_precision, f64_scalar,
+                               finite_or_zero, key_end, load_tile, mask_arg,
+                               masked_scores, mm_nt, mm_reg, mode, on_gpu,
                                online_softmax_step, pad_dim, rowdot,
                                softmax_epilogue, span, split_scalar,
                                store_tile, tl_acc_dtype)
@@ -298,7 +299,7 @@ def attention_scores_backward(
     grad_k = torch.empty_like(k)
     gpu = on_gpu(q)
     scale_hi, scale_lo = split_scalar(float(scale))
-    r = rowdot(grad_p, p, acc_torch_dtype(q.dtype))  # [B, Hq, Tq]
+    r = rowdot(grad_p, p, acc_dtype(q.dtype))  # [B, Hq, Tq]
     with device_guard(q):
         if grad_q.numel() > 0:
             cfg = _config("dq", q.dtype, gpu, D)

@@ -16,15 +16,13 @@ b_hh). Saved for the backward (``sv0..sv3``, accumulation dtype):
 * RNN (one gate): the output h (``sv0`` only).
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 
 # Values of the constexprs CELL and ACT (jit code reads globals only as
-# constexprs; the host passes the plain ints of CELL_IDS / ACT_IDS).
+# constexprs; the host passes CellDesc.kind_id / act_id of
+# seqkernels/cell_table.py, whose order these follow).
 LSTM = tl.constexpr(0)
 GRU = tl.constexpr(1)
 RNN = tl.constexpr(2)
@@ -33,30 +31,15 @@ TANH = tl.constexpr(0)
 RELU = tl.constexpr(1)
 IDENTITY = tl.constexpr(2)
 
-CELL_IDS = {"lstm": 0, "gru": 1, "rnn": 2}
-ACT_IDS = {"tanh": 0, "relu": 1, "identity": 2}
 
 
 # ---------------------------------------------------------------------------
 # Host helpers
 # ---------------------------------------------------------------------------
 
-def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half and bfloat16, else the dtype itself."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
 def tl_acc_dtype(dtype: torch.dtype):
     """The Triton dtype the kernels compute in for a storage dtype."""
     return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def device_guard(t: Tensor):
-    """Launch on ``t``'s GPU (Triton launches on the current device)."""
-    if t.is_cuda:
-        return torch.cuda.device(t.device)
-    return contextlib.nullcontext()
-
 
 # ---------------------------------------------------------------------------
 # Activations

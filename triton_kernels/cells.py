@@ -12,20 +12,19 @@ over all ``(b, j)``.
 
 from typing import Optional
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from .cell_math import (ACT_IDS, CELL_IDS, GRU, LSTM, RNN, acc_torch_dtype,
-                        cell_backward, cell_forward, device_guard,
+from seqkernels._common import acc_dtype, device_guard
+from seqkernels.cell_table import CellDesc, cell_desc
+
+from .cell_math import (GRU, LSTM, RNN, cell_backward, cell_forward,
                         tl_acc_dtype)
 
 # Elements of [B, H] per program.
 _BLOCK = 1024
 
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-_SAVED = {"lstm": 4, "gru": 4, "rnn": 1}
 
 
 @triton.jit
@@ -147,7 +146,7 @@ def _cell_bwd_kernel(dh_ptr, dc_ptr, saved_ptr, h_ptr, c_ptr, c_new_ptr,
                  mask=mask)
 
 
-def _forward(kind: str, act: str, x_proj: Tensor, h_proj: Tensor,
+def _forward(cell: CellDesc, x_proj: Tensor, h_proj: Tensor,
              b_x: Optional[Tensor], b_h: Optional[Tensor],
              h: Optional[Tensor], c: Optional[Tensor]):
     """Runs the forward kernel; returns (h_new, c_new or None, saved)."""
@@ -157,11 +156,11 @@ def _forward(kind: str, act: str, x_proj: Tensor, h_proj: Tensor,
     b_h = b_h.contiguous() if b_h is not None else None
     h = h.contiguous() if h is not None else None
     c = c.contiguous() if c is not None else None
-    G, S = _GATES[kind], _SAVED[kind]
+    G, S = cell.gates, cell.saved
     B, H = x_proj.shape[0], x_proj.shape[1] // G
-    acc = acc_torch_dtype(x_proj.dtype)
+    acc = acc_dtype(x_proj.dtype)
     h_new = x_proj.new_empty(B, H)
-    c_new = x_proj.new_empty(B, H) if kind == "lstm" else None
+    c_new = x_proj.new_empty(B, H) if cell.has_c else None
     saved = x_proj.new_empty(B, S * H, dtype=acc)
     N = B * H
     if N > 0:
@@ -172,13 +171,13 @@ def _forward(kind: str, act: str, x_proj: Tensor, h_proj: Tensor,
                 h if h is not None else x_proj,
                 c if c is not None else x_proj, h_new,
                 c_new if c_new is not None else h_new, saved, N, H,
-                CELL=CELL_IDS[kind], ACT=ACT_IDS[act], G=G, S=S,
+                CELL=cell.kind_id, ACT=cell.act_id, G=G, S=S,
                 HAS_BX=b_x is not None, HAS_BH=b_h is not None,
                 ACC=tl_acc_dtype(acc), BLOCK=_BLOCK)
     return h_new, c_new, saved
 
 
-def _backward(kind: str, act: str, grad_h: Tensor, grad_c: Optional[Tensor],
+def _backward(cell: CellDesc, grad_h: Tensor, grad_c: Optional[Tensor],
               saved: Tensor, h: Optional[Tensor], c: Optional[Tensor],
               c_new: Optional[Tensor]):
     """Runs the backward kernel; returns (grad_xg, grad_hg or None,
@@ -187,11 +186,12 @@ def _backward(kind: str, act: str, grad_h: Tensor, grad_c: Optional[Tensor],
     saved = saved.contiguous()
     grad_c, h, c, c_new = (t.contiguous() if t is not None else None
                            for t in (grad_c, h, c, c_new))
-    G, S = _GATES[kind], _SAVED[kind]
+    G, S = cell.gates, cell.saved
     B, H = grad_h.shape
     grad_xg = grad_h.new_empty(B, G * H)
-    grad_hg = grad_h.new_empty(B, G * H) if kind == "gru" else None
-    grad_carry = grad_h.new_empty(B, H) if kind != "rnn" else None
+    grad_hg = grad_h.new_empty(B, G * H) if cell.split_grad else None
+    grad_carry = (grad_h.new_empty(B, H) if cell.has_c or cell.direct_h
+                  else None)
     N = B * H
     if N > 0:
         placeholder = grad_h
@@ -203,7 +203,7 @@ def _backward(kind: str, act: str, grad_h: Tensor, grad_c: Optional[Tensor],
                 c_new if c_new is not None else placeholder, grad_xg,
                 grad_hg if grad_hg is not None else grad_xg,
                 grad_carry if grad_carry is not None else grad_xg, N, H,
-                CELL=CELL_IDS[kind], ACT=ACT_IDS[act], G=G, S=S,
+                CELL=cell.kind_id, ACT=cell.act_id, G=G, S=S,
                 ACC=tl_acc_dtype(saved.dtype), BLOCK=_BLOCK)
     return grad_xg, grad_hg, grad_carry
 
@@ -215,13 +215,13 @@ def _backward(kind: str, act: str, grad_h: Tensor, grad_c: Optional[Tensor],
 def lstm_cell(x_proj: Tensor, h_proj: Tensor, c: Tensor,
               bias: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Forward of ``lstm_cell``: returns (h_new, c_new, gates)."""
-    return _forward("lstm", "tanh", x_proj, h_proj, bias, None, None, c)
+    return _forward(cell_desc("lstm"), x_proj, h_proj, bias, None, None, c)
 
 
 def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, c: Tensor,
                        c_new: Tensor, gates: Tensor) -> tuple[Tensor, Tensor]:
     """Backward of ``lstm_cell``: returns (grad_gates, grad_c_prev)."""
-    grad_gates, _, grad_c_prev = _backward("lstm", "tanh", grad_h, grad_c,
+    grad_gates, _, grad_c_prev = _backward(cell_desc("lstm"), grad_h, grad_c,
                                            gates, None, c, c_new)
     return grad_gates, grad_c_prev
 
@@ -230,8 +230,8 @@ def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,
              b_ih: Optional[Tensor],
              b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Forward of ``gru_cell``: returns (h_new, gates)."""
-    h_new, _, saved = _forward("gru", "tanh", x_proj, h_proj, b_ih, b_hh, h,
-                               None)
+    h_new, _, saved = _forward(cell_desc("gru"), x_proj, h_proj, b_ih, b_hh,
+                               h, None)
     return h_new, saved
 
 
@@ -239,24 +239,21 @@ def gru_cell_backward(grad_h: Tensor, h: Tensor,
                       gates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Backward of ``gru_cell``: returns (grad_x_proj, grad_h_proj,
     grad_h_prev)."""
-    return _backward("gru", "tanh", grad_h, None, gates, h, None, None)
+    return _backward(cell_desc("gru"), grad_h, None, gates, h, None,
+                     None)
 
 
 def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor],
              nonlinearity: str) -> tuple[Tensor, Tensor]:
     """Forward of ``rnn_cell``: returns (h_new, gates)."""
-    if nonlinearity not in ACT_IDS:
-        raise ValueError(
-            f"seqkernels: nonlinearity must be 'tanh', 'relu' or 'identity', "
-            f"got {nonlinearity!r}")
-    h_new, _, saved = _forward("rnn", nonlinearity, x_proj, h_proj, bias,
-                               None, None, None)
+    h_new, _, saved = _forward(cell_desc("rnn", nonlinearity), x_proj,
+                               h_proj, bias, None, None, None)
     return h_new, saved
 
 
 def rnn_cell_backward(grad_h: Tensor, gates: Tensor,
                       nonlinearity: str) -> Tensor:
     """Backward of ``rnn_cell``: the gradient of the pre-activation."""
-    grad_pre, _, _ = _backward("rnn", nonlinearity, grad_h, None, gates, None,
-                               None, None)
+    grad_pre, _, _ = _backward(cell_desc("rnn", nonlinearity), grad_h, None,
+                               gates, None, None, None)
     return grad_pre

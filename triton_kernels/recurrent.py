@@ -34,10 +34,12 @@ import triton.language as tl
 from torch import Tensor
 
 from seqkernels import sequence_driver
+from seqkernels._common import device_guard, next_pow2
 from seqkernels.cell_table import CellDesc
+from seqkernels.sequence_driver import BackwardStep, ForwardStep
 
-from .cell_math import (ACT_IDS, CELL_IDS, GRU, LSTM, RNN, cell_backward,
-                        cell_forward, device_guard, tl_acc_dtype)
+from .cell_math import (GRU, LSTM, RNN, cell_backward, cell_forward,
+                        tl_acc_dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -311,10 +313,6 @@ def _seq_bwd_step(
 # Launch configuration
 # ---------------------------------------------------------------------------
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
 @functools.lru_cache(maxsize=None)
 def _num_sms_of(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
@@ -335,15 +333,15 @@ def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
     # under the interpreter: its tl.dot gives wrong results.
     use_dot = dtype != torch.float64 and (on_gpu or dtype != torch.bfloat16)
     # tl.dot needs every tile dimension >= 16; partial tiles are masked.
-    block_b = min(64, max(16, _next_pow2(B)))
+    block_b = min(64, max(16, next_pow2(B)))
     if not use_dot:
         # The broadcast product holds a [BLOCK_B, BLOCK_K, BLOCK_H] tile.
         block_b = 16 if on_gpu else block_b
-        block_h = 16 if on_gpu else min(64, max(16, _next_pow2(H)))
+        block_h = 16 if on_gpu else min(64, max(16, next_pow2(H)))
         block_k = 8 if on_gpu else 16
         return use_dot, block_b, block_h, block_k, 4
     block_k = 64 if dtype in (torch.float16, torch.bfloat16) else 32
-    block_h = min(64, max(16, _next_pow2(H)))
+    block_h = min(64, max(16, next_pow2(H)))
     if on_gpu:
         # The recurrence is latency bound: prefer more, smaller programs
         # while the grid does not fill the GPU.
@@ -352,6 +350,10 @@ def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
                                 * triton.cdiv(H, block_h)) < sms:
             block_h //= 2
     return use_dot, block_b, block_h, block_k, 4
+
+
+def _or(t: Optional[Tensor], stand_in: Tensor) -> Tensor:
+    return t if t is not None else stand_in
 
 
 def _strides(t: Optional[Tensor]) -> tuple[int, int]:
@@ -372,81 +374,70 @@ class TritonSteps:
     saved_over_xg = False
 
     @staticmethod
-    def forward(cell: CellDesc, s: int, xg_s: Tensor, h_in: Tensor,
-                w_hh: Optional[Tensor], b_hh: Optional[Tensor],
-                c_state: Optional[Tensor], lengths: Optional[Tensor],
-                saved_s: Tensor, cs_s: Optional[Tensor], out_s: Tensor,
-                h_out: Optional[Tensor]) -> None:
-        B, H = out_s.shape
-        K = h_in.shape[1]
+    def forward(cell: CellDesc, step: ForwardStep) -> None:
+        B, H = step.out.shape
+        K = step.h_in.shape[1]
         if B == 0 or H == 0:
             return
         use_dot, bb, bh, bk, warps = _config(
-            h_in.dtype, h_in.device, B, H)
+            step.h_in.dtype, step.h_in.device, B, H)
         grid = (triton.cdiv(B, bb), triton.cdiv(H, bh))
-        with device_guard(out_s):
+        # Absent tensors are passed as a tensor the kernel never reads (its
+        # HAS_* constexpr is off), with zero strides.
+        out = step.out
+        with device_guard(out):
             _seq_fwd_step[grid](
-                xg_s, h_in, w_hh if w_hh is not None else h_in,
-                b_hh if b_hh is not None else h_in,
-                c_state if c_state is not None else out_s,
-                lengths if lengths is not None else out_s, saved_s,
-                cs_s if cs_s is not None else out_s, out_s,
-                h_out if h_out is not None else out_s,
-                s, B, H, K,
-                *_strides(xg_s), *_strides(h_in), *_strides(w_hh),
-                *_strides(c_state), *_strides(saved_s), *_strides(cs_s),
-                *_strides(out_s), *_strides(h_out),
-                CELL=CELL_IDS[cell.kind], ACT=ACT_IDS[cell.act],
+                step.xg, step.h_in, _or(step.w_hh, step.h_in),
+                _or(step.b_hh, step.h_in), _or(step.c_state, out),
+                _or(step.lengths, out), step.saved, _or(step.cell_state, out),
+                out, _or(step.h_out, out),
+                step.s, B, H, K,
+                *_strides(step.xg), *_strides(step.h_in),
+                *_strides(step.w_hh), *_strides(step.c_state),
+                *_strides(step.saved), *_strides(step.cell_state),
+                *_strides(out), *_strides(step.h_out),
+                CELL=cell.kind_id, ACT=cell.act_id,
                 G=cell.gates, S=cell.saved,
-                HAS_W=w_hh is not None and K > 0,
-                HAS_BH=b_hh is not None,
-                HAS_LENGTHS=lengths is not None,
-                HAS_HOUT=h_out is not None, USE_DOT=use_dot,
-                ACC=tl_acc_dtype(h_in.dtype),
+                HAS_W=step.w_hh is not None and K > 0,
+                HAS_BH=step.b_hh is not None,
+                HAS_LENGTHS=step.lengths is not None,
+                HAS_HOUT=step.h_out is not None, USE_DOT=use_dot,
+                ACC=tl_acc_dtype(step.h_in.dtype),
                 BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
 
     @staticmethod
-    def backward(cell: CellDesc, s: int, grad_hg_next: Optional[Tensor],
-                 w_hh: Optional[Tensor], dh_carry: Optional[Tensor],
-                 dh_in: Tensor, carry: Optional[Tensor], saved_s: Tensor,
-                 h_prev: Optional[Tensor], c_prev: Optional[Tensor],
-                 cs_s: Optional[Tensor], lengths: Optional[Tensor],
-                 grad_xg_s: Tensor, grad_hg_s: Tensor) -> None:
+    def backward(cell: CellDesc, step: BackwardStep) -> None:
+        dh_in = step.dh_in
         B, H = dh_in.shape
         if B == 0 or H == 0:
             return
-        has_w = w_hh is not None
-        has_next = has_w and grad_hg_next is not None
-        dtype = grad_hg_next.dtype if has_next else dh_in.dtype
-        use_dot, bb, bh, bk, warps = _config(
-            dtype, dh_in.device, B, H)
+        has_w = step.w_hh is not None
+        has_next = has_w and step.grad_hg_next is not None
+        next_ = step.grad_hg_next if has_next else None
+        dh_carry = step.dh_carry if has_w else None
+        dtype = next_.dtype if has_next else dh_in.dtype
+        use_dot, bb, bh, bk, warps = _config(dtype, dh_in.device, B, H)
         grid = (triton.cdiv(B, bb), triton.cdiv(H, bh))
-        N = w_hh.shape[0] if has_w else 0
+        N = step.w_hh.shape[0] if has_w else 0
         with device_guard(dh_in):
             _seq_bwd_step[grid](
-                grad_hg_next if has_next else dh_in,
-                w_hh if has_w else dh_in,
-                dh_carry if has_w else dh_in, dh_in,
-                carry if carry is not None else dh_in, saved_s,
-                h_prev if h_prev is not None else dh_in,
-                c_prev if c_prev is not None else dh_in,
-                cs_s if cs_s is not None else dh_in,
-                lengths if lengths is not None else dh_in,
-                grad_xg_s, grad_hg_s,
-                s, B, H, N,
-                *_strides(grad_hg_next if has_next else None),
-                *_strides(w_hh if has_w else None),
-                *_strides(dh_carry if has_w else None), *_strides(dh_in),
-                *_strides(carry), *_strides(saved_s), *_strides(h_prev),
-                *_strides(c_prev), *_strides(cs_s), *_strides(grad_xg_s),
-                *_strides(grad_hg_s),
-                CELL=CELL_IDS[cell.kind], ACT=ACT_IDS[cell.act],
+                _or(next_, dh_in), _or(step.w_hh, dh_in),
+                _or(dh_carry, dh_in), dh_in, _or(step.carry, dh_in),
+                step.saved, _or(step.h_prev, dh_in), _or(step.c_prev, dh_in),
+                _or(step.cell_state, dh_in), _or(step.lengths, dh_in),
+                step.grad_xg, step.grad_hg,
+                step.s, B, H, N,
+                *_strides(next_), *_strides(step.w_hh), *_strides(dh_carry),
+                *_strides(dh_in), *_strides(step.carry),
+                *_strides(step.saved), *_strides(step.h_prev),
+                *_strides(step.c_prev), *_strides(step.cell_state),
+                *_strides(step.grad_xg), *_strides(step.grad_hg),
+                CELL=cell.kind_id, ACT=cell.act_id,
                 G=cell.gates, S=cell.saved,
                 HAS_W=has_w, HAS_NEXT=has_next and N > 0,
-                HAS_LENGTHS=lengths is not None, USE_DOT=use_dot,
-                ACC=tl_acc_dtype(saved_s.dtype),
+                HAS_LENGTHS=step.lengths is not None, USE_DOT=use_dot,
+                ACC=tl_acc_dtype(step.saved.dtype),
                 BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
-
 
 # ---------------------------------------------------------------------------
 # Op implementations

@@ -38,13 +38,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .attention_common import (acc_torch_dtype, b_rows_tile, batch_head,
-                               device_guard, dot_precision, f64_scalar,
-                               finite_or_zero, key_end, load_tile, mask_arg,
-                               masked_scores, mm_nt, mm_ptrs, mm_reg, mode,
-                               on_gpu, online_softmax_step, pad_dim, rng_arg,
-                               rowdot, softmax_epilogue, span, split_scalar,
-                               store_tile, tl_acc_dtype)
+from seqkernels._common import acc_dtype, device_guard
+
+from .attention_common import (b_rows_tile, batch_head, dot_precision,
+                               f64_scalar, finite_or_zero, key_end, load_tile,
+                               mask_arg, masked_scores, mm_nt, mm_ptrs, mm_reg,
+                               mode, on_gpu, online_softmax_step, pad_dim,
+                               rng_arg, rowdot, softmax_epilogue, span,
+                               split_scalar, store_tile, tl_acc_dtype)
 from .dropout import dropout_key, dropout_keep
 
 
@@ -385,7 +386,7 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None,
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     B, Hq, Tq, D = q.shape
     Hk, Tk, Dv = k.shape[1], k.shape[2], v.shape[3]
-    acc = acc_torch_dtype(q.dtype)
+    acc = acc_dtype(q.dtype)
     out = torch.empty(B, Hq, Tq, Dv, dtype=q.dtype, device=q.device)
     lse = torch.empty(B, Hq, Tq, dtype=acc, device=q.device)
     if lse.numel() == 0:

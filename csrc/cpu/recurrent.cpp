@@ -81,27 +81,24 @@ SK_CPU_KERNEL void forward_row(Activation act, int64_t H, const T* xg,
   }
 }
 
-void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
-                  const at::Tensor& h_in, const at::Tensor& w_hh,
-                  const at::Tensor& b_hh, at::Tensor& c_state,
-                  const c10::optional<at::Tensor>& lengths,
-                  at::Tensor& saved_s, at::Tensor& cs_s, at::Tensor& out_s,
-                  at::Tensor& h_out) {
-  const at::Tensor hg = gemm(h_in, w_hh.t(), b_hh);
-  const int64_t B = out_s.size(0), H = out_s.size(1), P = h_in.size(1);
-  const int64_t* len = lengths_ptr(lengths);
+void forward_step(const CellDesc& cell, const ForwardStep& step) {
+  const int64_t s = step.s;
+  const at::Tensor hg = gemm(step.h_in, step.w_hh.t(), step.b_hh);
+  const int64_t B = step.out.size(0), H = step.out.size(1);
+  const int64_t P = step.h_in.size(1);
+  const int64_t* len = lengths_ptr(step.lengths);
   AT_DISPATCH_FLOATING_TYPES(hg.scalar_type(), "seq_forward_cpu", [&] {
     dispatch_cell(cell.kind, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
       constexpr int G = Cell::kGates, S = Cell::kSaved;
-      const scalar_t* xp = ptr<scalar_t>(xg_s);
+      const scalar_t* xp = ptr<scalar_t>(step.xg);
       const scalar_t* hp = ptr<scalar_t>(hg);
-      const scalar_t* hi = ptr<scalar_t>(h_in);
-      scalar_t* c = ptr<scalar_t>(c_state);
-      scalar_t* sv = ptr<scalar_t>(saved_s);
-      scalar_t* cs = ptr<scalar_t>(cs_s);
-      scalar_t* out = ptr<scalar_t>(out_s);
-      scalar_t* ho = ptr<scalar_t>(h_out);
+      const scalar_t* hi = ptr<scalar_t>(step.h_in);
+      scalar_t* c = ptr<scalar_t>(step.c_state);
+      scalar_t* sv = ptr<scalar_t>(step.saved);
+      scalar_t* cs = ptr<scalar_t>(step.cell_state);
+      scalar_t* out = ptr<scalar_t>(step.out);
+      scalar_t* ho = ptr<scalar_t>(step.h_out);
       at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           scalar_t* saved = sv + b * S * H;
@@ -161,34 +158,30 @@ SK_CPU_KERNEL void backward_row(Activation act, int64_t H, const T* __restrict__
   }
 }
 
-void backward_step(const CellDesc& cell, int64_t s,
-                   const at::Tensor& grad_hg_next, const at::Tensor& w_hh,
-                   at::Tensor& dh_carry, const at::Tensor& dh_in,
-                   at::Tensor& carry, const at::Tensor& saved_s,
-                   const at::Tensor& h_prev, const at::Tensor& c_prev,
-                   const at::Tensor& cs_s,
-                   const c10::optional<at::Tensor>& lengths,
-                   at::Tensor& grad_xg_s, at::Tensor& grad_hg_s) {
+void backward_step(const CellDesc& cell, const BackwardStep& step) {
+  const int64_t s = step.s;
   at::Tensor from_next;
-  if (w_hh.defined() && grad_hg_next.defined()) {
-    from_next = gemm(grad_hg_next, w_hh);
+  if (step.w_hh.defined() && step.grad_hg_next.defined()) {
+    from_next = gemm(step.grad_hg_next, step.w_hh);
   }
-  const int64_t B = dh_in.size(0), H = dh_in.size(1);
-  const int64_t* len = lengths_ptr(lengths);
-  AT_DISPATCH_FLOATING_TYPES(dh_in.scalar_type(), "seq_backward_cpu", [&] {
+  const int64_t B = step.dh_in.size(0), H = step.dh_in.size(1);
+  const int64_t* len = lengths_ptr(step.lengths);
+  const at::ScalarType dtype = step.dh_in.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES(dtype, "seq_backward_cpu", [&] {
     dispatch_cell(cell.kind, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
       constexpr int G = Cell::kGates, S = Cell::kSaved;
       const scalar_t* fn = ptr<scalar_t>(from_next);
-      scalar_t* dhc = w_hh.defined() ? ptr<scalar_t>(dh_carry) : nullptr;
-      const scalar_t* dhi = ptr<scalar_t>(dh_in);
-      scalar_t* pc = ptr<scalar_t>(carry);
-      const scalar_t* sv = ptr<scalar_t>(saved_s);
-      const scalar_t* hp = ptr<scalar_t>(h_prev);
-      const scalar_t* cp = ptr<scalar_t>(c_prev);
-      const scalar_t* cs = ptr<scalar_t>(cs_s);
-      scalar_t* gx = ptr<scalar_t>(grad_xg_s);
-      scalar_t* gh = ptr<scalar_t>(grad_hg_s);
+      scalar_t* dhc =
+          step.w_hh.defined() ? ptr<scalar_t>(step.dh_carry) : nullptr;
+      const scalar_t* dhi = ptr<scalar_t>(step.dh_in);
+      scalar_t* carry = ptr<scalar_t>(step.carry);
+      const scalar_t* sv = ptr<scalar_t>(step.saved);
+      const scalar_t* hp = ptr<scalar_t>(step.h_prev);
+      const scalar_t* cp = ptr<scalar_t>(step.c_prev);
+      const scalar_t* cs = ptr<scalar_t>(step.cell_state);
+      scalar_t* gx = ptr<scalar_t>(step.grad_xg);
+      scalar_t* gh = ptr<scalar_t>(step.grad_hg);
       at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         // The gradient from later steps where the step has none (no w_hh:
         // the projection path feeds it through dh_in).
@@ -198,9 +191,9 @@ void backward_step(const CellDesc& cell, int64_t s,
           if (dhc_b != nullptr && fn != nullptr && active(len, b, s + 1)) {
             const scalar_t* fn_b = fn + b * H;
             for (int64_t j = 0; j < H; ++j) {
-              scalar_t cr = fn_b[j];
-              if constexpr (Cell::kDirectH) cr += pc[b * H + j];
-              dhc_b[j] = cr;
+              scalar_t from_later = fn_b[j];
+              if constexpr (Cell::kDirectH) from_later += carry[b * H + j];
+              dhc_b[j] = from_later;
             }
           }
           scalar_t* gx_b = gx + b * G * H;
@@ -215,7 +208,7 @@ void backward_step(const CellDesc& cell, int64_t s,
               cp != nullptr ? cp + b * H : nullptr,
               cs != nullptr ? cs + b * H : nullptr, dhi + b * H,
               dhc_b != nullptr ? dhc_b : zeros.data(),
-              pc != nullptr ? pc + b * H : nullptr, gx_b, gh_b);
+              carry != nullptr ? carry + b * H : nullptr, gx_b, gh_b);
         }
       });
     });

@@ -165,15 +165,15 @@ __global__ void __launch_bounds__(kThreads) seq_backward_step_kernel(
   }
   if (!in_range) return;
   const int64_t g0 = int64_t(b) * G * H + j, bj = int64_t(b) * H + j;
-  acc_t cr = 0;
+  acc_t from_later = 0;
   if (w_hh != nullptr) {
     if (next_active) {
-      cr = from_next;
-      if constexpr (Cell::kDirectH) cr += carry[bj];
+      from_later = from_next;
+      if constexpr (Cell::kDirectH) from_later += carry[bj];
     } else {
-      cr = dh_carry[bj];
+      from_later = dh_carry[bj];
     }
-    dh_carry[bj] = cr;
+    dh_carry[bj] = from_later;
   }
   if (!row_active(lengths, b, s)) {
 #pragma unroll
@@ -187,21 +187,21 @@ __global__ void __launch_bounds__(kThreads) seq_backward_step_kernel(
   acc_t sk[S], dxg[G], dhg[G];
 #pragma unroll
   for (int k = 0; k < S; ++k) sk[k] = saved[k * H];
-  acc_t h_p = acc_t(0), c_p = acc_t(0), c_v = acc_t(0), pc = acc_t(0);
+  acc_t h_p = acc_t(0), c_p = acc_t(0), c_v = acc_t(0), carry_v = acc_t(0);
   if constexpr (Cell::kDirectH) h_p = acc_t(h_prev[bj]);
   if constexpr (Cell::kHasC) {
     c_p = c_prev[bj];
     c_v = cs_s[bj];
-    pc = carry[bj];
+    carry_v = carry[bj];
   }
-  Cell::backward(sk, h_p, c_p, c_v, acc_t(dh_in[bj]) + cr, act, pc, dxg,
-                 dhg);
+  Cell::backward(sk, h_p, c_p, c_v, acc_t(dh_in[bj]) + from_later, act,
+                 carry_v, dxg, dhg);
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     grad_xg_s[g0 + g * H] = dxg[g];
     if constexpr (Cell::kSplitGrad) grad_hg_s[g0 + g * H] = dhg[g];
   }
-  if constexpr (Cell::kHasC || Cell::kDirectH) carry[bj] = pc;
+  if constexpr (Cell::kHasC || Cell::kDirectH) carry[bj] = carry_v;
 }
 
 // Pointwise cells, one thread per (batch row, hidden unit).
@@ -298,59 +298,50 @@ unsigned int cell_blocks(int64_t n) {
       std::min<int64_t>((n + kCellThreads - 1) / kCellThreads, 65535));
 }
 
-void forward_step(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
-                  const at::Tensor& h_in, const at::Tensor& w_hh,
-                  const at::Tensor& b_hh, at::Tensor& c_state,
-                  const c10::optional<at::Tensor>& lengths,
-                  at::Tensor& saved_s, at::Tensor& cs_s, at::Tensor& out_s,
-                  at::Tensor& h_out) {
-  const c10::cuda::CUDAGuard guard(out_s.device());
-  const int64_t B = out_s.size(0), H = out_s.size(1), P = h_in.size(1);
+void forward_step(const CellDesc& cell, const ForwardStep& step) {
+  const c10::cuda::CUDAGuard guard(step.out.device());
+  const int64_t B = step.out.size(0), H = step.out.size(1);
+  const int64_t P = step.h_in.size(1);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, h_in.scalar_type(), "seq_forward_cuda", [&] {
+      at::kHalf, at::kBFloat16, step.h_in.scalar_type(), "seq_forward_cuda",
+      [&] {
         using acc_t = at::opmath_type<scalar_t>;
         dispatch_cell(cell.kind, [&](auto cell_tag) {
           using Cell = decltype(cell_tag);
           seq_forward_step_kernel<Cell, scalar_t, acc_t>
               <<<step_grid(B, H), dim3(BJ, BB), 0, stream>>>(
-                  s, B, H, P, cell.act, ptr<acc_t>(xg_s),
-                  ptr<scalar_t>(h_in), ptr<scalar_t>(w_hh),
-                  ptr<scalar_t>(b_hh), ptr<acc_t>(c_state),
-                  lengths_ptr(lengths), ptr<acc_t>(saved_s),
-                  ptr<acc_t>(cs_s), ptr<scalar_t>(out_s),
-                  ptr<scalar_t>(h_out));
+                  step.s, B, H, P, cell.act, ptr<acc_t>(step.xg),
+                  ptr<scalar_t>(step.h_in), ptr<scalar_t>(step.w_hh),
+                  ptr<scalar_t>(step.b_hh), ptr<acc_t>(step.c_state),
+                  lengths_ptr(step.lengths), ptr<acc_t>(step.saved),
+                  ptr<acc_t>(step.cell_state), ptr<scalar_t>(step.out),
+                  ptr<scalar_t>(step.h_out));
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });
 }
 
-void backward_step(const CellDesc& cell, int64_t s,
-                   const at::Tensor& grad_hg_next, const at::Tensor& w_hh,
-                   at::Tensor& dh_carry, const at::Tensor& dh_in,
-                   at::Tensor& carry, const at::Tensor& saved_s,
-                   const at::Tensor& h_prev, const at::Tensor& c_prev,
-                   const at::Tensor& cs_s,
-                   const c10::optional<at::Tensor>& lengths,
-                   at::Tensor& grad_xg_s, at::Tensor& grad_hg_s) {
-  const c10::cuda::CUDAGuard guard(dh_in.device());
-  const int64_t B = dh_in.size(0), H = dh_in.size(1);
+void backward_step(const CellDesc& cell, const BackwardStep& step) {
+  const c10::cuda::CUDAGuard guard(step.dh_in.device());
+  const int64_t B = step.dh_in.size(0), H = step.dh_in.size(1);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, dh_in.scalar_type(), "seq_backward_cuda",
+      at::kHalf, at::kBFloat16, step.dh_in.scalar_type(), "seq_backward_cuda",
       [&] {
         using acc_t = at::opmath_type<scalar_t>;
         dispatch_cell(cell.kind, [&](auto cell_tag) {
           using Cell = decltype(cell_tag);
           seq_backward_step_kernel<Cell, scalar_t, acc_t>
               <<<step_grid(B, H), dim3(BJ, BB), 0, stream>>>(
-                  s, B, H, cell.act, ptr<acc_t>(grad_hg_next),
-                  ptr<scalar_t>(w_hh),
-                  w_hh.defined() ? ptr<acc_t>(dh_carry) : nullptr,
-                  ptr<scalar_t>(dh_in), ptr<acc_t>(carry),
-                  ptr<acc_t>(saved_s), ptr<scalar_t>(h_prev),
-                  ptr<acc_t>(c_prev), ptr<acc_t>(cs_s), lengths_ptr(lengths),
-                  ptr<acc_t>(grad_xg_s), ptr<acc_t>(grad_hg_s));
+                  step.s, B, H, cell.act, ptr<acc_t>(step.grad_hg_next),
+                  ptr<scalar_t>(step.w_hh),
+                  step.w_hh.defined() ? ptr<acc_t>(step.dh_carry) : nullptr,
+                  ptr<scalar_t>(step.dh_in), ptr<acc_t>(step.carry),
+                  ptr<acc_t>(step.saved), ptr<scalar_t>(step.h_prev),
+                  ptr<acc_t>(step.c_prev), ptr<acc_t>(step.cell_state),
+                  lengths_ptr(step.lengths), ptr<acc_t>(step.grad_xg),
+                  ptr<acc_t>(step.grad_hg));
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });

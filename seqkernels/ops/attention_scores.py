@@ -5,7 +5,6 @@ probabilities written once). Semantics:
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from .. import _backend

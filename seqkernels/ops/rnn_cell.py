@@ -7,7 +7,6 @@
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from .. import _backend

@@ -16,7 +16,7 @@ import torch
 
 from .. import sequence_driver
 from ..cell_table import CellDesc
-from ..sequence_driver import active_rows
+from ..sequence_driver import BackwardStep, ForwardStep, active_rows
 from . import gru_cell as _gru
 from . import lstm_cell as _lstm
 from . import rnn_cell as _rnn
@@ -90,67 +90,66 @@ class TorchSteps:
     saved_over_xg = True
 
     @staticmethod
-    def forward(cell, s, xg_s, h_in, w_hh, b_hh, c_state, lengths, saved_s,
-                cs_s, out_s, h_out):
+    def forward(cell: CellDesc, step: ForwardStep) -> None:
         # The recurrent product in the accumulation dtype, as the kernels
         # accumulate it (and never round it to the storage dtype).
-        acc = saved_s.dtype
-        hg = h_in.to(acc) @ w_hh.to(acc).t()
-        if b_hh is not None:
-            hg = hg + b_hh.to(acc)
+        acc = step.saved.dtype
+        hg = step.h_in.to(acc) @ step.w_hh.to(acc).t()
+        if step.b_hh is not None:
+            hg = hg + step.b_hh.to(acc)
         saved, c, h = _math(cell).forward(
-            xg_s, hg,
-            h_in.to(acc) if cell.direct_h else None, c_state)
-        active = active_rows(lengths, s)
-        if h_out is not None:  # before h is masked: inactive rows keep h_in
-            h_out.copy_(h if active is None
-                        else torch.where(active, h.to(h_in.dtype), h_in))
+            step.xg, hg,
+            step.h_in.to(acc) if cell.direct_h else None, step.c_state)
+        active = active_rows(step.lengths, step.s)
+        if step.h_out is not None:  # before h is masked: inactive rows keep
+            step.h_out.copy_(h if active is None  # h_in
+                             else torch.where(active, h.to(step.h_in.dtype),
+                                              step.h_in))
         if active is not None:
             saved = torch.where(active, saved, 0)
             h = torch.where(active, h, 0)
             if c is not None:
-                c_kept = torch.where(active, c, c_state)
+                c_kept = torch.where(active, c, step.c_state)
                 c = torch.where(active, c, 0)
         elif c is not None:
             c_kept = c
-        saved_s.copy_(saved)
-        out_s.copy_(h)
+        step.saved.copy_(saved)
+        step.out.copy_(h)
         if c is not None:
-            cs_s.copy_(c)
-            c_state.copy_(c_kept)
+            step.cell_state.copy_(c)
+            step.c_state.copy_(c_kept)
 
     @staticmethod
-    def backward(cell, s, grad_hg_next, w_hh, dh_carry, dh_in, carry,
-                 saved_s, h_prev, c_prev, cs_s, lengths, grad_xg_s,
-                 grad_hg_s):
-        acc = saved_s.dtype
-        dh_from_later = torch.zeros((), dtype=acc, device=saved_s.device)
-        if w_hh is not None:
-            dh_from_later = dh_carry
-            if grad_hg_next is not None:
-                from_next = grad_hg_next @ w_hh.to(acc)
+    def backward(cell: CellDesc, step: BackwardStep) -> None:
+        acc = step.saved.dtype
+        dh_from_later = torch.zeros((), dtype=acc, device=step.saved.device)
+        if step.w_hh is not None:
+            dh_from_later = step.dh_carry
+            if step.grad_hg_next is not None:
+                from_next = step.grad_hg_next @ step.w_hh.to(acc)
                 if cell.direct_h:
-                    from_next = from_next + carry
-                next_active = active_rows(lengths, s + 1)
+                    from_next = from_next + step.carry
+                next_active = active_rows(step.lengths, step.s + 1)
                 dh_from_later = (
                     from_next if next_active is None
-                    else torch.where(next_active, from_next, dh_carry))
-            dh_carry.copy_(dh_from_later)
+                    else torch.where(next_active, from_next, step.dh_carry))
+            step.dh_carry.copy_(dh_from_later)
+        h_prev = step.h_prev.to(acc) if step.h_prev is not None else None
         dxg, dhg, carry_out = _math(cell).backward(
-            saved_s, h_prev.to(acc) if h_prev is not None else None, c_prev,
-            cs_s, dh_in.to(acc) + dh_from_later,
-            carry if cell.has_c else None)
-        active = active_rows(lengths, s)
+            step.saved, h_prev, step.c_prev, step.cell_state,
+            step.dh_in.to(acc) + dh_from_later,
+            step.carry if cell.has_c else None)
+        active = active_rows(step.lengths, step.s)
         if active is not None:
             dxg = torch.where(active, dxg, 0)
             dhg = torch.where(active, dhg, 0)
             if carry_out is not None:
-                carry_out = torch.where(active, carry_out, carry)
-        grad_xg_s.copy_(dxg)
+                carry_out = torch.where(active, carry_out, step.carry)
+        step.grad_xg.copy_(dxg)
         if cell.split_grad:
-            grad_hg_s.copy_(dhg)
+            step.grad_hg.copy_(dhg)
         if carry_out is not None:
-            carry.copy_(carry_out)
+            step.carry.copy_(carry_out)
 
 
 # The reference backend's sequence ops: the driver on the PyTorch steps.

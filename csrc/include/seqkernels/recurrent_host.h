@@ -70,47 +70,69 @@ void dispatch_cell(CellKind kind, F&& f) {
   }
 }
 
-// The per-step functions of a backend. Undefined tensors stand for absent
-// ones. xg_s, grad_hg_next, grad_xg_s and grad_hg_s (gate pre-activations
-// and their gradients), saved_s, cs_s, c_state, carry and dh_carry are in
-// the accumulation dtype (acc_dtype); the others in the storage dtype.
+using OptTensor = c10::optional<at::Tensor>;
+
+// One forward step s of a sequence, as the driver hands it to a backend's
+// step: rows of step s, undefined tensors for absent ones. "acc": in the
+// accumulation dtype (acc_dtype), else in the storage dtype.
+struct ForwardStep {
+  int64_t s;
+  at::Tensor xg;          // [B, G*H] acc: input side of the pre-activations
+  at::Tensor h_in;        // [B, P]: h of step s - 1
+  at::Tensor w_hh;        // [G*H, P]
+  at::Tensor b_hh;        // [G*H]: the recurrent bias (split_grad cells)
+  at::Tensor c_state;     // [B, H] acc, in place: the cell state (has_c)
+  OptTensor lengths;      // [B] int64
+  at::Tensor saved;       // [B, S*H] acc, written: the saved values
+  at::Tensor cell_state;  // [B, H] acc, written: this step's c (has_c)
+  at::Tensor out;         // [B, H], written: the cell output
+  at::Tensor h_out;       // [B, P], written if defined: h for step s + 1
+};
+
+// One backward step s, likewise.
+struct BackwardStep {
+  int64_t s;
+  at::Tensor grad_hg_next;  // [B, G*H] acc: step s + 1's recurrent side
+  at::Tensor w_hh;          // [G*H, P]; undefined: no recurrent product
+  at::Tensor dh_carry;      // [B, H] acc, in place: dh from later steps
+  at::Tensor dh_in;         // [B, H]: the gradient of this step's output
+  at::Tensor carry;         // [B, H] acc, in place: the pointwise carry
+  at::Tensor saved;         // [B, S*H] acc: what the forward saved
+  at::Tensor h_prev;        // [B, H]: h of step s - 1 (direct_h cells)
+  at::Tensor c_prev;        // [B, H] acc: c of step s - 1 (has_c)
+  at::Tensor cell_state;    // [B, H] acc: c of step s (has_c)
+  OptTensor lengths;        // [B] int64
+  at::Tensor grad_xg;       // [B, G*H] acc, written: input side gradients
+  at::Tensor grad_hg;       // [B, G*H] acc, written: recurrent side
+                            // (split_grad cells; else it is grad_xg)
+};
+
+// The per-step functions of a backend.
 struct SeqSteps {
   // Rejects inputs the backend cannot run (say, a dtype); null: none.
   void (*check)(const at::Tensor& t, const char* name);
-  // One forward step s. For each active (b, j):
-  //   xg[g] = xg_s[b, g*H + j]
+  // One forward step. For each active (b, j):
+  //   xg[g] = step.xg[b, g*H + j]
   //   hg[g] = sum_k h_in[b, k] w_hh[g*H + j, k] + b_hh[g*H + j]
   //   Cell::forward(xg, hg, h_in[b, j], act, c_state[b, j], saved, h)
-  //   saved_s[b, k*H + j] = saved[k]; cs_s[b, j] = c (kHasC);
-  //   out_s[b, j] = h; h_out[b, j] = h (if defined; P == H then).
-  // Inactive rows: saved_s, cs_s, out_s are zero; h_out copies h_in; the
+  //   step.saved[b, k*H + j] = saved[k]; cell_state[b, j] = c (kHasC);
+  //   out[b, j] = h; h_out[b, j] = h (if defined; P == H then).
+  // Inactive rows: saved, cell_state, out are zero; h_out copies h_in; the
   // c_state is kept.
-  void (*forward)(const CellDesc& cell, int64_t s, const at::Tensor& xg_s,
-                  const at::Tensor& h_in, const at::Tensor& w_hh,
-                  const at::Tensor& b_hh, at::Tensor& c_state,
-                  const c10::optional<at::Tensor>& lengths,
-                  at::Tensor& saved_s, at::Tensor& cs_s, at::Tensor& out_s,
-                  at::Tensor& h_out);
-  // One backward step s. For each (b, j):
+  void (*forward)(const CellDesc& cell, const ForwardStep& step);
+  // One backward step. For each (b, j):
   //   if w_hh is defined:
   //     dh_carry[b, j] = grad_hg_next defined and row active at s + 1
   //         ? sum_n grad_hg_next[b, n] w_hh[n, j] + (kDirectH ? carry : 0)
   //         : dh_carry[b, j]
   //   active at s: dh = dh_in[b, j] + dh_carry[b, j] (0 without w_hh);
-  //     Cell::backward(saved_s, h_prev[b, j], c_prev, cs_s, dh, act,
+  //     Cell::backward(saved, h_prev[b, j], c_prev, cell_state, dh, act,
   //                    carry[b, j] (in place), dxg, dhg)
-  //     grad_xg_s[b, g*H + j] = dxg[g]; grad_hg_s likewise (kSplitGrad)
-  //   inactive: grad_xg_s (and grad_hg_s) are zero; carry is kept.
-  void (*backward)(const CellDesc& cell, int64_t s,
-                   const at::Tensor& grad_hg_next, const at::Tensor& w_hh,
-                   at::Tensor& dh_carry, const at::Tensor& dh_in,
-                   at::Tensor& carry, const at::Tensor& saved_s,
-                   const at::Tensor& h_prev, const at::Tensor& c_prev,
-                   const at::Tensor& cs_s,
-                   const c10::optional<at::Tensor>& lengths,
-                   at::Tensor& grad_xg_s, at::Tensor& grad_hg_s);
-  // forward may write saved_s over xg_s (the same tensor) where the cell
-  // saves as many values per unit as it has gates: each unit reads its
+  //     grad_xg[b, g*H + j] = dxg[g]; grad_hg likewise (kSplitGrad)
+  //   inactive: grad_xg (and grad_hg) are zero; carry is kept.
+  void (*backward)(const CellDesc& cell, const BackwardStep& step);
+  // forward may write step.saved over step.xg (the same tensor) where the
+  // cell saves as many values per unit as it has gates: each unit reads its
   // pre-activations before it writes its saved values.
   bool saved_over_xg;
 };
@@ -152,8 +174,6 @@ using Tensors6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                             at::Tensor, at::Tensor>;
 using Tensors7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                             at::Tensor, at::Tensor, at::Tensor>;
-using OptTensor = c10::optional<at::Tensor>;
-
 Tensors6 lstm_seq(const at::Tensor& x, const at::Tensor& h0,
                   const at::Tensor& c0, const at::Tensor& w_ih,
                   const at::Tensor& w_hh, const OptTensor& bias,
