@@ -17,47 +17,49 @@ namespace {
 // reference implementation, seqkernels/reference/<op>.py.
 const char* kLstmCell =
     "(Tensor x_proj, Tensor h_proj, Tensor c, Tensor? bias)"
-    " -> (Tensor h_new, Tensor c_new, Tensor gates)";
+    " -> (Tensor h_new, Tensor c_new, Tensor saved)";
 const char* kLstmCellBackward =
-    "(Tensor grad_h, Tensor grad_c, Tensor c, Tensor c_new, Tensor gates)"
+    "(Tensor grad_h, Tensor grad_c, Tensor c, Tensor c_new, Tensor saved)"
     " -> (Tensor grad_gates, Tensor grad_c_prev)";
 const char* kLstmSeq =
     "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias,"
     " Tensor? w_hr, Tensor? lengths)"
-    " -> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cs, Tensor ms)";
+    " -> (Tensor y, Tensor h_n, Tensor c_n, Tensor saved, Tensor cell_states,"
+    " Tensor cell_outputs)";
 const char* kLstmSeqBackward =
     "(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor h0,"
     " Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? lengths,"
-    " Tensor y, Tensor gates, Tensor cs, Tensor ms, bool has_bias)"
+    " Tensor y, Tensor saved, Tensor cell_states, Tensor cell_outputs,"
+    " bool has_bias)"
     " -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih,"
     " Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)";
 
 const char* kGruCell =
     "(Tensor x_proj, Tensor h_proj, Tensor h, Tensor? b_ih, Tensor? b_hh)"
-    " -> (Tensor h_new, Tensor gates)";
+    " -> (Tensor h_new, Tensor saved)";
 const char* kGruCellBackward =
-    "(Tensor grad_h, Tensor h, Tensor gates)"
+    "(Tensor grad_h, Tensor h, Tensor saved)"
     " -> (Tensor grad_x_proj, Tensor grad_h_proj, Tensor grad_h_prev)";
 const char* kGruSeq =
     "(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih,"
-    " Tensor? b_hh, Tensor? lengths) -> (Tensor y, Tensor h_n, Tensor gates)";
+    " Tensor? b_hh, Tensor? lengths) -> (Tensor y, Tensor h_n, Tensor saved)";
 const char* kGruSeqBackward =
     "(Tensor grad_y, Tensor grad_h_n, Tensor x, Tensor h0, Tensor w_ih,"
-    " Tensor w_hh, Tensor? lengths, Tensor y, Tensor gates, bool has_bias)"
+    " Tensor w_hh, Tensor? lengths, Tensor y, Tensor saved, bool has_bias)"
     " -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh,"
     " Tensor grad_b_ih, Tensor grad_b_hh)";
 const char* kRnnCell =
     "(Tensor x_proj, Tensor h_proj, Tensor? bias, str nonlinearity)"
-    " -> (Tensor h_new, Tensor gates)";
+    " -> (Tensor h_new, Tensor saved)";
 const char* kRnnCellBackward =
-    "(Tensor grad_h, Tensor gates, str nonlinearity) -> Tensor";
+    "(Tensor grad_h, Tensor saved, str nonlinearity) -> Tensor";
 const char* kRnnSeq =
     "(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? bias,"
     " Tensor? lengths, str nonlinearity)"
-    " -> (Tensor y, Tensor h_n, Tensor gates)";
+    " -> (Tensor y, Tensor h_n, Tensor saved)";
 const char* kRnnSeqBackward =
     "(Tensor grad_y, Tensor grad_h_n, Tensor x, Tensor h0, Tensor w_ih,"
-    " Tensor w_hh, Tensor? lengths, Tensor y, Tensor gates, bool has_bias,"
+    " Tensor w_hh, Tensor? lengths, Tensor y, Tensor saved, bool has_bias,"
     " str nonlinearity) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih,"
     " Tensor grad_w_hh, Tensor grad_bias)";
 
@@ -159,7 +161,7 @@ PyMethodDef kMethods[] = {
     {"build_info", build_info, METH_NOARGS,
      "dict(cuda=bool, cuda_archs=str): how this extension was compiled."},
     {"cell_traits", cell_traits, METH_NOARGS,
-     "{kind: dict(kind_id, gates, saved, has_c, split_grad, direct_h)}: the "
+     "{kind: dict(kind_id, saved, saved, has_c, split_grad, direct_h)}: the "
      "cell traits of csrc/include/seqkernels/cell_math.h."},
     {nullptr, nullptr, 0, nullptr}};
 

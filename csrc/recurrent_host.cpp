@@ -155,9 +155,9 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
   at::Tensor saved = steps.saved_over_xg && cell.saved == cell.gates
                          ? xg
                          : at::empty({d.T, d.B, cell.saved * d.H}, acc);
-  at::Tensor cs = cell.has_c ? at::empty({d.T, d.B, d.H}, acc)
+  at::Tensor cell_states = cell.has_c ? at::empty({d.T, d.B, d.H}, acc)
                              : at::empty({0}, acc);
-  at::Tensor ms = proj ? at::empty({d.T, d.B, d.H}, x.options())
+  at::Tensor cell_outputs = proj ? at::empty({d.T, d.B, d.H}, x.options())
                        : at::empty({0}, x.options());
   at::Tensor c_state;
   if (cell.has_c) {
@@ -179,8 +179,8 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
                            c_state,
                            lengths,
                            saved[s],
-                           cell.has_c ? cs[s] : at::Tensor(),
-                           proj ? ms[s] : y[s],
+                           cell.has_c ? cell_states[s] : at::Tensor(),
+                           proj ? cell_outputs[s] : y[s],
                            proj ? at::Tensor() : h_next};
     steps.forward(cell, step);
     if (!proj) continue;
@@ -197,7 +197,7 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
   at::Tensor h_n = h_state[d.T % 2];
   at::Tensor c_n = cell.has_c ? c_state.to(x.scalar_type())
                               : at::empty({0}, x.options());
-  return {y, h_n, c_n, saved, cs, ms};
+  return {y, h_n, c_n, saved, cell_states, cell_outputs};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -208,8 +208,8 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
                        const OptTensor& c0, const at::Tensor& w_ih,
                        const at::Tensor& w_hh_in, const OptTensor& w_hr,
                        const OptTensor& lengths_in, const at::Tensor& y,
-                       const at::Tensor& saved, const at::Tensor& cs,
-                       const at::Tensor& ms, bool has_bias,
+                       const at::Tensor& saved, const at::Tensor& cell_states,
+                       const at::Tensor& cell_outputs, bool has_bias,
                        const SeqSteps& steps) {
   if (steps.check != nullptr) steps.check(x_in, "x");
   const Dims d = check_seq(cell, x_in, h0, c0, w_ih, w_hh_in, c10::nullopt,
@@ -219,14 +219,14 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
   check_shape(grad_y_in, "grad_y", {d.T, d.B, d.P});
   check_shape(grad_h_n, "grad_h_n", {d.B, d.P});
   check_shape(y, "y", {d.T, d.B, d.P});
-  check_shape(saved, "gates", {d.T, d.B, cell.saved * d.H});
-  TORCH_CHECK(saved.scalar_type() == acc_type, "seqkernels: gates must be ",
+  check_shape(saved, "saved", {d.T, d.B, cell.saved * d.H});
+  TORCH_CHECK(saved.scalar_type() == acc_type, "seqkernels: saved must be ",
               acc_type, " (what the forward saved), got ",
               saved.scalar_type());
   if (cell.has_c) {
     TORCH_CHECK(grad_c_n.has_value(), "seqkernels: grad_c_n is missing");
     check_shape(*grad_c_n, "grad_c_n", {d.B, d.H});
-    check_shape(cs, "cs", {d.T, d.B, d.H});
+    check_shape(cell_states, "cell_states", {d.T, d.B, d.H});
   }
   const at::Tensor x = x_in.contiguous();
   const at::Tensor grad_y = grad_y_in.contiguous();
@@ -254,6 +254,10 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
   }
   at::Tensor c0_acc;
   if (cell.has_c) c0_acc = c0->to(acc);
+  // The cell state before step s (LSTM).
+  const auto c_prev = [&](int64_t s) {
+    return s > 0 ? cell_states[s - 1] : c0_acc;
+  };
   // h_{s-1} for every step: padded steps carry zero gate gradients, so the
   // zeros that y holds there do not matter.
   const at::Tensor h_prev =
@@ -273,8 +277,8 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
                              carry,
                              saved[s],
                              cell.direct_h ? h_prev[s] : none,
-                             cell.has_c ? (s > 0 ? cs[s - 1] : c0_acc) : none,
-                             cell.has_c ? cs[s] : none,
+                             cell.has_c ? c_prev(s) : none,
+                             cell.has_c ? cell_states[s] : none,
                              lengths,
                              grad_xg[s],
                              cell.split_grad ? grad_hg[s] : grad_xg[s]});
@@ -303,11 +307,11 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
       const at::Tensor dm = gemm(dh, w_hr_acc).to(x.scalar_type());
       steps.backward(cell, BackwardStep{s, none, none, none, dm, carry,
                                         saved[s], none,
-                                        s > 0 ? cs[s - 1] : c0_acc, cs[s],
+                                        c_prev(s), cell_states[s],
                                         lengths, grad_xg[s], grad_xg[s]});
     }
     grad_w_hr = gemm(grad_h_all.view({d.T * d.B, d.P}).t(),
-                       ms.reshape({d.T * d.B, d.H}).to(acc))
+                       cell_outputs.reshape({d.T * d.B, d.H}).to(acc))
                     .to(x.scalar_type());
   }
 
@@ -339,7 +343,7 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
 // The sequence ops
 // ---------------------------------------------------------------------------
 
-Tensors6 lstm_seq(const at::Tensor& x, const at::Tensor& h0,
+LstmSeqOutputs lstm_seq(const at::Tensor& x, const at::Tensor& h0,
                   const at::Tensor& c0, const at::Tensor& w_ih,
                   const at::Tensor& w_hh, const OptTensor& bias,
                   const OptTensor& w_hr, const OptTensor& lengths,
@@ -349,61 +353,62 @@ Tensors6 lstm_seq(const at::Tensor& x, const at::Tensor& h0,
                                steps);
 }
 
-Tensors7 lstm_seq_backward(
+LstmSeqGrads lstm_seq_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_h_n,
     const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
-    const at::Tensor& gates, const at::Tensor& cs, const at::Tensor& ms,
-    bool has_bias, const SeqSteps& steps) {
+    const at::Tensor& saved, const at::Tensor& cell_states,
+    const at::Tensor& cell_outputs, bool has_bias, const SeqSteps& steps) {
   auto [gx, gh0, gc0, gw_ih, gw_hh, gb, gb_hh, gw_hr] =
       recurrent_seq_backward(cell_desc(CellKind::kLstm), grad_y, grad_h_n,
                              grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, lengths,
-                             y, gates, cs, ms, has_bias, steps);
+                             y, saved, cell_states, cell_outputs, has_bias,
+                             steps);
   return {gx, gh0, gc0, gw_ih, gw_hh, gb, gw_hr};
 }
 
-Tensors3 gru_seq(const at::Tensor& x, const at::Tensor& h0,
+SeqOutputs gru_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& b_ih, const OptTensor& b_hh,
                  const OptTensor& lengths, const SeqSteps& steps) {
-  auto [y, h_n, c_n, saved, cs, ms] = recurrent_seq_forward(
+  auto [y, h_n, c_n, saved, cell_states, cell_outputs] = recurrent_seq_forward(
       cell_desc(CellKind::kGru), x, h0, c10::nullopt, w_ih, w_hh, b_ih, b_hh,
       c10::nullopt, lengths, steps);
   return {y, h_n, saved};
 }
 
-Tensors6 gru_seq_backward(const at::Tensor& grad_y,
+GruSeqGrads gru_seq_backward(const at::Tensor& grad_y,
                           const at::Tensor& grad_h_n, const at::Tensor& x,
                           const at::Tensor& h0, const at::Tensor& w_ih,
                           const at::Tensor& w_hh, const OptTensor& lengths,
-                          const at::Tensor& y, const at::Tensor& gates,
+                          const at::Tensor& y, const at::Tensor& saved,
                           bool has_bias, const SeqSteps& steps) {
   const at::Tensor empty = at::empty({0}, x.options());
   auto [gx, gh0, gc0, gw_ih, gw_hh, gb_ih, gb_hh, gw_hr] =
       recurrent_seq_backward(cell_desc(CellKind::kGru), grad_y, grad_h_n,
                              c10::nullopt, x, h0, c10::nullopt, w_ih, w_hh,
-                             c10::nullopt, lengths, y, gates, empty, empty,
+                             c10::nullopt, lengths, y, saved, empty, empty,
                              has_bias, steps);
   return {gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh};
 }
 
-Tensors3 rnn_seq(const at::Tensor& x, const at::Tensor& h0,
+SeqOutputs rnn_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& bias, const OptTensor& lengths,
                  c10::string_view nonlinearity, const SeqSteps& steps) {
-  auto [y, h_n, c_n, saved, cs, ms] = recurrent_seq_forward(
+  auto [y, h_n, c_n, saved, cell_states, cell_outputs] = recurrent_seq_forward(
       cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), x, h0,
       c10::nullopt, w_ih, w_hh, bias, c10::nullopt, c10::nullopt, lengths,
       steps);
   return {y, h_n, saved};
 }
 
-Tensors5 rnn_seq_backward(const at::Tensor& grad_y,
+RnnSeqGrads rnn_seq_backward(const at::Tensor& grad_y,
                           const at::Tensor& grad_h_n, const at::Tensor& x,
                           const at::Tensor& h0, const at::Tensor& w_ih,
                           const at::Tensor& w_hh, const OptTensor& lengths,
-                          const at::Tensor& y, const at::Tensor& gates,
+                          const at::Tensor& y, const at::Tensor& saved,
                           bool has_bias, c10::string_view nonlinearity,
                           const SeqSteps& steps) {
   const at::Tensor empty = at::empty({0}, x.options());
@@ -411,7 +416,7 @@ Tensors5 rnn_seq_backward(const at::Tensor& grad_y,
       recurrent_seq_backward(
           cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), grad_y,
           grad_h_n, c10::nullopt, x, h0, c10::nullopt, w_ih, w_hh,
-          c10::nullopt, lengths, y, gates, empty, empty, has_bias, steps);
+          c10::nullopt, lengths, y, saved, empty, empty, has_bias, steps);
   return {gx, gh0, gw_ih, gw_hh, gb};
 }
 
@@ -453,12 +458,12 @@ void check_cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
               " must be [B, hidden_size], got ", state.sizes());
   check_shape(grad_h, "grad_h", state.sizes());
   check_same_dtype_device(grad_h, "grad_h", state, state_name);
-  check_shape(saved, "gates", {state.size(0), cell.saved * state.size(1)});
+  check_shape(saved, "saved", {state.size(0), cell.saved * state.size(1)});
   TORCH_CHECK(saved.scalar_type() == acc_dtype(state.scalar_type()),
-              "seqkernels: gates must be ", acc_dtype(state.scalar_type()),
+              "seqkernels: saved must be ", acc_dtype(state.scalar_type()),
               " (what the forward saved), got ", saved.scalar_type());
   TORCH_CHECK(saved.device() == state.device(),
-              "seqkernels: gates must be on the device of ", state_name);
+              "seqkernels: saved must be on the device of ", state_name);
   if (k.check != nullptr) k.check(state, state_name);
 }
 
@@ -468,7 +473,7 @@ at::Tensor contiguous_or_undefined(const OptTensor& t) {
 
 }  // namespace
 
-Tensors3 lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+LstmCellOutputs lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
                    const at::Tensor& c_in, const OptTensor& bias,
                    const CellKernels& k) {
   const CellDesc cell = cell_desc(CellKind::kLstm);
@@ -478,31 +483,31 @@ Tensors3 lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
   const at::Tensor c = c_in.contiguous();
   at::Tensor h_new = at::empty({B, H}, c.options());
   at::Tensor c_new = at::empty({B, H}, c.options());
-  at::Tensor gates = at::empty(
+  at::Tensor saved = at::empty(
       {B, cell.saved * H}, c.options().dtype(acc_dtype(c.scalar_type())));
   if (B * H > 0) {
     k.forward(cell, x_proj.contiguous(), h_proj.contiguous(),
               contiguous_or_undefined(bias), at::Tensor(), at::Tensor(), c,
-              h_new, c_new, gates);
+              h_new, c_new, saved);
   }
-  return {h_new, c_new, gates};
+  return {h_new, c_new, saved};
 }
 
 std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& c,
-    const at::Tensor& c_new, const at::Tensor& gates, const CellKernels& k) {
+    const at::Tensor& c_new, const at::Tensor& saved, const CellKernels& k) {
   const CellDesc cell = cell_desc(CellKind::kLstm);
-  check_cell_backward(cell, grad_h, c, "c", gates, k);
+  check_cell_backward(cell, grad_h, c, "c", saved, k);
   check_shape(grad_c, "grad_c", c.sizes());
   check_shape(c_new, "c_new", c.sizes());
   check_same_dtype_device(grad_c, "grad_c", c, "c");
   check_same_dtype_device(c_new, "c_new", c, "c");
-  at::Tensor grad_gates = at::empty(gates.sizes(), c.options());
+  at::Tensor grad_gates = at::empty(saved.sizes(), c.options());
   at::Tensor grad_c_prev = at::empty(c.sizes(), c.options());
   at::Tensor none;
   if (c.numel() > 0) {
     k.backward(cell, grad_h.contiguous(), grad_c.contiguous(),
-               gates.contiguous(), at::Tensor(), c.contiguous(),
+               saved.contiguous(), at::Tensor(), c.contiguous(),
                c_new.contiguous(), grad_gates, none, grad_c_prev);
   }
   return {grad_gates, grad_c_prev};
@@ -517,27 +522,27 @@ std::tuple<at::Tensor, at::Tensor> gru_cell(
   const int64_t B = x_proj.size(0);
   const at::Tensor h = h_in.contiguous();
   at::Tensor h_new = at::empty({B, H}, h.options());
-  at::Tensor gates = at::empty(
+  at::Tensor saved = at::empty(
       {B, cell.saved * H}, h.options().dtype(acc_dtype(h.scalar_type())));
   at::Tensor none;
   if (B * H > 0) {
     k.forward(cell, x_proj.contiguous(), h_proj.contiguous(),
               contiguous_or_undefined(b_ih), contiguous_or_undefined(b_hh), h,
-              at::Tensor(), h_new, none, gates);
+              at::Tensor(), h_new, none, saved);
   }
-  return {h_new, gates};
+  return {h_new, saved};
 }
 
-Tensors3 gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
-                           const at::Tensor& gates, const CellKernels& k) {
+GruCellGrads gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
+                           const at::Tensor& saved, const CellKernels& k) {
   const CellDesc cell = cell_desc(CellKind::kGru);
-  check_cell_backward(cell, grad_h, h, "h", gates, k);
+  check_cell_backward(cell, grad_h, h, "h", saved, k);
   const int64_t B = h.size(0), H = h.size(1);
   at::Tensor grad_x_proj = at::empty({B, cell.gates * H}, h.options());
   at::Tensor grad_h_proj = at::empty({B, cell.gates * H}, h.options());
   at::Tensor grad_h_prev = at::empty({B, H}, h.options());
   if (B * H > 0) {
-    k.backward(cell, grad_h.contiguous(), at::Tensor(), gates.contiguous(),
+    k.backward(cell, grad_h.contiguous(), at::Tensor(), saved.contiguous(),
                h.contiguous(), at::Tensor(), at::Tensor(), grad_x_proj,
                grad_h_proj, grad_h_prev);
   }
@@ -555,29 +560,29 @@ std::tuple<at::Tensor, at::Tensor> rnn_cell(const at::Tensor& x_proj,
                                at::Tensor(), "", k);
   const int64_t B = x_proj.size(0);
   at::Tensor h_new = at::empty({B, H}, x_proj.options());
-  at::Tensor gates = at::empty(
+  at::Tensor saved = at::empty(
       {B, cell.saved * H},
       x_proj.options().dtype(acc_dtype(x_proj.scalar_type())));
   at::Tensor none;
   if (B * H > 0) {
     k.forward(cell, x_proj.contiguous(), h_proj.contiguous(),
               contiguous_or_undefined(bias), at::Tensor(), at::Tensor(),
-              at::Tensor(), h_new, none, gates);
+              at::Tensor(), h_new, none, saved);
   }
-  return {h_new, gates};
+  return {h_new, saved};
 }
 
 at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
-                             const at::Tensor& gates,
+                             const at::Tensor& saved,
                              c10::string_view nonlinearity,
                              const CellKernels& k) {
   const CellDesc cell =
       cell_desc(CellKind::kRnn, parse_activation(nonlinearity));
-  check_cell_backward(cell, grad_h, grad_h, "grad_h", gates, k);
+  check_cell_backward(cell, grad_h, grad_h, "grad_h", saved, k);
   at::Tensor grad_pre = at::empty(grad_h.sizes(), grad_h.options());
   at::Tensor none;
   if (grad_h.numel() > 0) {
-    k.backward(cell, grad_h.contiguous(), at::Tensor(), gates.contiguous(),
+    k.backward(cell, grad_h.contiguous(), at::Tensor(), saved.contiguous(),
                at::Tensor(), at::Tensor(), at::Tensor(), grad_pre, none,
                none);
   }

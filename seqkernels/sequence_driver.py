@@ -97,7 +97,7 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
                           b_ih: Optional[Tensor], b_hh: Optional[Tensor],
                           w_hr: Optional[Tensor], lengths: Optional[Tensor],
                           steps: SeqSteps):
-    """The sequence forward: returns (y, h_n, c_n, saved, cs, ms); absent
+    """The sequence forward: returns (y, h_n, c_n, saved, cell_states, cell_outputs); absent
     ones are empty tensors."""
     T, B, I, G, H, P = _sizes(cell, x, h0, w_ih)
     acc = acc_dtype(x.dtype)
@@ -125,9 +125,9 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
     # it (one T*B*G*H buffer fewer to allocate).
     saved = (xg if steps.saved_over_xg and cell.saved == cell.gates
              else x.new_empty(T, B, cell.saved * H, dtype=acc))
-    cs = (x.new_empty(T, B, H, dtype=acc) if cell.has_c
+    cell_states = (x.new_empty(T, B, H, dtype=acc) if cell.has_c
           else x.new_empty(0, dtype=acc))
-    ms = x.new_empty(T, B, H) if w_hr is not None else x.new_empty(0)
+    cell_outputs = x.new_empty(T, B, H) if w_hr is not None else x.new_empty(0)
     c_state = c0.to(acc, copy=True) if cell.has_c else None
     h_state = [h0.contiguous().clone(), x.new_empty(B, P)]
     for s in range(T):
@@ -137,11 +137,11 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
         proj = w_hr is not None
         steps.forward(cell, ForwardStep(
             s, xg[s], h_in, w_hh, b_h, c_state, lengths, saved[s],
-            cs[s] if cell.has_c else None, ms[s] if proj else y[s],
+            cell_states[s] if cell.has_c else None, cell_outputs[s] if proj else y[s],
             None if proj else h_next))
         if not proj:
             continue
-        h_new = ms[s] @ w_hr.t()
+        h_new = cell_outputs[s] @ w_hr.t()
         active = active_rows(lengths, s)
         if active is None:
             y[s].copy_(h_new)
@@ -150,14 +150,14 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
             y[s].copy_(torch.where(active, h_new, 0))
             h_next.copy_(torch.where(active, h_new, h_in))
     c_n = c_state.to(x.dtype) if cell.has_c else x.new_empty(0)
-    return y, h_state[T % 2], c_n, saved, cs, ms
+    return y, h_state[T % 2], c_n, saved, cell_states, cell_outputs
 
 
 def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
                            grad_c_n: Optional[Tensor], x: Tensor, h0: Tensor,
                            c0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
                            w_hr: Optional[Tensor], lengths: Optional[Tensor],
-                           y: Tensor, saved: Tensor, cs: Tensor, ms: Tensor,
+                           y: Tensor, saved: Tensor, cell_states: Tensor, cell_outputs: Tensor,
                            has_bias: bool, steps: SeqSteps):
     """Backward through time: returns (grad_x, grad_h0, grad_c0, grad_w_ih,
     grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr); absent ones are empty
@@ -187,12 +187,12 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
     if w_hr is None:
         dh_carry = grad_h_n.to(acc, copy=True)
         for s in reversed(range(T)):
-            c_prev = (cs[s - 1] if s > 0 else c0_acc) if cell.has_c else None
+            c_prev = (cell_states[s - 1] if s > 0 else c0_acc) if cell.has_c else None
             steps.backward(cell, BackwardStep(
                 s, grad_hg[s + 1] if s + 1 < T else None, w_hh, dh_carry,
                 grad_y[s], carry, saved[s],
                 h_prev[s] if cell.direct_h else None, c_prev,
-                cs[s] if cell.has_c else None, lengths, grad_xg[s],
+                cell_states[s] if cell.has_c else None, lengths, grad_xg[s],
                 grad_hg[s]))
         grad_w_hr = x.new_empty(0)
     else:
@@ -216,10 +216,10 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
             # The steps take dh in the storage dtype.
             steps.backward(cell, BackwardStep(
                 s, None, None, None, (dh @ w_hr_acc).to(x.dtype), carry,
-                saved[s], None, cs[s - 1] if s > 0 else c0_acc, cs[s],
+                saved[s], None, cell_states[s - 1] if s > 0 else c0_acc, cell_states[s],
                 lengths, grad_xg[s], grad_xg[s]))
         grad_w_hr = (grad_h_all.reshape(T * B, P).t()
-                     @ ms.reshape(T * B, H).to(acc)).to(x.dtype)
+                     @ cell_outputs.reshape(T * B, H).to(acc)).to(x.dtype)
     gx2 = grad_xg.view(T * B, G * H)
     gh2 = grad_hg.view(T * B, G * H)
     grad_h0 = grad_hg[0] @ w_hh_acc  # every row is active at step 0
@@ -245,7 +245,7 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
 def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
              bias: Optional[Tensor], w_hr: Optional[Tensor],
              lengths: Optional[Tensor], steps: SeqSteps):
-    """Forward of ``lstm_seq``: returns (y, h_n, c_n, gates, cs, ms)."""
+    """Forward of ``lstm_seq``: returns (y, h_n, c_n, saved, cell_states, cell_outputs)."""
     return recurrent_seq_forward(cell_desc("lstm"), x, h0, c0, w_ih, w_hh,
                                  bias, None, w_hr, lengths, steps)
 
@@ -253,21 +253,21 @@ def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
 def lstm_seq_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
                       x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor,
                       w_hh: Tensor, w_hr: Optional[Tensor],
-                      lengths: Optional[Tensor], y: Tensor, gates: Tensor,
-                      cs: Tensor, ms: Tensor, has_bias: bool,
+                      lengths: Optional[Tensor], y: Tensor, saved: Tensor,
+                      cell_states: Tensor, cell_outputs: Tensor, has_bias: bool,
                       steps: SeqSteps):
     """Backward of ``lstm_seq``: returns (grad_x, grad_h0, grad_c0,
     grad_w_ih, grad_w_hh, grad_bias, grad_w_hr); absent ones are empty."""
     gx, gh0, gc0, gw_ih, gw_hh, gb, _, gw_hr = recurrent_seq_backward(
         cell_desc("lstm"), grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-        w_hh, w_hr, lengths, y, gates, cs, ms, has_bias, steps)
+        w_hh, w_hr, lengths, y, saved, cell_states, cell_outputs, has_bias, steps)
     return gx, gh0, gc0, gw_ih, gw_hh, gb, gw_hr
 
 
 def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
             b_ih: Optional[Tensor], b_hh: Optional[Tensor],
             lengths: Optional[Tensor], steps: SeqSteps):
-    """Forward of ``gru_seq``: returns (y, h_n, gates)."""
+    """Forward of ``gru_seq``: returns (y, h_n, saved)."""
     y, h_n, _, saved, _, _ = recurrent_seq_forward(
         cell_desc("gru"), x, h0, None, w_ih, w_hh, b_ih, b_hh, None, lengths,
         steps)
@@ -276,7 +276,7 @@ def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
 
 def gru_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
                      h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-                     lengths: Optional[Tensor], y: Tensor, gates: Tensor,
+                     lengths: Optional[Tensor], y: Tensor, saved: Tensor,
                      has_bias: bool, steps: SeqSteps):
     """Backward of ``gru_seq``: returns (grad_x, grad_h0, grad_w_ih,
     grad_w_hh, grad_b_ih, grad_b_hh); the biases' are empty without
@@ -284,14 +284,14 @@ def gru_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
     empty = x.new_empty(0)
     gx, gh0, _, gw_ih, gw_hh, gb_ih, gb_hh, _ = recurrent_seq_backward(
         cell_desc("gru"), grad_y, grad_h_n, None, x, h0, None, w_ih, w_hh,
-        None, lengths, y, gates, empty, empty, has_bias, steps)
+        None, lengths, y, saved, empty, empty, has_bias, steps)
     return gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh
 
 
 def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
             bias: Optional[Tensor], lengths: Optional[Tensor],
             nonlinearity: str, steps: SeqSteps):
-    """Forward of ``rnn_seq``: returns (y, h_n, gates)."""
+    """Forward of ``rnn_seq``: returns (y, h_n, saved)."""
     y, h_n, _, saved, _, _ = recurrent_seq_forward(
         cell_desc("rnn", nonlinearity), x, h0, None, w_ih, w_hh, bias, None,
         None, lengths, steps)
@@ -300,12 +300,12 @@ def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
 
 def rnn_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
                      h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-                     lengths: Optional[Tensor], y: Tensor, gates: Tensor,
+                     lengths: Optional[Tensor], y: Tensor, saved: Tensor,
                      has_bias: bool, nonlinearity: str, steps: SeqSteps):
     """Backward of ``rnn_seq``: returns (grad_x, grad_h0, grad_w_ih,
     grad_w_hh, grad_bias); the bias's is empty without ``has_bias``."""
     empty = x.new_empty(0)
     gx, gh0, _, gw_ih, gw_hh, gb, _, _ = recurrent_seq_backward(
         cell_desc("rnn", nonlinearity), grad_y, grad_h_n, None, x, h0, None,
-        w_ih, w_hh, None, lengths, y, gates, empty, empty, has_bias, steps)
+        w_ih, w_hh, None, lengths, y, saved, empty, empty, has_bias, steps)
     return gx, gh0, gw_ih, gw_hh, gb

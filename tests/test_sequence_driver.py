@@ -56,9 +56,9 @@ def _backward_args(op, inputs, outputs, bias, seed=1):
 
     if op == "lstm_seq":
         x, h0, c0, w_ih, w_hh, _, w_hr, lens = inputs
-        y, h_n, c_n, saved, cs, ms = outputs
+        y, h_n, c_n, saved, cell_states, cell_outputs = outputs
         return (like(y), like(h_n), like(c_n), x, h0, c0, w_ih, w_hh, w_hr,
-                lens, y, saved, cs, ms, bias)
+                lens, y, saved, cell_states, cell_outputs, bias)
     x, h0, w_ih, w_hh = inputs[:4]
     y, h_n, saved = outputs
     if op == "gru_seq":
@@ -99,8 +99,8 @@ def test_cpp_and_python_drivers_agree(op, shape, act, bias, reverse):
     family = FAMILIES[op]
     cpp = family.forward["cpu"](*inputs)
     python = family.forward["reference"](*inputs)
-    names = {"lstm_seq": ("y", "h_n", "c_n", "gates", "cs", "ms")}.get(
-        op, ("y", "h_n", "gates"))
+    names = {"lstm_seq": ("y", "h_n", "c_n", "saved", "cell_states", "cell_outputs")}.get(
+        op, ("y", "h_n", "saved"))
     for name, a, b in zip(names, cpp, python, strict=True):
         _same(f"{op} {name}", a, b)
     args = _backward_args(op, inputs, cpp, bias)

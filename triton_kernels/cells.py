@@ -214,46 +214,46 @@ def _backward(cell: CellDesc, grad_h: Tensor, grad_c: Optional[Tensor],
 
 def lstm_cell(x_proj: Tensor, h_proj: Tensor, c: Tensor,
               bias: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward of ``lstm_cell``: returns (h_new, c_new, gates)."""
+    """Forward of ``lstm_cell``: returns (h_new, c_new, saved)."""
     return _forward(cell_desc("lstm"), x_proj, h_proj, bias, None, None, c)
 
 
 def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, c: Tensor,
-                       c_new: Tensor, gates: Tensor) -> tuple[Tensor, Tensor]:
+                       c_new: Tensor, saved: Tensor) -> tuple[Tensor, Tensor]:
     """Backward of ``lstm_cell``: returns (grad_gates, grad_c_prev)."""
     grad_gates, _, grad_c_prev = _backward(cell_desc("lstm"), grad_h, grad_c,
-                                           gates, None, c, c_new)
+                                           saved, None, c, c_new)
     return grad_gates, grad_c_prev
 
 
 def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,
              b_ih: Optional[Tensor],
              b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """Forward of ``gru_cell``: returns (h_new, gates)."""
+    """Forward of ``gru_cell``: returns (h_new, saved)."""
     h_new, _, saved = _forward(cell_desc("gru"), x_proj, h_proj, b_ih, b_hh,
                                h, None)
     return h_new, saved
 
 
 def gru_cell_backward(grad_h: Tensor, h: Tensor,
-                      gates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                      saved: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Backward of ``gru_cell``: returns (grad_x_proj, grad_h_proj,
     grad_h_prev)."""
-    return _backward(cell_desc("gru"), grad_h, None, gates, h, None,
+    return _backward(cell_desc("gru"), grad_h, None, saved, h, None,
                      None)
 
 
 def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor],
              nonlinearity: str) -> tuple[Tensor, Tensor]:
-    """Forward of ``rnn_cell``: returns (h_new, gates)."""
+    """Forward of ``rnn_cell``: returns (h_new, saved)."""
     h_new, _, saved = _forward(cell_desc("rnn", nonlinearity), x_proj,
                                h_proj, bias, None, None, None)
     return h_new, saved
 
 
-def rnn_cell_backward(grad_h: Tensor, gates: Tensor,
+def rnn_cell_backward(grad_h: Tensor, saved: Tensor,
                       nonlinearity: str) -> Tensor:
     """Backward of ``rnn_cell``: the gradient of the pre-activation."""
     grad_pre, _, _ = _backward(cell_desc("rnn", nonlinearity), grad_h, None,
-                               gates, None, None, None)
+                               saved, None, None, None)
     return grad_pre

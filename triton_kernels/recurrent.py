@@ -445,7 +445,7 @@ class TritonSteps:
 
 def lstm_seq(*args):
     """Forward of ``lstm_seq`` (arguments as its schema in csrc/ops.cpp):
-    returns (y, h_n, c_n, gates, cs, ms)."""
+    returns (y, h_n, c_n, saved, cell_states, cell_outputs)."""
     with device_guard(args[0]):
         return sequence_driver.lstm_seq(*args, steps=TritonSteps)
 
@@ -458,7 +458,7 @@ def lstm_seq_backward(*args):
 
 
 def gru_seq(*args):
-    """Forward of ``gru_seq``: returns (y, h_n, gates)."""
+    """Forward of ``gru_seq``: returns (y, h_n, saved)."""
     with device_guard(args[0]):
         return sequence_driver.gru_seq(*args, steps=TritonSteps)
 
@@ -471,7 +471,7 @@ def gru_seq_backward(*args):
 
 
 def rnn_seq(*args):
-    """Forward of ``rnn_seq``: returns (y, h_n, gates)."""
+    """Forward of ``rnn_seq``: returns (y, h_n, saved)."""
     with device_guard(args[0]):
         return sequence_driver.rnn_seq(*args, steps=TritonSteps)
 

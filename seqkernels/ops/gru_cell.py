@@ -29,23 +29,23 @@ def _fake(x_proj, h_proj, h, b_ih, b_hh):
                         dtype=acc_dtype(h.dtype)))
 
 
-def _fake_backward(grad_h, h, gates):
+def _fake_backward(grad_h, h, saved):
     B, H = h.shape
     return h.new_empty(B, 3 * H), h.new_empty(B, 3 * H), h.new_empty(B, H)
 
 
 def _setup_context(ctx, inputs, output):
     _, _, h, b_ih, b_hh = inputs
-    _, gates = output
-    ctx.save_for_backward(h, gates)
+    _, saved = output
+    ctx.save_for_backward(h, saved)
     ctx.has_b_ih = b_ih is not None
     ctx.has_b_hh = b_hh is not None
 
 
 def _backward(ctx, backward_op, grad_h, _grad_gates):
-    h, gates = ctx.saved_tensors
+    h, saved = ctx.saved_tensors
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h
-    gx, gh, gh_prev = backward_op(grad_h, h, gates)
+    gx, gh, gh_prev = backward_op(grad_h, h, saved)
     return (gx, gh, gh_prev, gx.sum(0) if ctx.has_b_ih else None,
             gh.sum(0) if ctx.has_b_hh else None)
 

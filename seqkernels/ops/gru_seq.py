@@ -32,7 +32,7 @@ def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
             x.new_empty(T, B, 4 * H, dtype=acc_dtype(x.dtype)))
 
 
-def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, gates,
+def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
                    has_bias):
     n = w_ih.shape[0] if has_bias else 0
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
@@ -42,18 +42,18 @@ def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, gates,
 
 def _setup_context(ctx, inputs, output):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths = inputs
-    y, _, gates = output
-    ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, y, gates)
+    y, _, saved = output
+    ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, y, saved)
     ctx.has_b_ih = b_ih is not None
     ctx.has_b_hh = b_hh is not None
 
 
 def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
-    x, h0, w_ih, w_hh, lengths, y, gates = ctx.saved_tensors
+    x, h0, w_ih, w_hh, lengths, y, saved = ctx.saved_tensors
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
     gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh = backward_op(
-        grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, gates,
+        grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
         ctx.has_b_ih or ctx.has_b_hh)
     return (gx, gh0, gw_ih, gw_hh, gb_ih if ctx.has_b_ih else None,
             gb_hh if ctx.has_b_hh else None, None)

@@ -27,22 +27,22 @@ def _fake(x_proj, h_proj, c, bias):
             x_proj.new_empty(x_proj.shape, dtype=acc_dtype(x_proj.dtype)))
 
 
-def _fake_backward(grad_h, grad_c, c, c_new, gates):
-    return gates.new_empty(gates.shape, dtype=c.dtype), c.new_empty(c.shape)
+def _fake_backward(grad_h, grad_c, c, c_new, saved):
+    return saved.new_empty(saved.shape, dtype=c.dtype), c.new_empty(c.shape)
 
 
 def _setup_context(ctx, inputs, output):
     _, _, c, bias = inputs
-    _, c_new, gates = output
-    ctx.save_for_backward(c, c_new, gates)
+    _, c_new, saved = output
+    ctx.save_for_backward(c, c_new, saved)
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, backward_op, grad_h, grad_c, _grad_gates):
-    c, c_new, gates = ctx.saved_tensors
+    c, c_new, saved = ctx.saved_tensors
     grad_h = torch.zeros_like(c) if grad_h is None else grad_h
     grad_c = torch.zeros_like(c) if grad_c is None else grad_c
-    grad_gates, grad_c_prev = backward_op(grad_h, grad_c, c, c_new, gates)
+    grad_gates, grad_c_prev = backward_op(grad_h, grad_c, c, c_new, saved)
     grad_bias = grad_gates.sum(0) if ctx.has_bias else None
     return grad_gates, grad_gates, grad_c_prev, grad_bias
 

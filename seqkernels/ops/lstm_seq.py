@@ -34,7 +34,7 @@ def _fake(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
 
 
 def _fake_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
-                   lengths, y, gates, cs, ms, has_bias):
+                   lengths, y, saved, cell_states, cell_outputs, has_bias):
     H = w_ih.shape[0] // 4
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             h0.new_empty(h0.shape), c0.new_empty(c0.shape),
@@ -45,20 +45,20 @@ def _fake_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
 
 def _setup_context(ctx, inputs, output):
     x, h0, c0, w_ih, w_hh, bias, w_hr, lengths = inputs
-    y, _, _, gates, cs, ms = output
-    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, y, gates, cs,
-                          ms)
+    y, _, _, saved, cell_states, cell_outputs = output
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved, cell_states,
+                          cell_outputs)
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, backward_op, grad_y, grad_h_n, grad_c_n, *_unused):
-    x, h0, c0, w_ih, w_hh, w_hr, lengths, y, gates, cs, ms = ctx.saved_tensors
+    x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved, cell_states, cell_outputs = ctx.saved_tensors
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
     grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
     gx, gh0, gc0, gw_ih, gw_hh, gbias, gw_hr = backward_op(
         grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, lengths, y,
-        gates, cs, ms, ctx.has_bias)
+        saved, cell_states, cell_outputs, ctx.has_bias)
     return (gx, gh0, gc0, gw_ih, gw_hh, gbias if ctx.has_bias else None,
             gw_hr if w_hr is not None else None, None)
 

@@ -28,23 +28,23 @@ def _fake(x_proj, h_proj, bias, nonlinearity):
             x_proj.new_empty(x_proj.shape, dtype=acc_dtype(x_proj.dtype)))
 
 
-def _fake_backward(grad_h, gates, nonlinearity):
+def _fake_backward(grad_h, saved, nonlinearity):
     return grad_h.new_empty(grad_h.shape)
 
 
 def _setup_context(ctx, inputs, output):
     _, _, bias, nonlinearity = inputs
-    _, gates = output
-    ctx.save_for_backward(gates)
+    _, saved = output
+    ctx.save_for_backward(saved)
     ctx.has_bias = bias is not None
     ctx.nonlinearity = nonlinearity
 
 
 def _backward(ctx, backward_op, grad_h, _grad_gates):
-    (gates,) = ctx.saved_tensors
+    (saved,) = ctx.saved_tensors
     if grad_h is None:
-        grad_h = gates.new_zeros(gates.shape)
-    grad_pre = backward_op(grad_h, gates, ctx.nonlinearity)
+        grad_h = saved.new_zeros(saved.shape)
+    grad_pre = backward_op(grad_h, saved, ctx.nonlinearity)
     return (grad_pre, grad_pre, grad_pre.sum(0) if ctx.has_bias else None,
             None)
 

@@ -34,7 +34,7 @@ def _fake(x, h0, w_ih, w_hh, bias, lengths, nonlinearity):
             x.new_empty(T, B, H, dtype=acc_dtype(x.dtype)))
 
 
-def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, gates,
+def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
                    has_bias, nonlinearity):
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             h0.new_empty(h0.shape), w_ih.new_empty(w_ih.shape),
@@ -44,18 +44,18 @@ def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, gates,
 
 def _setup_context(ctx, inputs, output):
     x, h0, w_ih, w_hh, bias, lengths, nonlinearity = inputs
-    y, _, gates = output
-    ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, y, gates)
+    y, _, saved = output
+    ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, y, saved)
     ctx.has_bias = bias is not None
     ctx.nonlinearity = nonlinearity
 
 
 def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
-    x, h0, w_ih, w_hh, lengths, y, gates = ctx.saved_tensors
+    x, h0, w_ih, w_hh, lengths, y, saved = ctx.saved_tensors
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
     gx, gh0, gw_ih, gw_hh, gbias = backward_op(
-        grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, gates,
+        grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
         ctx.has_bias, ctx.nonlinearity)
     return (gx, gh0, gw_ih, gw_hh, gbias if ctx.has_bias else None, None,
             None)

@@ -50,7 +50,7 @@ def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,
              b_ih: Optional[Tensor],
              b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Forward of the op ``gru_cell``: ``x_proj = x W_ih^T``, ``h_proj = h
-    W_hh^T`` ([B, 3H], no biases), ``h [B, H]``; returns (h_new, gates)."""
+    W_hh^T`` ([B, 3H], no biases), ``h [B, H]``; returns (h_new, saved)."""
     acc = acc_dtype(x_proj.dtype)
     xg, hg = x_proj.to(acc), h_proj.to(acc)
     if b_ih is not None:
@@ -62,9 +62,9 @@ def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,
 
 
 def gru_cell_backward(grad_h: Tensor, h: Tensor,
-                      gates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                      saved: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Backward of ``gru_cell``: returns (grad_x_proj, grad_h_proj,
     grad_h_prev), the last through the pointwise path only."""
-    acc = gates.dtype
-    dxg, dhg, dh_prev = cell_backward(gates, h.to(acc), grad_h.to(acc))
+    acc = saved.dtype
+    dxg, dhg, dh_prev = cell_backward(saved, h.to(acc), grad_h.to(acc))
     return dxg.to(h.dtype), dhg.to(h.dtype), dh_prev.to(h.dtype)

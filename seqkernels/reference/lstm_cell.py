@@ -42,7 +42,7 @@ def cell_backward(
 def lstm_cell(
     x_proj: Tensor, h_proj: Tensor, c: Tensor, bias: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward of the op ``lstm_cell``: returns (h_new, c_new, gates)."""
+    """Forward of the op ``lstm_cell``: returns (h_new, c_new, saved)."""
     acc = acc_dtype(x_proj.dtype)
     pre = x_proj.to(acc) + h_proj.to(acc)
     if bias is not None:

@@ -36,7 +36,7 @@ def activate_backward(h: Tensor, dh: Tensor, nonlinearity: str) -> Tensor:
 def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor],
              nonlinearity: str) -> tuple[Tensor, Tensor]:
     """Forward of the op ``rnn_cell``: ``x_proj = x W_ih^T``, ``h_proj = h
-    W_hh^T`` ([B, H]), ``bias = b_ih + b_hh``; returns (h_new, gates)."""
+    W_hh^T`` ([B, H]), ``bias = b_ih + b_hh``; returns (h_new, saved)."""
     check_nonlinearity(nonlinearity)
     acc = acc_dtype(x_proj.dtype)
     pre = x_proj.to(acc) + h_proj.to(acc)
@@ -47,9 +47,9 @@ def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor],
     return h.to(x_proj.dtype, copy=True), h
 
 
-def rnn_cell_backward(grad_h: Tensor, gates: Tensor,
+def rnn_cell_backward(grad_h: Tensor, saved: Tensor,
                       nonlinearity: str) -> Tensor:
     """Backward of ``rnn_cell``: the gradient of the pre-activation."""
     check_nonlinearity(nonlinearity)
-    grad_pre = activate_backward(gates, grad_h.to(gates.dtype), nonlinearity)
+    grad_pre = activate_backward(saved, grad_h.to(saved.dtype), nonlinearity)
     return grad_pre.to(grad_h.dtype, copy=True)  # never an alias of grad_h

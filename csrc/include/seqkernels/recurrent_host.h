@@ -16,13 +16,14 @@
 //   directions are reversed by the caller before and after).
 // Saved for backward, in the accumulation type (float for half/bfloat16):
 //   saved [T,B,S*H] (the cell's saved values, block k at columns k*H..);
-//   cs [T,B,H] cell states (LSTM); ms [T,B,H] cell outputs before the
+//   cell_states [T,B,H] (LSTM); cell_outputs [T,B,H]: cell outputs before the
 //   projection (LSTM with w_hr). Absent ones are empty tensors.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <array>
 #include <tuple>
 
 #include "seqkernels/cell_math.h"
@@ -163,48 +164,59 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y,
                        const c10::optional<at::Tensor>& w_hr,
                        const c10::optional<at::Tensor>& lengths,
                        const at::Tensor& y, const at::Tensor& saved,
-                       const at::Tensor& cs, const at::Tensor& ms,
-                       bool has_bias, const SeqSteps& steps);
+                       const at::Tensor& cell_states,
+                       const at::Tensor& cell_outputs, bool has_bias,
+                       const SeqSteps& steps);
 
-// The sequence ops of every cell, schemas in csrc/ops.cpp.
-using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Tensors5 =
-    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Tensors6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                            at::Tensor, at::Tensor>;
-using Tensors7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                            at::Tensor, at::Tensor, at::Tensor>;
-Tensors6 lstm_seq(const at::Tensor& x, const at::Tensor& h0,
+// The sequence ops of every cell, schemas in csrc/ops.cpp; their results
+// in the schemas' order.
+template <size_t N>
+using Tensors = decltype(std::tuple_cat(std::array<at::Tensor, N>{}));
+// (y, h_n, c_n, saved, cell_states, cell_outputs)
+using LstmSeqOutputs = Tensors<6>;
+// (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr)
+using LstmSeqGrads = Tensors<7>;
+// (y, h_n, saved): gru_seq, rnn_seq
+using SeqOutputs = Tensors<3>;
+// (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)
+using GruSeqGrads = Tensors<6>;
+// (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias)
+using RnnSeqGrads = Tensors<5>;
+// (h_new, c_new, saved)
+using LstmCellOutputs = Tensors<3>;
+// (grad_x_proj, grad_h_proj, grad_h_prev)
+using GruCellGrads = Tensors<3>;
+LstmSeqOutputs lstm_seq(const at::Tensor& x, const at::Tensor& h0,
                   const at::Tensor& c0, const at::Tensor& w_ih,
                   const at::Tensor& w_hh, const OptTensor& bias,
                   const OptTensor& w_hr, const OptTensor& lengths,
                   const SeqSteps& steps);
-Tensors7 lstm_seq_backward(
+LstmSeqGrads lstm_seq_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_h_n,
     const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
-    const at::Tensor& gates, const at::Tensor& cs, const at::Tensor& ms,
-    bool has_bias, const SeqSteps& steps);
-Tensors3 gru_seq(const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& saved, const at::Tensor& cell_states,
+    const at::Tensor& cell_outputs, bool has_bias, const SeqSteps& steps);
+SeqOutputs gru_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& b_ih, const OptTensor& b_hh,
                  const OptTensor& lengths, const SeqSteps& steps);
-Tensors6 gru_seq_backward(const at::Tensor& grad_y,
+GruSeqGrads gru_seq_backward(const at::Tensor& grad_y,
                           const at::Tensor& grad_h_n, const at::Tensor& x,
                           const at::Tensor& h0, const at::Tensor& w_ih,
                           const at::Tensor& w_hh, const OptTensor& lengths,
-                          const at::Tensor& y, const at::Tensor& gates,
+                          const at::Tensor& y, const at::Tensor& saved,
                           bool has_bias, const SeqSteps& steps);
-Tensors3 rnn_seq(const at::Tensor& x, const at::Tensor& h0,
+SeqOutputs rnn_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& bias, const OptTensor& lengths,
                  c10::string_view nonlinearity, const SeqSteps& steps);
-Tensors5 rnn_seq_backward(const at::Tensor& grad_y,
+RnnSeqGrads rnn_seq_backward(const at::Tensor& grad_y,
                           const at::Tensor& grad_h_n, const at::Tensor& x,
                           const at::Tensor& h0, const at::Tensor& w_ih,
                           const at::Tensor& w_hh, const OptTensor& lengths,
-                          const at::Tensor& y, const at::Tensor& gates,
+                          const at::Tensor& y, const at::Tensor& saved,
                           bool has_bias, c10::string_view nonlinearity,
                           const SeqSteps& steps);
 
@@ -234,23 +246,23 @@ struct CellKernels {
                    at::Tensor& grad_hg, at::Tensor& grad_carry);
 };
 
-Tensors3 lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+LstmCellOutputs lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
                    const at::Tensor& c, const OptTensor& bias,
                    const CellKernels& k);
 std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& c,
-    const at::Tensor& c_new, const at::Tensor& gates, const CellKernels& k);
+    const at::Tensor& c_new, const at::Tensor& saved, const CellKernels& k);
 std::tuple<at::Tensor, at::Tensor> gru_cell(
     const at::Tensor& x_proj, const at::Tensor& h_proj, const at::Tensor& h,
     const OptTensor& b_ih, const OptTensor& b_hh, const CellKernels& k);
-Tensors3 gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
-                           const at::Tensor& gates, const CellKernels& k);
+GruCellGrads gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
+                           const at::Tensor& saved, const CellKernels& k);
 std::tuple<at::Tensor, at::Tensor> rnn_cell(
     const at::Tensor& x_proj, const at::Tensor& h_proj,
     const OptTensor& bias, c10::string_view nonlinearity,
     const CellKernels& k);
 at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
-                             const at::Tensor& gates,
+                             const at::Tensor& saved,
                              c10::string_view nonlinearity,
                              const CellKernels& k);
 
@@ -258,54 +270,54 @@ at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
 // steps and cell kernels: register_recurrent_ops<kSteps, kCells>(m).
 template <const SeqSteps& kSteps, const CellKernels& kCells>
 struct RecurrentOps {
-  static Tensors6 lstm_seq_op(const at::Tensor& x, const at::Tensor& h0,
+  static LstmSeqOutputs lstm_seq_op(const at::Tensor& x, const at::Tensor& h0,
                               const at::Tensor& c0, const at::Tensor& w_ih,
                               const at::Tensor& w_hh, const OptTensor& bias,
                               const OptTensor& w_hr,
                               const OptTensor& lengths) {
     return lstm_seq(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, kSteps);
   }
-  static Tensors7 lstm_seq_backward_op(
+  static LstmSeqGrads lstm_seq_backward_op(
       const at::Tensor& grad_y, const at::Tensor& grad_h_n,
       const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
       const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
       const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
-      const at::Tensor& gates, const at::Tensor& cs, const at::Tensor& ms,
-      bool has_bias) {
+      const at::Tensor& saved, const at::Tensor& cell_states,
+      const at::Tensor& cell_outputs, bool has_bias) {
     return lstm_seq_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-                             w_hh, w_hr, lengths, y, gates, cs, ms, has_bias,
-                             kSteps);
+                             w_hh, w_hr, lengths, y, saved, cell_states,
+                             cell_outputs, has_bias, kSteps);
   }
-  static Tensors3 gru_seq_op(const at::Tensor& x, const at::Tensor& h0,
+  static SeqOutputs gru_seq_op(const at::Tensor& x, const at::Tensor& h0,
                              const at::Tensor& w_ih, const at::Tensor& w_hh,
                              const OptTensor& b_ih, const OptTensor& b_hh,
                              const OptTensor& lengths) {
     return gru_seq(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kSteps);
   }
-  static Tensors6 gru_seq_backward_op(
+  static GruSeqGrads gru_seq_backward_op(
       const at::Tensor& grad_y, const at::Tensor& grad_h_n,
       const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
       const at::Tensor& w_hh, const OptTensor& lengths, const at::Tensor& y,
-      const at::Tensor& gates, bool has_bias) {
+      const at::Tensor& saved, bool has_bias) {
     return gru_seq_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y,
-                            gates, has_bias, kSteps);
+                            saved, has_bias, kSteps);
   }
-  static Tensors3 rnn_seq_op(const at::Tensor& x, const at::Tensor& h0,
+  static SeqOutputs rnn_seq_op(const at::Tensor& x, const at::Tensor& h0,
                              const at::Tensor& w_ih, const at::Tensor& w_hh,
                              const OptTensor& bias, const OptTensor& lengths,
                              c10::string_view nonlinearity) {
     return rnn_seq(x, h0, w_ih, w_hh, bias, lengths, nonlinearity, kSteps);
   }
-  static Tensors5 rnn_seq_backward_op(
+  static RnnSeqGrads rnn_seq_backward_op(
       const at::Tensor& grad_y, const at::Tensor& grad_h_n,
       const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
       const at::Tensor& w_hh, const OptTensor& lengths, const at::Tensor& y,
-      const at::Tensor& gates, bool has_bias,
+      const at::Tensor& saved, bool has_bias,
       c10::string_view nonlinearity) {
     return rnn_seq_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y,
-                            gates, has_bias, nonlinearity, kSteps);
+                            saved, has_bias, nonlinearity, kSteps);
   }
-  static Tensors3 lstm_cell_op(const at::Tensor& x_proj,
+  static LstmCellOutputs lstm_cell_op(const at::Tensor& x_proj,
                                const at::Tensor& h_proj, const at::Tensor& c,
                                const OptTensor& bias) {
     return lstm_cell(x_proj, h_proj, c, bias, kCells);
@@ -313,18 +325,18 @@ struct RecurrentOps {
   static std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_op(
       const at::Tensor& grad_h, const at::Tensor& grad_c,
       const at::Tensor& c, const at::Tensor& c_new,
-      const at::Tensor& gates) {
-    return lstm_cell_backward(grad_h, grad_c, c, c_new, gates, kCells);
+      const at::Tensor& saved) {
+    return lstm_cell_backward(grad_h, grad_c, c, c_new, saved, kCells);
   }
   static std::tuple<at::Tensor, at::Tensor> gru_cell_op(
       const at::Tensor& x_proj, const at::Tensor& h_proj,
       const at::Tensor& h, const OptTensor& b_ih, const OptTensor& b_hh) {
     return gru_cell(x_proj, h_proj, h, b_ih, b_hh, kCells);
   }
-  static Tensors3 gru_cell_backward_op(const at::Tensor& grad_h,
+  static GruCellGrads gru_cell_backward_op(const at::Tensor& grad_h,
                                        const at::Tensor& h,
-                                       const at::Tensor& gates) {
-    return gru_cell_backward(grad_h, h, gates, kCells);
+                                       const at::Tensor& saved) {
+    return gru_cell_backward(grad_h, h, saved, kCells);
   }
   static std::tuple<at::Tensor, at::Tensor> rnn_cell_op(
       const at::Tensor& x_proj, const at::Tensor& h_proj,
@@ -332,9 +344,9 @@ struct RecurrentOps {
     return rnn_cell(x_proj, h_proj, bias, nonlinearity, kCells);
   }
   static at::Tensor rnn_cell_backward_op(const at::Tensor& grad_h,
-                                         const at::Tensor& gates,
+                                         const at::Tensor& saved,
                                          c10::string_view nonlinearity) {
-    return rnn_cell_backward(grad_h, gates, nonlinearity, kCells);
+    return rnn_cell_backward(grad_h, saved, nonlinearity, kCells);
   }
 };
 
