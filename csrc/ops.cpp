@@ -6,9 +6,10 @@
 //   <op>_reference  pure PyTorch, implemented in Python (seqkernels/reference/)
 // The fake (meta) implementations and the autograd formulas of all variants
 // are registered in Python, in seqkernels/ops/<op>.py.
-#include <Python.h>
 #include <torch/library.h>
+#include <torch/python.h>
 
+#include "seqkernels/attention_checks.h"
 #include "seqkernels/recurrent_host.h"
 
 namespace {
@@ -117,58 +118,149 @@ TORCH_LIBRARY(seqkernels, m) {
                   kAdditiveAttentionBackward);
 }
 
-// A tiny Python module: importing it loads the library above, and it reports
-// how the extension was built and the C++ cell table.
+// A small Python module: importing it loads the library above, it reports
+// how the extension was built and the C++ cell table, and it gives the
+// variants written in Python the argument checks of the C++ kernels.
 namespace {
 
-using seqkernels::CellDesc;
-using seqkernels::CellKind;
-using seqkernels::cell_desc;
-using seqkernels::kind_name;
+namespace py = pybind11;
 
-PyObject* build_info(PyObject*, PyObject*) {
+py::dict build_info() {
 #ifdef SEQKERNELS_WITH_CUDA
-  PyObject* cuda = Py_True;
+  const bool cuda = true;
 #else
-  PyObject* cuda = Py_False;
+  const bool cuda = false;
 #endif
 #ifdef SEQKERNELS_CUDA_ARCHS
   const char* archs = SEQKERNELS_CUDA_ARCHS;
 #else
   const char* archs = "";
 #endif
-  return Py_BuildValue("{s:O,s:s}", "cuda", cuda, "cuda_archs", archs);
+  return py::dict(py::arg("cuda") = cuda, py::arg("cuda_archs") = archs);
 }
 
 // The C++ cell table (the traits of cell_math.h through cell_desc), for the
 // test that holds seqkernels/cell_table.py to it.
-PyObject* cell_traits(PyObject*, PyObject*) {
-  PyObject* table = PyDict_New();
+py::dict cell_traits() {
+  py::dict table;
   for (int kind = 0; kind < 3; ++kind) {
-    const CellDesc d = cell_desc(static_cast<CellKind>(kind));
-    PyObject* row = Py_BuildValue(
-        "{s:i,s:i,s:i,s:O,s:O,s:O}", "kind_id", kind, "gates", d.gates,
-        "saved", d.saved, "has_c", d.has_c ? Py_True : Py_False,
-        "split_grad", d.split_grad ? Py_True : Py_False, "direct_h",
-        d.direct_h ? Py_True : Py_False);
-    PyDict_SetItemString(table, kind_name(d.kind), row);
-    Py_DECREF(row);
+    const seqkernels::CellDesc d =
+        seqkernels::cell_desc(static_cast<seqkernels::CellKind>(kind));
+    table[seqkernels::kind_name(d.kind)] = py::dict(
+        py::arg("kind_id") = kind, py::arg("gates") = d.gates,
+        py::arg("saved") = d.saved, py::arg("has_c") = d.has_c,
+        py::arg("split_grad") = d.split_grad, py::arg("direct_h") = d.direct_h);
   }
   return table;
 }
 
-PyMethodDef kMethods[] = {
-    {"build_info", build_info, METH_NOARGS,
-     "dict(cuda=bool, cuda_archs=str): how this extension was compiled."},
-    {"cell_traits", cell_traits, METH_NOARGS,
-     "{kind: dict(kind_id, saved, saved, has_c, split_grad, direct_h)}: the "
-     "cell traits of csrc/include/seqkernels/cell_math.h."},
-    {nullptr, nullptr, 0, nullptr}};
-
-PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_C",
-                       "seqkernels compiled kernels (CPU, and CUDA if built).",
-                       -1, kMethods};
+using OptTensor = c10::optional<at::Tensor>;
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__C() { return PyModule_Create(&kModule); }
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "seqkernels compiled kernels (CPU, and CUDA if built).";
+  m.def("build_info", &build_info,
+        "dict(cuda=bool, cuda_archs=str): how this extension was compiled.");
+  m.def("cell_traits", &cell_traits,
+        "{kind: dict(kind_id, gates, saved, has_c, split_grad, direct_h)}: "
+        "the cell traits of csrc/include/seqkernels/cell_math.h.");
+
+  // Attention argument checks (attention_checks.h): check_<op>(*args) takes
+  // the op's schema arguments, in order, so a Python variant can run the
+  // checks of the C++ kernels before it launches; shape, dtype and device
+  // only, no data read (no sync on CUDA). Each returns None or raises the
+  // RuntimeError the C++ kernels raise. Arguments no check reads (is_causal,
+  // scale, need_weights) are taken and ignored, to keep the schema's order.
+  m.def(
+      "check_sdpa",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+         const OptTensor& attn_mask, double dropout_p, bool /*is_causal*/,
+         double /*scale*/, const OptTensor& rng) {
+        seqkernels::check_sdpa(q, k, v, attn_mask, dropout_p, rng);
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("attn_mask"),
+      py::arg("dropout_p"), py::arg("is_causal"), py::arg("scale"),
+      py::arg("rng"),
+      "Checks the arguments of seqkernels::sdpa as its C++ kernels do: q "
+      "[B, Hq, Tq, D], k [B, Hk, Tk, D] (Hq % Hk == 0), v [B, Hk, Tk, Dv] "
+      "of q's dtype and device; attn_mask None or [B, Hq, Tq, Tk], bool or "
+      "of q's dtype; dropout_p in [0, 1), and with dropout rng an int64 "
+      "[seed, offset]. Raises RuntimeError naming the bad argument.");
+  m.def(
+      "check_sdpa_backward",
+      [](const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+         const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+         const OptTensor& attn_mask, double dropout_p, bool /*is_causal*/,
+         double /*scale*/, const OptTensor& rng) {
+        seqkernels::check_sdpa_backward(grad_out, q, k, v, out, lse,
+                                        attn_mask, dropout_p, rng);
+      },
+      py::arg("grad_out"), py::arg("q"), py::arg("k"), py::arg("v"),
+      py::arg("out"), py::arg("lse"), py::arg("attn_mask"),
+      py::arg("dropout_p"), py::arg("is_causal"), py::arg("scale"),
+      py::arg("rng"),
+      "Checks the arguments of seqkernels::sdpa_backward as its C++ kernels "
+      "do: those of check_sdpa, then grad_out and out [B, Hq, Tq, Dv] of "
+      "q's dtype and device, lse [B, Hq, Tq] of the accumulation dtype "
+      "(float32 for float16 and bfloat16) on q's device. Raises "
+      "RuntimeError naming the bad argument.");
+  m.def(
+      "check_attention_scores",
+      [](const at::Tensor& q, const at::Tensor& k, const OptTensor& attn_mask,
+         bool /*is_causal*/, double /*scale*/) {
+        seqkernels::check_attention_scores(q, k, attn_mask);
+      },
+      py::arg("q"), py::arg("k"), py::arg("attn_mask"), py::arg("is_causal"),
+      py::arg("scale"),
+      "Checks the arguments of seqkernels::attention_scores as its C++ "
+      "kernels do: q [B, Hq, Tq, D], k [B, Hk, Tk, D] (Hq % Hk == 0) of q's "
+      "dtype and device; attn_mask None or [B, Hq, Tq, Tk], bool or of q's "
+      "dtype. Raises RuntimeError naming the bad argument.");
+  m.def(
+      "check_attention_scores_backward",
+      [](const at::Tensor& grad_p, const at::Tensor& q, const at::Tensor& k,
+         const at::Tensor& p, double /*scale*/) {
+        seqkernels::check_attention_scores_backward(grad_p, q, k, p);
+      },
+      py::arg("grad_p"), py::arg("q"), py::arg("k"), py::arg("p"),
+      py::arg("scale"),
+      "Checks the arguments of seqkernels::attention_scores_backward as its "
+      "C++ kernels do: q and k as check_attention_scores, grad_p and p "
+      "[B, Hq, Tq, Tk] of q's dtype and device. Raises RuntimeError naming "
+      "the bad argument.");
+  m.def(
+      "check_additive_attention",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& value,
+         const at::Tensor& v, const OptTensor& bias,
+         const OptTensor& attn_mask, bool /*need_weights*/) {
+        seqkernels::check_additive_attention(q, k, value, v, bias, attn_mask);
+      },
+      py::arg("q"), py::arg("k"), py::arg("value"), py::arg("v"),
+      py::arg("bias"), py::arg("attn_mask"), py::arg("need_weights"),
+      "Checks the arguments of seqkernels::additive_attention as its C++ "
+      "kernels do: q [B, Tq, H], k [B, Tk, H], value [B, Tk, Dv], v [H], "
+      "bias None or [H], all of q's dtype and device; attn_mask None or "
+      "[B, Tq, Tk], bool or of q's dtype. Raises RuntimeError naming the "
+      "bad argument.");
+  m.def(
+      "check_additive_attention_backward",
+      [](const at::Tensor& grad_context, const OptTensor& grad_weights,
+         const at::Tensor& q, const at::Tensor& k, const at::Tensor& value,
+         const at::Tensor& v, const OptTensor& bias,
+         const OptTensor& attn_mask, const at::Tensor& context,
+         const at::Tensor& stats) {
+        seqkernels::check_additive_attention_backward(
+            grad_context, grad_weights, q, k, value, v, bias, attn_mask,
+            context, stats);
+      },
+      py::arg("grad_context"), py::arg("grad_weights"), py::arg("q"),
+      py::arg("k"), py::arg("value"), py::arg("v"), py::arg("bias"),
+      py::arg("attn_mask"), py::arg("context"), py::arg("stats"),
+      "Checks the arguments of seqkernels::additive_attention_backward as "
+      "its C++ kernels do: those of check_additive_attention, then "
+      "grad_context and context [B, Tq, Dv], grad_weights None or "
+      "[B, Tq, Tk], of q's dtype and device, and stats [B, Tq, 2] of the "
+      "accumulation dtype (float32 for float16 and bfloat16) on q's "
+      "device. Raises RuntimeError naming the bad argument.");
+}

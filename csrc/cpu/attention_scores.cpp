@@ -30,18 +30,14 @@ template <typename T>
 void scores_forward_kernel(const AttentionDims& d, const T* q, const T* k,
                            const cpu::MaskView<T>& mask, bool is_causal,
                            T scale, T* p) {
-  const int64_t n_qblocks = (d.Tq + kBlockQ - 1) / kBlockQ;
-  const int64_t group = d.Hq / d.Hk;
   const std::vector<T> kt = cpu::transposed_blocks(k, d.B * d.Hk, d.Tk, d.D);
-  at::parallel_for(0, d.B * d.Hq * n_qblocks, 1, [&](int64_t w0, int64_t w1) {
+  const int64_t items = d.B * d.Hq * cpu::query_blocks(d.Tq);
+  at::parallel_for(0, items, 1, [&](int64_t w0, int64_t w1) {
     std::vector<T> s(kBlockQ * kBlockK);
     std::vector<T> m(kBlockQ), l(kBlockQ);
     for (int64_t w = w0; w < w1; ++w) {
-      const int64_t bh = w / n_qblocks, h = bh % d.Hq, b = bh / d.Hq;
-      const int64_t i0 = (w % n_qblocks) * kBlockQ;
-      const int64_t nq = std::min(kBlockQ, d.Tq - i0);
+      const auto [bh, b, h, i0, nq, kvh] = cpu::query_block(w, d);
       const T* qr = q + (bh * d.Tq + i0) * d.D;
-      const int64_t kvh = b * d.Hk + h / group;
       T* pr = p + (bh * d.Tq + i0) * d.Tk;
       const int64_t key_end = cpu::causal_keys(is_causal, i0 + nq - 1, d.Tk);
       // The tile of scores of keys j0 .. j0+nk-1, scaled and masked.
@@ -104,14 +100,12 @@ void scores_backward_kernel(const AttentionDims& d, const T* gp, const T* q,
   std::vector<T> delta(d.B * d.Hq * d.Tq);
 
   // Pass 1: delta and dQ, one item per (b, h, query block).
-  const int64_t n_qblocks = (d.Tq + kBlockQ - 1) / kBlockQ;
-  at::parallel_for(0, d.B * d.Hq * n_qblocks, 1, [&](int64_t w0, int64_t w1) {
+  const int64_t items = d.B * d.Hq * cpu::query_blocks(d.Tq);
+  at::parallel_for(0, items, 1, [&](int64_t w0, int64_t w1) {
     std::vector<T> ds(kBlockQ * kBlockK), acc(kBlockQ * d.D);
     for (int64_t w = w0; w < w1; ++w) {
-      const int64_t bh = w / n_qblocks, b = bh / d.Hq, h = bh % d.Hq;
-      const int64_t i0 = (w % n_qblocks) * kBlockQ;
-      const int64_t nq = std::min(kBlockQ, d.Tq - i0);
-      const T* kh = k + (b * d.Hk + h / group) * d.Tk * d.D;
+      const auto [bh, b, h, i0, nq, kvh] = cpu::query_block(w, d);
+      const T* kh = k + kvh * d.Tk * d.D;
       for (int64_t r = 0; r < nq; ++r) {
         const int64_t row = (bh * d.Tq + i0 + r) * d.Tk;
         T sum = 0;

@@ -45,17 +45,13 @@ struct SdpaInputs {
 template <typename T>
 void sdpa_forward_kernel(const SdpaInputs<T>& in, T* out, T* lse) {
   const AttentionDims& d = in.d;
-  const int64_t n_qblocks = (d.Tq + kBlockQ - 1) / kBlockQ;
-  const int64_t group = d.Hq / d.Hk;
   const std::vector<T> kt = cpu::transposed_blocks(in.k, d.B * d.Hk, d.Tk, d.D);
-  at::parallel_for(0, d.B * d.Hq * n_qblocks, 1, [&](int64_t w0, int64_t w1) {
+  const int64_t items = d.B * d.Hq * cpu::query_blocks(d.Tq);
+  at::parallel_for(0, items, 1, [&](int64_t w0, int64_t w1) {
     std::vector<T> s(kBlockQ * kBlockK);
     std::vector<T> acc(kBlockQ * d.Dv), m(kBlockQ), l(kBlockQ);
     for (int64_t w = w0; w < w1; ++w) {
-      const int64_t bh = w / n_qblocks, h = bh % d.Hq, b = bh / d.Hq;
-      const int64_t i0 = (w % n_qblocks) * kBlockQ;
-      const int64_t nq = std::min(kBlockQ, d.Tq - i0);
-      const int64_t kvh = b * d.Hk + h / group;
+      const auto [bh, b, h, i0, nq, kvh] = cpu::query_block(w, d);
       const T* qr = in.q + (bh * d.Tq + i0) * d.D;
       const T* vh = in.v + kvh * d.Tk * d.Dv;
       std::fill(acc.begin(), acc.end(), T(0));
@@ -147,18 +143,15 @@ void sdpa_backward_kernel(const SdpaInputs<T>& in, const T* dout,
   std::vector<T> delta(d.B * d.Hq * d.Tq);
 
   // Pass 1: delta and dQ, one item per (b, h, query block).
-  const int64_t n_qblocks = (d.Tq + kBlockQ - 1) / kBlockQ;
   const std::vector<T> kt = cpu::transposed_blocks(in.k, d.B * d.Hk, d.Tk, d.D);
   const std::vector<T> vt =
       cpu::transposed_blocks(in.v, d.B * d.Hk, d.Tk, d.Dv);
-  at::parallel_for(0, d.B * d.Hq * n_qblocks, 1, [&](int64_t w0, int64_t w1) {
+  const int64_t items = d.B * d.Hq * cpu::query_blocks(d.Tq);
+  at::parallel_for(0, items, 1, [&](int64_t w0, int64_t w1) {
     std::vector<T> s(kBlockQ * kBlockK), dp(kBlockQ * kBlockK);
     std::vector<T> acc(kBlockQ * d.D);
     for (int64_t w = w0; w < w1; ++w) {
-      const int64_t bh = w / n_qblocks, h = bh % d.Hq, b = bh / d.Hq;
-      const int64_t i0 = (w % n_qblocks) * kBlockQ;
-      const int64_t nq = std::min(kBlockQ, d.Tq - i0);
-      const int64_t kvh = b * d.Hk + h / group;
+      const auto [bh, b, h, i0, nq, kvh] = cpu::query_block(w, d);
       const T* qr = in.q + (bh * d.Tq + i0) * d.D;
       const T* dor = dout + (bh * d.Tq + i0) * d.Dv;
       const T* kh = in.k + kvh * d.Tk * d.D;

@@ -62,11 +62,7 @@ __device__ __forceinline__ void additive_scores(
   constexpr int BN = NT * kWarpSize;
   constexpr int BM = kWarps * RPW;
   const int lane = threadIdx.x % kWarpSize;
-#pragma unroll
-  for (int r = 0; r < RPW; ++r) {
-#pragma unroll
-    for (int t = 0; t < NT; ++t) s[r][t] = acc_t(0);
-  }
+  fill_regs(s, acc_t(0));
   for (int64_t h0 = 0; h0 < H; h0 += kChunk) {
     __syncthreads();  // earlier readers of the scratch are done
     load_chunk<BM, kThreads, kChunk>(&qc[0][0], qp, Tq, H, H, i0, h0);
@@ -130,13 +126,9 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
   const scalar_t* valp = value + b * p.Tk * p.Dv;
 
   acc_t o[RPW][NC], m[RPW], l[RPW];
-#pragma unroll
-  for (int r = 0; r < RPW; ++r) {
-    m[r] = neg_inf<acc_t>();
-    l[r] = acc_t(0);
-#pragma unroll
-    for (int c = 0; c < NC; ++c) o[r][c] = acc_t(0);
-  }
+  fill_regs(m, neg_inf<acc_t>());
+  fill_regs(l, acc_t(0));
+  fill_regs(o, acc_t(0));
 
   for (int64_t j0 = 0; j0 < p.Tk; j0 += BN) {
     acc_t s[RPW][NT];
@@ -232,6 +224,84 @@ __global__ void __launch_bounds__(kThreads, 8) additive_probs_kernel(
   }
 }
 
+// Where a thread of the dq and dk kernels stands: grid x = nb0 * nb1 * B,
+// blocks of kTile2 rows (dq: query rows, dk: keys) fastest, then blocks of
+// kTile2 hidden units; thread (tx, ty) owns unit h = h0 + tx of rows
+// x0 + ty + kRowsY r. vh, bh: v_h and bias_h (0 past H or without bias).
+template <typename acc_t>
+struct HiddenBlock {
+  int tx, ty;
+  int64_t blk, b;
+  int64_t x0, h0, h;
+  bool h_ok;  // h < H
+  acc_t vh, bh;
+};
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ HiddenBlock<acc_t> hidden_block(
+    const AdditiveParams& p, const scalar_t* __restrict__ v,
+    const scalar_t* __restrict__ bias) {
+  HiddenBlock<acc_t> hb;
+  hb.tx = threadIdx.x % kWarpSize;
+  hb.ty = threadIdx.x / kWarpSize;
+  hb.blk = int64_t(blockIdx.x) % p.nb0;
+  const int64_t rest = int64_t(blockIdx.x) / p.nb0;
+  hb.b = rest / p.nb1;
+  hb.x0 = hb.blk * kTile2;
+  hb.h0 = (rest % p.nb1) * kTile2;
+  hb.h = hb.h0 + hb.tx;
+  hb.h_ok = hb.h < p.H;
+  hb.vh = hb.h_ok ? static_cast<acc_t>(v[hb.h]) : acc_t(0);
+  hb.bh = (hb.h_ok && bias != nullptr) ? static_cast<acc_t>(bias[hb.h])
+                                       : acc_t(0);
+  return hb;
+}
+
+// x[r] = unit hb.h of row hb.x0 + ty + kRowsY r of src [n, H] (one batch's
+// q or k), 0 out of range.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_unit_rows(
+    acc_t (&x)[kRowsPerThread], const scalar_t* __restrict__ src, int64_t n,
+    int64_t H, const HiddenBlock<acc_t>& hb) {
+#pragma unroll
+  for (int r = 0; r < kRowsPerThread; ++r) {
+    const int64_t row = hb.x0 + hb.ty + kRowsY * r;
+    x[r] = (hb.h_ok && row < n) ? static_cast<acc_t>(src[row * H + hb.h])
+                                : acc_t(0);
+  }
+}
+
+// dst[row * H + h] = a[r] * v_h for the rows row = hb.x0 + ty + kRowsY r
+// that load_unit_rows read, of dst [n, H] (one batch's dq or dk).
+template <typename out_t, typename acc_t>
+__device__ __forceinline__ void store_unit_rows(
+    out_t* __restrict__ dst, const acc_t (&a)[kRowsPerThread], int64_t n,
+    int64_t H, const HiddenBlock<acc_t>& hb) {
+#pragma unroll
+  for (int r = 0; r < kRowsPerThread; ++r) {
+    const int64_t row = hb.x0 + hb.ty + kRowsY * r;
+    if (hb.h_ok && row < n) {
+      dst[row * H + hb.h] = static_cast<out_t>(a[r] * hb.vh);
+    }
+  }
+}
+
+// One step's tiles of the dq and dk loops, between block barriers: units
+// hb.h0.. of rows x0.. of x [n, H] (one batch's k for dq, q for dk) into xs,
+// and the ds tile of rows i0.., keys j0.. into dss.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void stage_unit_and_ds_tiles(
+    acc_t (*xs)[kPad], acc_t (*dss)[kPad], const scalar_t* __restrict__ x,
+    int64_t n, int64_t x0, const acc_t* __restrict__ dsp,
+    const AdditiveParams& p, int64_t i0, int64_t j0,
+    const HiddenBlock<acc_t>& hb) {
+  __syncthreads();
+  load_chunk<kTile2, kThreads2, kPad>(&xs[0][0], x, n, p.H, p.H, x0, hb.h0);
+  load_chunk<kTile2, kThreads2, kPad>(&dss[0][0], dsp, p.Tq, p.Tk, p.Tk, i0,
+                                      j0);
+  __syncthreads();
+}
+
 // dq[b,i,h] = v_h sum_j ds_ij (1 - t_ijh^2) and, per block, the partial sum
 // over its rows and all keys of ds_ij t_ijh. Block: 32 rows x 32 hidden
 // units; thread (x, y) owns unit h0 + x of rows i0 + y + 8 r.
@@ -247,42 +317,25 @@ __global__ void __launch_bounds__(kThreads2, 4) additive_dq_kernel(
   __shared__ acc_t dss[kTile2][kPad];  // [row][key]
   __shared__ acc_t red[kRowsY][kWarpSize];
 
-  const int tx = threadIdx.x % kWarpSize, ty = threadIdx.x / kWarpSize;
-  const int64_t blk = int64_t(blockIdx.x) % p.nb0;
-  const int64_t rest = int64_t(blockIdx.x) / p.nb0;
-  const int64_t hb = rest % p.nb1, b = rest / p.nb1;
-  const int64_t i0 = blk * kTile2, h0 = hb * kTile2;
-  const int64_t h = h0 + tx;
-  const bool h_ok = h < p.H;
-  const acc_t vh = h_ok ? static_cast<acc_t>(v[h]) : acc_t(0);
-  const acc_t bh =
-      (h_ok && bias != nullptr) ? static_cast<acc_t>(bias[h]) : acc_t(0);
+  const HiddenBlock<acc_t> pos = hidden_block<scalar_t, acc_t>(p, v, bias);
+  const int tx = pos.tx, ty = pos.ty;
+  const int64_t b = pos.b, i0 = pos.x0;
   const scalar_t* kp = k + b * p.Tk * p.H;
   const acc_t* dsp = ds + b * p.Tq * p.Tk;
 
   acc_t qv[kRowsPerThread], a[kRowsPerThread];
-#pragma unroll
-  for (int r = 0; r < kRowsPerThread; ++r) {
-    const int64_t i = i0 + ty + kRowsY * r;
-    qv[r] = (h_ok && i < p.Tq) ? static_cast<acc_t>(q[(b * p.Tq + i) * p.H + h])
-                               : acc_t(0);
-    a[r] = acc_t(0);
-  }
+  load_unit_rows(qv, q + b * p.Tq * p.H, p.Tq, p.H, pos);
+  fill_regs(a, acc_t(0));
   acc_t dvp = acc_t(0);
 
   for (int64_t j0 = 0; j0 < p.Tk; j0 += kTile2) {
-    __syncthreads();
-    load_chunk<kTile2, kThreads2, kPad>(&ks[0][0], kp, p.Tk, p.H, p.H, j0,
-                                        h0);
-    load_chunk<kTile2, kThreads2, kPad>(&dss[0][0], dsp, p.Tq, p.Tk, p.Tk,
-                                        i0, j0);
-    __syncthreads();
+    stage_unit_and_ds_tiles(ks, dss, kp, p.Tk, j0, dsp, p, i0, j0, pos);
     const int jn = static_cast<int>(min64(kTile2, p.Tk - j0));
     for (int jj = 0; jj < jn; ++jj) {
       const acc_t kx = ks[jj][tx];
 #pragma unroll
       for (int r = 0; r < kRowsPerThread; ++r) {
-        const acc_t t = sk_tanh((qv[r] + kx) + bh);
+        const acc_t t = sk_tanh((qv[r] + kx) + pos.bh);
         const acc_t d = dss[ty + kRowsY * r][jj];
         a[r] += d * (acc_t(1) - t * t);
         dvp += d * t;
@@ -290,18 +343,14 @@ __global__ void __launch_bounds__(kThreads2, 4) additive_dq_kernel(
     }
   }
 
-#pragma unroll
-  for (int r = 0; r < kRowsPerThread; ++r) {
-    const int64_t i = i0 + ty + kRowsY * r;
-    if (h_ok && i < p.Tq) dq[(b * p.Tq + i) * p.H + h] = a[r] * vh;
-  }
+  store_unit_rows(dq + b * p.Tq * p.H, a, p.Tq, p.H, pos);
   red[ty][tx] = dvp;
   __syncthreads();
-  if (ty == 0 && h_ok) {
+  if (ty == 0 && pos.h_ok) {
     acc_t sum = acc_t(0);
 #pragma unroll
     for (int y = 0; y < kRowsY; ++y) sum += red[y][tx];
-    dv_part[(b * p.nb0 + blk) * p.H + h] = sum;
+    dv_part[(b * p.nb0 + pos.blk) * p.H + pos.h] = sum;
   }
 }
 
@@ -317,82 +366,30 @@ __global__ void __launch_bounds__(kThreads2, 4) additive_dk_kernel(
   __shared__ acc_t qs[kTile2][kPad];   // [row][unit]
   __shared__ acc_t dss[kTile2][kPad];  // [row][key]
 
-  const int tx = threadIdx.x % kWarpSize, ty = threadIdx.x / kWarpSize;
-  const int64_t blk = int64_t(blockIdx.x) % p.nb0;
-  const int64_t rest = int64_t(blockIdx.x) / p.nb0;
-  const int64_t hb = rest % p.nb1, b = rest / p.nb1;
-  const int64_t j0 = blk * kTile2, h0 = hb * kTile2;
-  const int64_t h = h0 + tx;
-  const bool h_ok = h < p.H;
-  const acc_t vh = h_ok ? static_cast<acc_t>(v[h]) : acc_t(0);
-  const acc_t bh =
-      (h_ok && bias != nullptr) ? static_cast<acc_t>(bias[h]) : acc_t(0);
+  const HiddenBlock<acc_t> pos = hidden_block<scalar_t, acc_t>(p, v, bias);
+  const int tx = pos.tx, ty = pos.ty;
+  const int64_t b = pos.b, j0 = pos.x0;
   const scalar_t* qp = q + b * p.Tq * p.H;
   const acc_t* dsp = ds + b * p.Tq * p.Tk;
 
   acc_t kv[kRowsPerThread], a[kRowsPerThread];
-#pragma unroll
-  for (int r = 0; r < kRowsPerThread; ++r) {
-    const int64_t j = j0 + ty + kRowsY * r;
-    kv[r] = (h_ok && j < p.Tk) ? static_cast<acc_t>(k[(b * p.Tk + j) * p.H + h])
-                               : acc_t(0);
-    a[r] = acc_t(0);
-  }
+  load_unit_rows(kv, k + b * p.Tk * p.H, p.Tk, p.H, pos);
+  fill_regs(a, acc_t(0));
 
   for (int64_t i0 = 0; i0 < p.Tq; i0 += kTile2) {
-    __syncthreads();
-    load_chunk<kTile2, kThreads2, kPad>(&qs[0][0], qp, p.Tq, p.H, p.H, i0,
-                                        h0);
-    load_chunk<kTile2, kThreads2, kPad>(&dss[0][0], dsp, p.Tq, p.Tk, p.Tk,
-                                        i0, j0);
-    __syncthreads();
+    stage_unit_and_ds_tiles(qs, dss, qp, p.Tq, i0, dsp, p, i0, j0, pos);
     const int in = static_cast<int>(min64(kTile2, p.Tq - i0));
     for (int ii = 0; ii < in; ++ii) {
       const acc_t qx = qs[ii][tx];
 #pragma unroll
       for (int r = 0; r < kRowsPerThread; ++r) {
-        const acc_t t = sk_tanh((qx + kv[r]) + bh);
+        const acc_t t = sk_tanh((qx + kv[r]) + pos.bh);
         a[r] += dss[ii][ty + kRowsY * r] * (acc_t(1) - t * t);
       }
     }
   }
 
-#pragma unroll
-  for (int r = 0; r < kRowsPerThread; ++r) {
-    const int64_t j = j0 + ty + kRowsY * r;
-    if (h_ok && j < p.Tk) {
-      dk[(b * p.Tk + j) * p.H + h] = static_cast<scalar_t>(a[r] * vh);
-    }
-  }
-}
-
-// q [B,Tq,H], k [B,Tk,H], value [B,Tk,Dv], v [H], bias [H] or none.
-void check_additive(const at::Tensor& q, const at::Tensor& k,
-                    const at::Tensor& value, const at::Tensor& v,
-                    const c10::optional<at::Tensor>& bias) {
-  check_cuda_float(q, "q", 3);
-  check_cuda_float(k, "k", 3);
-  check_cuda_float(value, "value", 3);
-  check_cuda_float(v, "v", 1);
-  check_same_dtype_device(k, "k", q, "q");
-  check_same_dtype_device(value, "value", q, "q");
-  check_same_dtype_device(v, "v", q, "q");
-  const int64_t B = q.size(0), H = q.size(2), Tk = k.size(1);
-  check_shape(k, "k", {B, Tk, H});
-  TORCH_CHECK(value.size(0) == B && value.size(1) == Tk,
-              "seqkernels: value must have shape [", B, ", ", Tk,
-              ", Dv] (batch of q, keys of k), got ", value.sizes());
-  check_shape(v, "v", {H});
-  if (bias.has_value()) {
-    check_cuda_float(*bias, "bias", 1);
-    check_same_dtype_device(*bias, "bias", q, "q");
-    check_shape(*bias, "bias", {H});
-  }
-}
-
-template <typename T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
+  store_unit_rows(dk + b * p.Tk * p.H, a, p.Tk, p.H, pos);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cuda(
@@ -400,18 +397,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cuda(
     const at::Tensor& value_in, const at::Tensor& v_in,
     const c10::optional<at::Tensor>& bias_in,
     const c10::optional<at::Tensor>& attn_mask, bool need_weights) {
-  check_additive(q_in, k_in, value_in, v_in, bias_in);
+  check_cuda_q(q_in);
+  const AdditiveDims d =
+      check_additive_attention(q_in, k_in, value_in, v_in, bias_in, attn_mask);
+  const int64_t B = d.B, Tq = d.Tq, Tk = d.Tk, H = d.H, Dv = d.Dv;
   const c10::cuda::CUDAGuard guard(q_in.device());
-  const int64_t B = q_in.size(0), Tq = q_in.size(1), H = q_in.size(2);
-  const int64_t Tk = k_in.size(1), Dv = value_in.size(2);
-  const auto mask = make_mask_view(attn_mask, q_in, "q", {B, Tq, Tk});
+  const MaskView mask = make_mask_view(attn_mask);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    value = value_in.contiguous(), v = v_in.contiguous();
   const at::Tensor bias =
       bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   at::Tensor context = at::empty({B, Tq, Dv}, q.options());
   at::Tensor stats = at::empty(
-      {B, Tq, 2}, q.options().dtype(acc_scalar_type(q.scalar_type())));
+      {B, Tq, 2}, q.options().dtype(acc_dtype(q.scalar_type())));
   at::Tensor weights = need_weights ? at::empty({B, Tq, Tk}, q.options())
                                     : at::empty({0}, q.options());
   if (B * Tq == 0) return {context, weights, stats};
@@ -434,7 +432,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cuda(
                  kThreads, 0, stream>>>(
                   p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                   value.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-                  ptr_or_null<scalar_t>(bias), mask.first,
+                  ptr_or_null<scalar_t>(bias), mask,
                   context.data_ptr<scalar_t>(), stats.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
@@ -446,7 +444,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cuda(
                  kThreads, 0, stream>>>(
                   p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                   v.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
-                  mask.first, stats.data_ptr<acc_t>(),
+                  mask, stats.data_ptr<acc_t>(),
                   weights.data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
@@ -462,32 +460,14 @@ additive_attention_backward_cuda(
     const at::Tensor& v_in, const c10::optional<at::Tensor>& bias_in,
     const c10::optional<at::Tensor>& attn_mask, const at::Tensor& context_in,
     const at::Tensor& stats_in) {
-  check_additive(q_in, k_in, value_in, v_in, bias_in);
-  const int64_t B = q_in.size(0), Tq = q_in.size(1), H = q_in.size(2);
-  const int64_t Tk = k_in.size(1), Dv = value_in.size(2);
-  check_cuda_float(grad_context_in, "grad_context", 3);
-  check_same_dtype_device(grad_context_in, "grad_context", q_in, "q");
-  check_shape(grad_context_in, "grad_context", {B, Tq, Dv});
-  check_cuda_float(context_in, "context", 3);
-  check_same_dtype_device(context_in, "context", q_in, "q");
-  check_shape(context_in, "context", {B, Tq, Dv});
-  if (grad_weights.has_value()) {
-    check_cuda_float(*grad_weights, "grad_weights", 3);
-    TORCH_CHECK(grad_weights->device() == q_in.device(),
-                "seqkernels: grad_weights must be on the device of q (",
-                q_in.device(), "), got ", grad_weights->device());
-    check_shape(*grad_weights, "grad_weights", {B, Tq, Tk});
-  }
-  const at::ScalarType acc_type = acc_scalar_type(q_in.scalar_type());
-  TORCH_CHECK(stats_in.scalar_type() == acc_type, "seqkernels: stats must "
-              "have the accumulation dtype ", acc_type, ", got ",
-              stats_in.scalar_type());
-  TORCH_CHECK(stats_in.device() == q_in.device(), "seqkernels: stats must be "
-              "on the device of q (", q_in.device(), "), got ",
-              stats_in.device());
-  check_shape(stats_in, "stats", {B, Tq, 2});
+  check_cuda_q(q_in);
+  const AdditiveDims d = check_additive_attention_backward(
+      grad_context_in, grad_weights, q_in, k_in, value_in, v_in, bias_in,
+      attn_mask, context_in, stats_in);
+  const int64_t B = d.B, Tq = d.Tq, Tk = d.Tk, H = d.H, Dv = d.Dv;
+  const at::ScalarType acc_type = acc_dtype(q_in.scalar_type());
   const c10::cuda::CUDAGuard guard(q_in.device());
-  const auto mask = make_mask_view(attn_mask, q_in, "q", {B, Tq, Tk});
+  const MaskView mask = make_mask_view(attn_mask);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    value = value_in.contiguous(), v = v_in.contiguous(),
                    stats = stats_in.contiguous();
@@ -513,7 +493,7 @@ additive_attention_backward_cuda(
                  kThreads, 0, stream>>>(
                   p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                   v.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias),
-                  mask.first, stats.data_ptr<acc_t>(), P.data_ptr<acc_t>());
+                  mask, stats.data_ptr<acc_t>(), P.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   }

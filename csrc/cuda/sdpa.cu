@@ -49,28 +49,20 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
   __shared__ acc_t buf[BN][kPad];
   __shared__ acc_t ps[kWarps][RPW][BN];
 
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int64_t blk = int64_t(blockIdx.x) % p.n_blocks;
-  const int64_t bh = int64_t(blockIdx.x) / p.n_blocks;  // b * Hq + h
-  const int64_t b = bh / p.Hq, h = bh % p.Hq;
-  const int64_t hk = h / (p.Hq / p.Hk);
-  const int64_t i0 = blk * BM;
-  const int row0 = warp * RPW;
-  const scalar_t* kp = k + (b * p.Hk + hk) * p.Tk * p.D;
-  const scalar_t* vp = v + (b * p.Hk + hk) * p.Tk * p.Dv;
+  const RowBlock rb = row_block<BM>(p);
+  const int warp = rb.warp, lane = rb.lane, row0 = rb.row0;
+  const int64_t bh = rb.bh, i0 = rb.i0;
+  const scalar_t* kp = k + rb.bhk * p.Tk * p.D;
+  const scalar_t* vp = v + rb.bhk * p.Tk * p.Dv;
   const uint32_t key = p.dropout ? dropout_key_from(rng) : 0u;
 
   load_rows<BM, kThreads, LDQ>(&qs[0][0], q + bh * p.Tq * p.D, p.Tq,
                                static_cast<int>(p.D), i0);
 
   acc_t o[RPW][NC], m[RPW], l[RPW];
-#pragma unroll
-  for (int r = 0; r < RPW; ++r) {
-    m[r] = neg_inf<acc_t>();
-    l[r] = acc_t(0);
-#pragma unroll
-    for (int c = 0; c < NC; ++c) o[r][c] = acc_t(0);
-  }
+  fill_regs(m, neg_inf<acc_t>());
+  fill_regs(l, acc_t(0));
+  fill_regs(o, acc_t(0));
 
   // Under is_causal, keys past the block's last row are masked for all rows.
   const int64_t kend = p.causal ? min64(p.Tk, i0 + BM) : p.Tk;
@@ -81,12 +73,7 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
 #pragma unroll
     for (int r = 0; r < RPW; ++r) {
       const int64_t i = i0 + row0 + r;
-#pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        const int64_t j = j0 + lane + kWarpSize * t;
-        s[r][t] = masked_score<scalar_t>(s[r][t], p.scale, mask, p.causal, b,
-                                         h, i, j, p.Tq, p.Tk);
-      }
+      mask_row<scalar_t>(s[r], p, mask, rb, r, j0);
       const acc_t alpha = online_softmax_step<NT>(s[r], m[r], l[r]);
 #pragma unroll
       for (int c = 0; c < NC; ++c) o[r][c] *= alpha;
@@ -143,15 +130,11 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
   __shared__ acc_t buf[BN][kPad];
   __shared__ acc_t dss[kWarps][RPW][BN];
 
-  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int64_t blk = int64_t(blockIdx.x) % p.n_blocks;
-  const int64_t bh = int64_t(blockIdx.x) / p.n_blocks;
-  const int64_t b = bh / p.Hq, h = bh % p.Hq;
-  const int64_t hk = h / (p.Hq / p.Hk);
-  const int64_t i0 = blk * BM;
-  const int row0 = warp * RPW;
-  const scalar_t* kp = k + (b * p.Hk + hk) * p.Tk * p.D;
-  const scalar_t* vp = v + (b * p.Hk + hk) * p.Tk * p.Dv;
+  const RowBlock rb = row_block<BM>(p);
+  const int warp = rb.warp, lane = rb.lane, row0 = rb.row0;
+  const int64_t bh = rb.bh, i0 = rb.i0;
+  const scalar_t* kp = k + rb.bhk * p.Tk * p.D;
+  const scalar_t* vp = v + rb.bhk * p.Tk * p.Dv;
   const uint32_t key = p.dropout ? dropout_key_from(rng) : 0u;
 
   load_rows<BM, kThreads, LDQ>(&qs[0][0], q + bh * p.Tq * p.D, p.Tq,
@@ -165,9 +148,8 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
     const int64_t i = i0 + row0 + r;
     lse_r[r] = i < p.Tq ? lse[bh * p.Tq + i] : neg_inf<acc_t>();
     delta_r[r] = i < p.Tq ? delta[bh * p.Tq + i] : acc_t(0);
-#pragma unroll
-    for (int c = 0; c < NC; ++c) acc[r][c] = acc_t(0);
   }
+  fill_regs(acc, acc_t(0));
 
   const int64_t kend = p.causal ? min64(p.Tk, i0 + BM) : p.Tk;
   for (int64_t j0 = 0; j0 < kend; j0 += BN) {
@@ -179,13 +161,11 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
 #pragma unroll
     for (int r = 0; r < RPW; ++r) {
       const int64_t i = i0 + row0 + r;
+      mask_row<scalar_t>(s[r], p, mask, rb, r, j0);
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
         const int64_t j = j0 + lane + kWarpSize * t;
-        const acc_t x = masked_score<scalar_t>(s[r][t], p.scale, mask,
-                                               p.causal, b, h, i, j, p.Tq,
-                                               p.Tk);
-        const acc_t pr = prob_from_lse(x, lse_r[r]);
+        const acc_t pr = prob_from_lse(s[r][t], lse_r[r]);
         acc_t dpv = dp[r][t];
         if (p.dropout) {
           const bool kept =
@@ -211,6 +191,21 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
         if (col < p.D) row[col] = static_cast<scalar_t>(acc[r][c] * p.scale);
       }
     }
+  }
+}
+
+// acc[r][c] += sum_ii w[r][ii] * cs[ii][lane], ii < n: this warp's KPW
+// keys' weights (P dropped, or dS) times column c of the staged chunk of
+// query rows (dO, or Q), summed over the rows in order.
+template <int KPW, int NC, int BMQ, typename acc_t>
+__device__ __forceinline__ void keys_times_chunk(acc_t (&acc)[KPW][NC], int c,
+                                                 acc_t (*w)[BMQ],
+                                                 acc_t (*cs)[kPad],
+                                                 int n, int lane) {
+  for (int ii = 0; ii < n; ++ii) {
+    const acc_t x = cs[ii][lane];
+#pragma unroll
+    for (int r = 0; r < KPW; ++r) acc[r][c] += w[r][ii] * x;
   }
 }
 
@@ -254,14 +249,8 @@ __global__ void __launch_bounds__(kThreads, dkdv_min_blocks(NC))
                                 static_cast<int>(p.Dv), j0);
 
   acc_t dk_acc[KPW][NC], dv_acc[KPW][NC];
-#pragma unroll
-  for (int r = 0; r < KPW; ++r) {
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      dk_acc[r][c] = acc_t(0);
-      dv_acc[r][c] = acc_t(0);
-    }
-  }
+  fill_regs(dk_acc, acc_t(0));
+  fill_regs(dv_acc, acc_t(0));
 
   // Under is_causal, query rows before the block's first key see none of
   // its keys.
@@ -279,13 +268,10 @@ __global__ void __launch_bounds__(kThreads, dkdv_min_blocks(NC))
 
       // Scores of (row i, key j0 + key0 + r).
       acc_t s[KPW];
-#pragma unroll
-      for (int r = 0; r < KPW; ++r) s[r] = acc_t(0);
+      fill_regs(s, acc_t(0));
       for (int64_t d0 = 0; d0 < p.D; d0 += kChunk) {
-        __syncthreads();
-        load_chunk<BMQ, kThreads, kPad>(&cs[0][0], qp, p.Tq, p.D, p.D, i0,
-                                        d0);
-        __syncthreads();
+        stage_chunk<BMQ, kThreads, kPad>(&cs[0][0], qp, p.Tq, p.D, p.D, i0,
+                                         d0);
         const int dn = static_cast<int>(min64(kChunk, p.D - d0));
         const int dbase = static_cast<int>(d0);
         for (int dd = 0; dd < dn; ++dd) {
@@ -314,16 +300,13 @@ __global__ void __launch_bounds__(kThreads, dkdv_min_blocks(NC))
       // dP = dO . v_j (per row) and dV += P_drop^T dO, one dO chunk at a
       // time.
       acc_t dpa[KPW];
-#pragma unroll
-      for (int r = 0; r < KPW; ++r) dpa[r] = acc_t(0);
+      fill_regs(dpa, acc_t(0));
 #pragma unroll
       for (int c = 0; c < NC; ++c) {
         const int cb = c * kChunk;
         if (cb < p.Dv) {  // the same in every thread of the block
-          __syncthreads();
-          load_chunk<BMQ, kThreads, kPad>(&cs[0][0], dop, p.Tq, p.Dv, p.Dv,
-                                          i0, cb);
-          __syncthreads();
+          stage_chunk<BMQ, kThreads, kPad>(&cs[0][0], dop, p.Tq, p.Dv, p.Dv,
+                                           i0, cb);
           const int cn = static_cast<int>(min64(kChunk, p.Dv - cb));
           for (int cc = 0; cc < cn; ++cc) {
             const acc_t dox = cs[lane][cc];
@@ -332,13 +315,7 @@ __global__ void __launch_bounds__(kThreads, dkdv_min_blocks(NC))
               dpa[r] += dox * vs[key0 + r][cb + cc];
             }
           }
-          for (int ii = 0; ii < in; ++ii) {
-            const acc_t dox = cs[ii][lane];
-#pragma unroll
-            for (int r = 0; r < KPW; ++r) {
-              dv_acc[r][c] += p_s[warp][r][ii] * dox;
-            }
-          }
+          keys_times_chunk(dv_acc, c, p_s[warp], cs, in, lane);
         }
       }
 
@@ -354,17 +331,9 @@ __global__ void __launch_bounds__(kThreads, dkdv_min_blocks(NC))
       for (int c = 0; c < NC; ++c) {
         const int cb = c * kChunk;
         if (cb < p.D) {
-          __syncthreads();
-          load_chunk<BMQ, kThreads, kPad>(&cs[0][0], qp, p.Tq, p.D, p.D, i0,
-                                          cb);
-          __syncthreads();
-          for (int ii = 0; ii < in; ++ii) {
-            const acc_t qx = cs[ii][lane];
-#pragma unroll
-            for (int r = 0; r < KPW; ++r) {
-              dk_acc[r][c] += ds_s[warp][r][ii] * qx;
-            }
-          }
+          stage_chunk<BMQ, kThreads, kPad>(&cs[0][0], qp, p.Tq, p.D, p.D, i0,
+                                           cb);
+          keys_times_chunk(dk_acc, c, ds_s[warp], cs, in, lane);
         }
       }
     }
@@ -392,32 +361,33 @@ std::tuple<at::Tensor, at::Tensor> sdpa_cuda(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const c10::optional<at::Tensor>& attn_mask, double dropout_p,
     bool is_causal, double scale, const c10::optional<at::Tensor>& rng) {
-  check_qkv(q_in, k_in, &v_in);
-  const at::Tensor rng_c = check_dropout(dropout_p, rng, q_in);
+  check_cuda_q(q_in);
+  const AttentionDims d =
+      check_sdpa(q_in, k_in, v_in, attn_mask, dropout_p, rng);
+  check_head_dim(d.D, "q");
+  check_head_dim(d.Dv, "v");
+  const at::Tensor rng_c = device_rng(dropout_p, rng, q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
-  const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2);
-  const int64_t Tk = k_in.size(2), Dv = v_in.size(3);
-  const auto mask = make_mask_view(attn_mask, q_in, "q", {B, Hq, Tq, Tk});
+  const MaskView mask = make_mask_view(attn_mask);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    v = v_in.contiguous();
-  at::Tensor out = at::empty({B, Hq, Tq, Dv}, q.options());
-  at::Tensor lse = at::empty(
-      {B, Hq, Tq}, q.options().dtype(acc_scalar_type(q.scalar_type())));
-  if (B * Hq * Tq == 0) return {out, lse};
+  at::Tensor out = at::empty({d.B, d.Hq, d.Tq, d.Dv}, q.options());
+  at::Tensor lse = at::empty({d.B, d.Hq, d.Tq},
+                             q.options().dtype(acc_dtype(q.scalar_type())));
+  if (d.B * d.Hq * d.Tq == 0) return {out, lse};
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "sdpa_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         constexpr int BM = kWarps * FlashTile<acc_t>::kRowsPerWarp;
-        auto p = make_flash_params<acc_t>(q, k, Dv, dropout_p, is_causal,
-                                          scale);
-        p.n_blocks = ceil_div(Tq, BM);
-        const unsigned int blocks = grid_blocks(p.n_blocks * B * Hq, "sdpa");
-        dispatch_col_slots(std::max(p.D, Dv), [&](auto nc) {
+        auto p = make_flash_params<acc_t>(d, dropout_p, is_causal, scale);
+        p.n_blocks = ceil_div(d.Tq, BM);
+        const unsigned int blocks =
+            grid_blocks(p.n_blocks * d.B * d.Hq, "sdpa");
+        dispatch_col_slots(std::max(d.D, d.Dv), [&](auto nc) {
           sdpa_forward_kernel<scalar_t, acc_t, decltype(nc)::value>
               <<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
                   p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                  v.data_ptr<scalar_t>(), mask.first,
-                  rng_c.defined() ? rng_c.data_ptr<int64_t>() : nullptr,
+                  v.data_ptr<scalar_t>(), mask, ptr_or_null<int64_t>(rng_c),
                   out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
@@ -431,70 +401,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sdpa_backward_cuda(
     const at::Tensor& lse_in, const c10::optional<at::Tensor>& attn_mask,
     double dropout_p, bool is_causal, double scale,
     const c10::optional<at::Tensor>& rng) {
-  check_qkv(q_in, k_in, &v_in);
-  const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2);
-  const int64_t Hk = k_in.size(1), Tk = k_in.size(2), Dv = v_in.size(3);
-  check_cuda_float(grad_out_in, "grad_out", 4);
-  check_same_dtype_device(grad_out_in, "grad_out", q_in, "q");
-  check_shape(grad_out_in, "grad_out", {B, Hq, Tq, Dv});
-  check_cuda_float(out_in, "out", 4);
-  check_same_dtype_device(out_in, "out", q_in, "q");
-  check_shape(out_in, "out", {B, Hq, Tq, Dv});
-  const at::ScalarType acc_type = acc_scalar_type(q_in.scalar_type());
-  TORCH_CHECK(lse_in.scalar_type() == acc_type, "seqkernels: lse must have "
-              "the accumulation dtype ", acc_type, ", got ",
-              lse_in.scalar_type());
-  TORCH_CHECK(lse_in.device() == q_in.device(), "seqkernels: lse must be on "
-              "the device of q (", q_in.device(), "), got ", lse_in.device());
-  check_shape(lse_in, "lse", {B, Hq, Tq});
-  const at::Tensor rng_c = check_dropout(dropout_p, rng, q_in);
+  check_cuda_q(q_in);
+  const AttentionDims d =
+      check_sdpa_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in,
+                          attn_mask, dropout_p, rng);
+  check_head_dim(d.D, "q");
+  check_head_dim(d.Dv, "v");
+  const at::Tensor rng_c = device_rng(dropout_p, rng, q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
-  const auto mask = make_mask_view(attn_mask, q_in, "q", {B, Hq, Tq, Tk});
+  const MaskView mask = make_mask_view(attn_mask);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    v = v_in.contiguous(), dout = grad_out_in.contiguous(),
                    out = out_in.contiguous(), lse = lse_in.contiguous();
   at::Tensor grad_q = at::empty(q.sizes(), q.options());
   at::Tensor grad_k = at::empty(k.sizes(), k.options());
   at::Tensor grad_v = at::empty(v.sizes(), v.options());
-  at::Tensor delta = at::empty({B, Hq, Tq}, lse.options());
+  at::Tensor delta = at::empty({d.B, d.Hq, d.Tq}, lse.options());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "sdpa_backward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         constexpr int BM = kWarps * FlashTile<acc_t>::kRowsPerWarp;
         constexpr int BNK = BM;  // keys per dK/dV block: 4 warps x KPW
-        const int64_t* rng_p =
-            rng_c.defined() ? rng_c.data_ptr<int64_t>() : nullptr;
-        auto p = make_flash_params<acc_t>(q, k, Dv, dropout_p, is_causal,
-                                          scale);
-        const int64_t head_cols = std::max(p.D, Dv);
+        const int64_t* rng_p = ptr_or_null<int64_t>(rng_c);
+        auto p = make_flash_params<acc_t>(d, dropout_p, is_causal, scale);
+        const int64_t head_cols = std::max(d.D, d.Dv);
 
-        const int64_t rows = B * Hq * Tq;
+        const int64_t rows = d.B * d.Hq * d.Tq;
         if (rows > 0) {
-          const int64_t dot_blocks = std::min<int64_t>(
-              ceil_div(rows, kWarps), int64_t(1) << 20);
           row_dot_kernel<scalar_t, acc_t>
-              <<<grid_blocks(dot_blocks, "sdpa_backward"), kThreads, 0,
-                 stream>>>(rows, Dv, dout.data_ptr<scalar_t>(),
+              <<<warp_per_row_blocks(rows, "sdpa_backward"), kThreads, 0,
+                 stream>>>(rows, d.Dv, dout.data_ptr<scalar_t>(),
                            out.data_ptr<scalar_t>(), delta.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-          p.n_blocks = ceil_div(Tq, BM);
+          p.n_blocks = ceil_div(d.Tq, BM);
           const unsigned int dq_blocks =
-              grid_blocks(p.n_blocks * B * Hq, "sdpa_backward");
+              grid_blocks(p.n_blocks * d.B * d.Hq, "sdpa_backward");
           dispatch_col_slots(head_cols, [&](auto nc) {
             sdpa_dq_kernel<scalar_t, acc_t, decltype(nc)::value>
                 <<<dq_blocks, kThreads, 0, stream>>>(
                     p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                     v.data_ptr<scalar_t>(), dout.data_ptr<scalar_t>(),
-                    lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(),
-                    mask.first, rng_p, grad_q.data_ptr<scalar_t>());
+                    lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(), mask,
+                    rng_p, grad_q.data_ptr<scalar_t>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           });
         }
         // Runs even without query rows: it writes the zero dK, dV.
-        p.n_blocks = ceil_div(Tk, BNK);
-        const int64_t kv_blocks = p.n_blocks * B * Hk;
+        p.n_blocks = ceil_div(d.Tk, BNK);
+        const int64_t kv_blocks = p.n_blocks * d.B * d.Hk;
         if (kv_blocks > 0) {
           const unsigned int dkdv_blocks =
               grid_blocks(kv_blocks, "sdpa_backward");
@@ -503,8 +459,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sdpa_backward_cuda(
                 <<<dkdv_blocks, kThreads, 0, stream>>>(
                     p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
                     v.data_ptr<scalar_t>(), dout.data_ptr<scalar_t>(),
-                    lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(),
-                    mask.first, rng_p, grad_k.data_ptr<scalar_t>(),
+                    lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(), mask,
+                    rng_p, grad_k.data_ptr<scalar_t>(),
                     grad_v.data_ptr<scalar_t>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           });

@@ -3,7 +3,11 @@
 // code on at::Tensor metadata, no backend-specific includes. Each message
 // names the argument. Shapes and semantics are those of the references in
 // seqkernels/reference/; the dtype rule of a backend (say, float32 and
-// float64 only on the CPU) is that backend's own check, made first on q.
+// float64 only on the CPU) is that backend's own check, made first on q, as
+// are its other own limits (the CUDA kernels' head dims, say), made after.
+// The checks read metadata only, never tensor data: on CUDA tensors they do
+// not synchronize, and _C.check_<op> (csrc/ops.cpp) runs them for the
+// variants written in Python.
 //
 //   sdpa / attention_scores:
 //     q [B, Hq, Tq, D]  k [B, Hk, Tk, D]  v [B, Hk, Tk, Dv]  (Hq % Hk == 0)
@@ -63,6 +67,30 @@ inline void check_dropout(double dropout_p,
               rng->sizes());
 }
 
+// t has `shape` and q's dtype and device.
+inline void check_like_q(const at::Tensor& t, const char* name,
+                         at::IntArrayRef shape, const at::Tensor& q) {
+  check_shape(t, name, shape);
+  check_same_dtype_device(t, name, q, "q");
+}
+
+// What a forward saved for its backward (lse, stats): of the accumulation
+// dtype of q, on q's device.
+inline void check_saved(const at::Tensor& t, const char* name,
+                        at::IntArrayRef shape, const at::Tensor& q) {
+  check_shape(t, name, shape);
+  TORCH_CHECK(t.scalar_type() == acc_dtype(q.scalar_type()),
+              "seqkernels: ", name, " must be ", acc_dtype(q.scalar_type()),
+              " (what the forward saved), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == q.device(), "seqkernels: ", name, " must be on "
+              "the device of q (", q.device(), "), got ", t.device());
+}
+
+inline void check_floating(const at::Tensor& q) {
+  TORCH_CHECK(q.is_floating_point(), "seqkernels: q must be a floating "
+              "tensor, got ", q.scalar_type());
+}
+
 struct AttentionDims {
   int64_t B, Hq, Hk, Tq, Tk, D, Dv;
 };
@@ -71,8 +99,7 @@ struct AttentionDims {
 inline AttentionDims check_qk(const at::Tensor& q, const at::Tensor& k) {
   check_rank(q, "q", 4, "[B, Hq, Tq, D]");
   check_rank(k, "k", 4, "[B, Hk, Tk, D]");
-  TORCH_CHECK(q.is_floating_point(), "seqkernels: q must be a floating "
-              "tensor, got ", q.scalar_type());
+  check_floating(q);
   check_same_dtype_device(k, "k", q, "q");
   AttentionDims d{q.size(0), q.size(1), k.size(1), q.size(2),
                   k.size(2), q.size(3), 0};
@@ -108,16 +135,9 @@ inline AttentionDims check_sdpa_backward(
     const c10::optional<at::Tensor>& attn_mask, double dropout_p,
     const c10::optional<at::Tensor>& rng) {
   const AttentionDims d = check_sdpa(q, k, v, attn_mask, dropout_p, rng);
-  check_shape(grad_out, "grad_out", {d.B, d.Hq, d.Tq, d.Dv});
-  check_same_dtype_device(grad_out, "grad_out", q, "q");
-  check_shape(out, "out", {d.B, d.Hq, d.Tq, d.Dv});
-  check_same_dtype_device(out, "out", q, "q");
-  check_shape(lse, "lse", {d.B, d.Hq, d.Tq});
-  TORCH_CHECK(lse.scalar_type() == acc_dtype(q.scalar_type()),
-              "seqkernels: lse must be ", acc_dtype(q.scalar_type()),
-              " (what the forward saved), got ", lse.scalar_type());
-  TORCH_CHECK(lse.device() == q.device(), "seqkernels: lse must be on the "
-              "device of q (", q.device(), "), got ", lse.device());
+  check_like_q(grad_out, "grad_out", {d.B, d.Hq, d.Tq, d.Dv}, q);
+  check_like_q(out, "out", {d.B, d.Hq, d.Tq, d.Dv}, q);
+  check_saved(lse, "lse", {d.B, d.Hq, d.Tq}, q);
   return d;
 }
 
@@ -134,10 +154,8 @@ inline AttentionDims check_attention_scores_backward(const at::Tensor& grad_p,
                                                      const at::Tensor& k,
                                                      const at::Tensor& p) {
   const AttentionDims d = check_qk(q, k);
-  check_shape(grad_p, "grad_p", {d.B, d.Hq, d.Tq, d.Tk});
-  check_same_dtype_device(grad_p, "grad_p", q, "q");
-  check_shape(p, "p", {d.B, d.Hq, d.Tq, d.Tk});
-  check_same_dtype_device(p, "p", q, "q");
+  check_like_q(grad_p, "grad_p", {d.B, d.Hq, d.Tq, d.Tk}, q);
+  check_like_q(p, "p", {d.B, d.Hq, d.Tq, d.Tk}, q);
   return d;
 }
 
@@ -152,8 +170,7 @@ inline AdditiveDims check_additive_attention(
   check_rank(q, "q", 3, "[B, Tq, H]");
   check_rank(k, "k", 3, "[B, Tk, H]");
   check_rank(value, "value", 3, "[B, Tk, Dv]");
-  TORCH_CHECK(q.is_floating_point(), "seqkernels: q must be a floating "
-              "tensor, got ", q.scalar_type());
+  check_floating(q);
   const AdditiveDims d{q.size(0), q.size(1), k.size(1), q.size(2),
                        value.size(2)};
   TORCH_CHECK(k.size(0) == d.B && k.size(2) == d.H, "seqkernels: k must be "
@@ -166,10 +183,7 @@ inline AdditiveDims check_additive_attention(
   check_same_dtype_device(k, "k", q, "q");
   check_same_dtype_device(value, "value", q, "q");
   check_same_dtype_device(v, "v", q, "q");
-  if (bias.has_value()) {
-    check_shape(*bias, "bias", {d.H});
-    check_same_dtype_device(*bias, "bias", q, "q");
-  }
+  if (bias.has_value()) check_like_q(*bias, "bias", {d.H}, q);
   check_attn_mask(attn_mask, {d.B, d.Tq, d.Tk}, q);
   return d;
 }
@@ -183,20 +197,12 @@ inline AdditiveDims check_additive_attention_backward(
     const at::Tensor& stats) {
   const AdditiveDims d =
       check_additive_attention(q, k, value, v, bias, attn_mask);
-  check_shape(grad_context, "grad_context", {d.B, d.Tq, d.Dv});
-  check_same_dtype_device(grad_context, "grad_context", q, "q");
+  check_like_q(grad_context, "grad_context", {d.B, d.Tq, d.Dv}, q);
   if (grad_weights.has_value()) {
-    check_shape(*grad_weights, "grad_weights", {d.B, d.Tq, d.Tk});
-    check_same_dtype_device(*grad_weights, "grad_weights", q, "q");
+    check_like_q(*grad_weights, "grad_weights", {d.B, d.Tq, d.Tk}, q);
   }
-  check_shape(context, "context", {d.B, d.Tq, d.Dv});
-  check_same_dtype_device(context, "context", q, "q");
-  check_shape(stats, "stats", {d.B, d.Tq, 2});
-  TORCH_CHECK(stats.scalar_type() == acc_dtype(q.scalar_type()),
-              "seqkernels: stats must be ", acc_dtype(q.scalar_type()),
-              " (what the forward saved), got ", stats.scalar_type());
-  TORCH_CHECK(stats.device() == q.device(), "seqkernels: stats must be on "
-              "the device of q (", q.device(), "), got ", stats.device());
+  check_like_q(context, "context", {d.B, d.Tq, d.Dv}, q);
+  check_saved(stats, "stats", {d.B, d.Tq, 2}, q);
   return d;
 }
 

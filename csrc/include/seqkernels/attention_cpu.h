@@ -19,6 +19,7 @@
 #include <limits>
 #include <vector>
 
+#include "seqkernels/attention_checks.h"
 #include "seqkernels/cpu_isa.h"
 #include "seqkernels/cpu_math.h"
 #include "seqkernels/dropout_hash.h"
@@ -224,6 +225,31 @@ SK_CPU_KERNEL inline void transpose_block(int64_t rows, int64_t cols, const T* s
       dst[c * ld_dst + r] = src[r * ld_src + c];
     }
   }
+}
+
+// A work item of the loops over query blocks (sdpa forward and backward
+// pass 1, attention_scores forward and backward pass 1): (b, h, block of
+// kBlockQ query rows), numbered w with the query block fastest.
+struct QueryBlock {
+  int64_t bh;   // b * Hq + h
+  int64_t b, h;
+  int64_t i0;   // first row
+  int64_t nq;   // rows: kBlockQ, fewer in the last block
+  int64_t kvh;  // b * Hk + the kv head of h
+};
+
+inline int64_t query_blocks(int64_t Tq) { return (Tq + kBlockQ - 1) / kBlockQ; }
+
+inline QueryBlock query_block(int64_t w, const AttentionDims& d) {
+  const int64_t n_qblocks = query_blocks(d.Tq);
+  QueryBlock qb;
+  qb.bh = w / n_qblocks;
+  qb.b = qb.bh / d.Hq;
+  qb.h = qb.bh % d.Hq;
+  qb.i0 = (w % n_qblocks) * kBlockQ;
+  qb.nq = std::min(kBlockQ, d.Tq - qb.i0);
+  qb.kvh = qb.b * d.Hk + qb.h / (d.Hq / d.Hk);
+  return qb;
 }
 
 // Every block of kBlockK rows of x [heads, Tn, D] transposed: block kb of

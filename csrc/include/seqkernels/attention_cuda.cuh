@@ -1,6 +1,7 @@
 // Device building blocks shared by the CUDA attention kernels (sdpa.cu,
-// attention_scores.cu, additive_attention.cu), and their host-side argument
-// checks. CUDA only: include from .cu files.
+// attention_scores.cu, additive_attention.cu), and their host-side helpers:
+// the CUDA backend's own argument rules, made around the checks every
+// backend shares (attention_checks.h). CUDA only: include from .cu files.
 //
 // The flash-style kernels share one layout:
 //   - a block of kThreads = 4 warps owns BM = 4 * RPW query rows; warp w owns
@@ -27,11 +28,12 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 
-#include "seqkernels/checks.h"
+#include "seqkernels/attention_checks.h"
 #include "seqkernels/dropout_hash.h"
 
 namespace seqkernels {
@@ -109,6 +111,20 @@ __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
 template <typename T>
 __device__ __forceinline__ T max_of(T a, T b) {
   return a > b ? a : b;
+}
+
+// Every element of a register array set to x (accumulators, running maxima
+// and sums before the first tile).
+template <int R, typename T>
+__device__ __forceinline__ void fill_regs(T (&a)[R], T x) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) a[r] = x;
+}
+
+template <int R, int C, typename T>
+__device__ __forceinline__ void fill_regs(T (&a)[R][C], T x) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) fill_regs(a[r], x);
 }
 
 // Sum / max over the 32 lanes of a warp. The xor butterfly leaves the same
@@ -205,6 +221,16 @@ __device__ __forceinline__ void load_chunk(acc_t* __restrict__ dst,
   }
 }
 
+// load_chunk (same arguments) between two block barriers: the first lets
+// earlier readers of dst finish, the second makes the chunk visible to
+// every warp.
+template <int ROWS, int NTHREADS, int LD, typename... Args>
+__device__ __forceinline__ void stage_chunk(Args... args) {
+  __syncthreads();
+  load_chunk<ROWS, NTHREADS, LD>(args...);
+  __syncthreads();
+}
+
 // dst[r * LD + c] = src[(row0 + r) * n_cols + c] for r < ROWS, c < n_cols
 // (n_cols <= LD): whole rows of a row-major [n_rows, n_cols] matrix; rows at
 // or past n_rows are zero. Columns n_cols .. LD-1 are not written.
@@ -219,6 +245,33 @@ __device__ __forceinline__ void load_rows(acc_t* __restrict__ dst,
     dst[r * LD + c] =
         gr < n_rows ? static_cast<acc_t>(src[gr * n_cols + c]) : acc_t(0);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Where a block of the query-row kernels (sdpa forward and dQ,
+// attention_scores forward) stands: BM query rows of one (b, h), grid x =
+// n_blocks * B * Hq with the row blocks fastest.
+struct RowBlock {
+  int warp, lane;
+  int row0;     // the warp's first row within the block
+  int64_t bh;   // b * Hq + h
+  int64_t b, h;
+  int64_t bhk;  // b * Hk + the kv head of h
+  int64_t i0;   // the block's first query row
+};
+
+template <int BM, typename acc_t>
+__device__ __forceinline__ RowBlock row_block(const FlashParams<acc_t>& p) {
+  RowBlock rb;
+  rb.warp = threadIdx.x / kWarpSize;
+  rb.lane = threadIdx.x % kWarpSize;
+  rb.row0 = rb.warp * (BM / kWarps);
+  rb.bh = int64_t(blockIdx.x) / p.n_blocks;
+  rb.b = rb.bh / p.Hq;
+  rb.h = rb.bh % p.Hq;
+  rb.bhk = rb.b * p.Hk + rb.h / (p.Hq / p.Hk);
+  rb.i0 = (int64_t(blockIdx.x) % p.n_blocks) * BM;
+  return rb;
 }
 
 // ---------------------------------------------------------------------------
@@ -238,16 +291,10 @@ __device__ __forceinline__ void rows_dot_keys(
     int64_t n_cols, int64_t j0) {
   constexpr int BN = NT * kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
-#pragma unroll
-  for (int r = 0; r < RPW; ++r) {
-#pragma unroll
-    for (int t = 0; t < NT; ++t) s[r][t] = acc_t(0);
-  }
+  fill_regs(s, acc_t(0));
   for (int64_t d0 = 0; d0 < n_cols; d0 += kChunk) {
-    __syncthreads();  // earlier readers of buf are done
-    load_chunk<BN, NTHREADS, kPad>(&buf[0][0], M, n_keys, n_cols, n_cols, j0,
-                                   d0);
-    __syncthreads();
+    stage_chunk<BN, NTHREADS, kPad>(&buf[0][0], M, n_keys, n_cols, n_cols, j0,
+                                    d0);
     const int dn = static_cast<int>(min64(kChunk, n_cols - d0));
     const int dbase = static_cast<int>(d0);
     for (int dd = 0; dd < dn; ++dd) {
@@ -261,6 +308,25 @@ __device__ __forceinline__ void rows_dot_keys(
         for (int t = 0; t < NT; ++t) s[r][t] += qx * kx[t];
       }
     }
+  }
+}
+
+// Row r of this warp's tile of dot products q_i . k_j (rows_dot_keys) made
+// scores: s[t] = masked_score of row i = rb.i0 + rb.row0 + r and key
+// j = j0 + lane + 32 t. One row at a time, as the sdpa kernels use each
+// row (its softmax step, its probabilities) before masking the next.
+template <typename scalar_t, int NT, typename acc_t>
+__device__ __forceinline__ void mask_row(acc_t (&s)[NT],
+                                         const FlashParams<acc_t>& p,
+                                         const MaskView& mask,
+                                         const RowBlock& rb, int r,
+                                         int64_t j0) {
+  const int64_t i = rb.i0 + rb.row0 + r;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    s[t] = masked_score<scalar_t>(s[t], p.scale, mask, p.causal, rb.b, rb.h,
+                                  i, j0 + rb.lane + kWarpSize * t, p.Tq,
+                                  p.Tk);
   }
 }
 
@@ -282,10 +348,8 @@ __device__ __forceinline__ void weights_times_tile(
   for (int c = 0; c < NC; ++c) {
     const int64_t cbase = col0 + int64_t(c) * kChunk;
     if (cbase < n_cols) {  // the same in every thread of the block
-      __syncthreads();
-      load_chunk<BN, NTHREADS, kPad>(&buf[0][0], M, n_keys, n_cols, ld, j0,
-                                     cbase);
-      __syncthreads();
+      stage_chunk<BN, NTHREADS, kPad>(&buf[0][0], M, n_keys, n_cols, ld, j0,
+                                      cbase);
       for (int jj = 0; jj < jn; ++jj) {
         const acc_t vx = buf[jj][lane];
 #pragma unroll
@@ -371,17 +435,16 @@ __global__ void __launch_bounds__(kThreads)
 // Host helpers.
 
 template <typename acc_t>
-FlashParams<acc_t> make_flash_params(const at::Tensor& q, const at::Tensor& k,
-                                     int64_t Dv, double dropout_p,
+FlashParams<acc_t> make_flash_params(const AttentionDims& d, double dropout_p,
                                      bool is_causal, double scale) {
   FlashParams<acc_t> p;
-  p.B = q.size(0);
-  p.Hq = q.size(1);
-  p.Tq = q.size(2);
-  p.D = q.size(3);
-  p.Hk = k.size(1);
-  p.Tk = k.size(2);
-  p.Dv = Dv;
+  p.B = d.B;
+  p.Hq = d.Hq;
+  p.Tq = d.Tq;
+  p.D = d.D;
+  p.Hk = d.Hk;
+  p.Tk = d.Tk;
+  p.Dv = d.Dv;
   p.n_blocks = 0;
   p.scale = static_cast<acc_t>(scale);
   p.inv_keep = static_cast<acc_t>(1.0 / (1.0 - dropout_p));
@@ -401,6 +464,14 @@ inline unsigned int grid_blocks(int64_t n, const char* what) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Grid of a kernel with a warp per row looping over rows (row_dot_kernel,
+// attention_scores_ds_kernel): capped, since more blocks only queue.
+inline unsigned int warp_per_row_blocks(int64_t rows, const char* what) {
+  return grid_blocks(std::min<int64_t>(ceil_div(rows, kWarps),
+                                       int64_t(1) << 20),
+                     what);
+}
+
 // Calls f(std::integral_constant<int, NC>()) with NC = 2, 4 or 8 column
 // slots per lane: the fewest that hold `cols` (<= kMaxHeadDim) columns.
 template <typename F>
@@ -415,119 +486,58 @@ void dispatch_col_slots(int64_t cols, F&& f) {
   }
 }
 
-inline bool is_supported_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 ||
-         t == at::kDouble;
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
-// Accumulation dtype: float32 for float16/bfloat16, else the dtype itself.
-inline at::ScalarType acc_scalar_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+// The CUDA backend's rules on q, checked before the shared checks of
+// attention_checks.h (which then hold every other tensor to q's dtype and
+// device): a CUDA tensor of a dtype the kernels are instantiated for.
+inline void check_cuda_q(const at::Tensor& q) {
+  TORCH_CHECK(q.is_cuda(), "seqkernels: q must be a CUDA tensor, got ",
+              q.device());
+  const at::ScalarType t = q.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 ||
+                  t == at::kDouble,
+              "seqkernels: q must be float32, float16, bfloat16 or float64, "
+              "got ", t);
 }
 
-inline void check_cuda_float(const at::Tensor& t, const char* name,
-                             int64_t dim) {
-  TORCH_CHECK(t.is_cuda(), "seqkernels: ", name,
-              " must be a CUDA tensor, got ", t.device());
-  TORCH_CHECK(t.dim() == dim, "seqkernels: ", name, " must have ", dim,
-              " dimensions, got shape ", t.sizes());
-  TORCH_CHECK(is_supported_float(t.scalar_type()), "seqkernels: ", name,
-              " must be float32, float16, bfloat16 or float64, got ",
-              t.scalar_type());
+// A head dim the register tiles hold (dispatch_col_slots), checked after
+// the shared checks.
+inline void check_head_dim(int64_t dim, const char* name) {
+  TORCH_CHECK(dim >= 1 && dim <= kMaxHeadDim, "seqkernels: the head dim of ",
+              name, " must be in [1, ", kMaxHeadDim, "], got ", dim);
 }
 
-// A mask broadcastable to `full`: bool, or floating of the dtype of `like`.
-// Returns its view for the kernels (the expanded strides) together with the
-// expanded tensor, which must outlive the launch.
-inline std::pair<MaskView, at::Tensor> make_mask_view(
-    const c10::optional<at::Tensor>& mask, const at::Tensor& like,
-    const char* like_name, at::IntArrayRef full) {
-  MaskView view;
-  if (!mask.has_value()) return {view, at::Tensor()};
-  const at::Tensor& m = *mask;
-  TORCH_CHECK(m.device() == like.device(),
-              "seqkernels: attn_mask must be on the device of ", like_name,
-              " (", like.device(), "), got ", m.device());
-  TORCH_CHECK(m.scalar_type() == at::kBool ||
-                  m.scalar_type() == like.scalar_type(),
-              "seqkernels: attn_mask must be bool or have the dtype of ",
-              like_name, " (", like.scalar_type(), "), got ",
-              m.scalar_type());
-  const int64_t nd = static_cast<int64_t>(full.size());
-  TORCH_CHECK(m.dim() <= nd, "seqkernels: attn_mask must be broadcastable to ",
-              full, ", got shape ", m.sizes());
-  for (int64_t d = 1; d <= m.dim(); ++d) {
-    const int64_t ms = m.size(m.dim() - d), fs = full[nd - d];
-    TORCH_CHECK(ms == fs || ms == 1,
-                "seqkernels: attn_mask must be broadcastable to ", full,
-                ", got shape ", m.sizes());
-  }
-  at::Tensor e = m.expand(full);
-  view.ptr = e.data_ptr();
-  view.kind = m.scalar_type() == at::kBool ? kMaskBool : kMaskFloat;
-  if (nd == 4) {
-    view.sb = e.stride(0);
-    view.sh = e.stride(1);
-    view.si = e.stride(2);
-    view.sj = e.stride(3);
-  } else {
-    TORCH_CHECK(nd == 3, "seqkernels: internal: mask rank");
-    view.sb = e.stride(0);
-    view.sh = 0;
-    view.si = e.stride(1);
-    view.sj = e.stride(2);
-  }
-  return {view, e};
-}
-
-// Checks of q [B,Hq,Tq,D], k [B,Hk,Tk,D] and, if given, v [B,Hk,Tk,Dv].
-inline void check_qkv(const at::Tensor& q, const at::Tensor& k,
-                      const at::Tensor* v) {
-  check_cuda_float(q, "q", 4);
-  check_cuda_float(k, "k", 4);
-  check_same_dtype_device(k, "k", q, "q");
-  TORCH_CHECK(k.size(0) == q.size(0), "seqkernels: k must have the batch "
-              "size of q (", q.size(0), "), got shape ", k.sizes());
-  TORCH_CHECK(k.size(3) == q.size(3), "seqkernels: k must have the head dim "
-              "of q (", q.size(3), "), got shape ", k.sizes());
-  TORCH_CHECK(k.size(1) >= 1 && q.size(1) % k.size(1) == 0,
-              "seqkernels: the heads of q (", q.size(1),
-              ") must be a multiple of the heads of k (", k.size(1), ")");
-  TORCH_CHECK(q.size(3) >= 1 && q.size(3) <= kMaxHeadDim,
-              "seqkernels: the head dim of q must be in [1, ", kMaxHeadDim,
-              "], got ", q.size(3));
-  if (v != nullptr) {
-    check_cuda_float(*v, "v", 4);
-    check_same_dtype_device(*v, "v", q, "q");
-    TORCH_CHECK(v->size(0) == k.size(0) && v->size(1) == k.size(1) &&
-                    v->size(2) == k.size(2),
-                "seqkernels: v must have shape [", k.size(0), ", ",
-                k.size(1), ", ", k.size(2), ", Dv] like k, got ", v->sizes());
-    TORCH_CHECK(v->size(3) >= 1 && v->size(3) <= kMaxHeadDim,
-                "seqkernels: the head dim of v must be in [1, ", kMaxHeadDim,
-                "], got ", v->size(3));
-  }
-}
-
-// dropout_p in [0, 1); rng = [seed, offset] (int64, on q's device) needed
-// when dropout_p > 0. Returns the contiguous rng (undefined without dropout).
-inline at::Tensor check_dropout(double dropout_p,
-                                const c10::optional<at::Tensor>& rng,
-                                const at::Tensor& q) {
-  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0,
-              "seqkernels: dropout_p must be in [0, 1), got ", dropout_p);
+// rng, checked by check_dropout, as the kernels read it (dropout_key_from):
+// in device memory, contiguous; undefined without dropout. The CPU kernels
+// copy it to the host instead, so its device is a CUDA-side rule.
+inline at::Tensor device_rng(double dropout_p,
+                             const c10::optional<at::Tensor>& rng,
+                             const at::Tensor& q) {
   if (dropout_p == 0.0) return at::Tensor();
-  TORCH_CHECK(rng.has_value(),
-              "seqkernels: rng ([seed, offset], int64) is required when "
-              "dropout_p > 0");
-  const at::Tensor& r = *rng;
-  TORCH_CHECK(r.scalar_type() == at::kLong,
-              "seqkernels: rng must be int64, got ", r.scalar_type());
-  TORCH_CHECK(r.device() == q.device(), "seqkernels: rng must be on the "
-              "device of q (", q.device(), "), got ", r.device());
-  TORCH_CHECK(r.numel() >= 2, "seqkernels: rng must hold [seed, offset], "
-              "got shape ", r.sizes());
-  return r.contiguous();
+  TORCH_CHECK(rng->device() == q.device(), "seqkernels: rng must be on the "
+              "device of q (", q.device(), "), got ", rng->device());
+  return rng->contiguous();
+}
+
+// The kernels' view of a mask that check_attn_mask passed: its own strides
+// (0 along broadcast dims), [B, H, Tq, Tk] or, for additive attention,
+// [B, Tq, Tk] (sh = 0). The mask is read in place.
+inline MaskView make_mask_view(const c10::optional<at::Tensor>& mask) {
+  MaskView view;
+  if (!mask.has_value()) return view;
+  const at::Tensor& m = *mask;
+  const bool four = m.dim() == 4;
+  view.ptr = m.data_ptr();
+  view.kind = m.scalar_type() == at::kBool ? kMaskBool : kMaskFloat;
+  view.sb = m.stride(0);
+  view.sh = four ? m.stride(1) : 0;
+  view.si = m.stride(four ? 2 : 1);
+  view.sj = m.stride(four ? 3 : 2);
+  return view;
 }
 
 }  // namespace attn
