@@ -166,6 +166,82 @@ PYBIND11_MODULE(_C, m) {
         "{kind: dict(kind_id, gates, saved, has_c, split_grad, direct_h)}: "
         "the cell traits of csrc/include/seqkernels/cell_math.h.");
 
+  // Recurrent argument checks (recurrent_host.h), as the attention ones
+  // below: check_<op>(*args) takes the op's schema arguments in order and
+  // raises the RuntimeError its C++ kernels raise; arguments no check reads
+  // are taken and ignored.
+  using at::Tensor;
+  m.def("check_lstm_seq", &seqkernels::check_lstm_seq,
+        "Checks the arguments of seqkernels::lstm_seq as its C++ kernels do.");
+  m.def(
+      "check_lstm_seq_backward",
+      [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
+         const Tensor& x, const Tensor& h0, const Tensor& c0,
+         const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
+         const OptTensor& lengths, const Tensor& y, const Tensor& saved,
+         const Tensor& cell_states, const Tensor& /*cell_outputs*/,
+         bool /*has_bias*/) {
+        seqkernels::check_lstm_seq_backward(grad_y, grad_h_n, grad_c_n, x, h0,
+                                            c0, w_ih, w_hh, w_hr, lengths, y,
+                                            saved, cell_states);
+      },
+      "Checks the arguments of seqkernels::lstm_seq_backward.");
+  m.def("check_gru_seq", &seqkernels::check_gru_seq,
+        "Checks the arguments of seqkernels::gru_seq as its C++ kernels do.");
+  m.def(
+      "check_gru_seq_backward",
+      [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& x,
+         const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+         const OptTensor& lengths, const Tensor& y, const Tensor& saved,
+         bool /*has_bias*/) {
+        seqkernels::check_gru_seq_backward(grad_y, grad_h_n, x, h0, w_ih,
+                                           w_hh, lengths, y, saved);
+      },
+      "Checks the arguments of seqkernels::gru_seq_backward.");
+  m.def(
+      "check_rnn_seq",
+      [](const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+         const Tensor& w_hh, const OptTensor& bias, const OptTensor& lengths,
+         const std::string& nonlinearity) {
+        seqkernels::check_rnn_seq(x, h0, w_ih, w_hh, bias, lengths,
+                                  nonlinearity);
+      },
+      "Checks the arguments of seqkernels::rnn_seq as its C++ kernels do.");
+  m.def(
+      "check_rnn_seq_backward",
+      [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& x,
+         const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+         const OptTensor& lengths, const Tensor& y, const Tensor& saved,
+         bool /*has_bias*/, const std::string& nonlinearity) {
+        seqkernels::check_rnn_seq_backward(grad_y, grad_h_n, x, h0, w_ih,
+                                           w_hh, lengths, y, saved,
+                                           nonlinearity);
+      },
+      "Checks the arguments of seqkernels::rnn_seq_backward.");
+  m.def("check_lstm_cell", &seqkernels::check_lstm_cell,
+        "Checks the arguments of seqkernels::lstm_cell as its C++ kernels "
+        "do.");
+  m.def("check_lstm_cell_backward", &seqkernels::check_lstm_cell_backward,
+        "Checks the arguments of seqkernels::lstm_cell_backward.");
+  m.def("check_gru_cell", &seqkernels::check_gru_cell,
+        "Checks the arguments of seqkernels::gru_cell as its C++ kernels do.");
+  m.def("check_gru_cell_backward", &seqkernels::check_gru_cell_backward,
+        "Checks the arguments of seqkernels::gru_cell_backward.");
+  m.def(
+      "check_rnn_cell",
+      [](const Tensor& x_proj, const Tensor& h_proj, const OptTensor& bias,
+         const std::string& nonlinearity) {
+        seqkernels::check_rnn_cell(x_proj, h_proj, bias, nonlinearity);
+      },
+      "Checks the arguments of seqkernels::rnn_cell as its C++ kernels do.");
+  m.def(
+      "check_rnn_cell_backward",
+      [](const Tensor& grad_h, const Tensor& saved,
+         const std::string& nonlinearity) {
+        seqkernels::check_rnn_cell_backward(grad_h, saved, nonlinearity);
+      },
+      "Checks the arguments of seqkernels::rnn_cell_backward.");
+
   // Attention argument checks (attention_checks.h): check_<op>(*args) takes
   // the op's schema arguments, in order, so a Python variant can run the
   // checks of the C++ kernels before it launches; shape, dtype and device

@@ -98,6 +98,33 @@ Dims check_seq(const CellDesc& cell, const at::Tensor& x,
   return d;
 }
 
+// The backward's checks: those of the forward, and what the forward saved.
+Dims check_seq_backward(const CellDesc& cell, const at::Tensor& grad_y,
+                        const at::Tensor& grad_h_n, const OptTensor& grad_c_n,
+                        const at::Tensor& x, const at::Tensor& h0,
+                        const OptTensor& c0, const at::Tensor& w_ih,
+                        const at::Tensor& w_hh, const OptTensor& w_hr,
+                        const OptTensor& lengths, const at::Tensor& y,
+                        const at::Tensor& saved,
+                        const at::Tensor& cell_states) {
+  const Dims d = check_seq(cell, x, h0, c0, w_ih, w_hh, c10::nullopt,
+                           c10::nullopt, w_hr, lengths);
+  const auto acc_type = acc_dtype(x.scalar_type());
+  check_shape(grad_y, "grad_y", {d.T, d.B, d.P});
+  check_shape(grad_h_n, "grad_h_n", {d.B, d.P});
+  check_shape(y, "y", {d.T, d.B, d.P});
+  check_shape(saved, "saved", {d.T, d.B, cell.saved * d.H});
+  TORCH_CHECK(saved.scalar_type() == acc_type, "seqkernels: saved must be ",
+              acc_type, " (what the forward saved), got ",
+              saved.scalar_type());
+  if (cell.has_c) {
+    TORCH_CHECK(grad_c_n.has_value(), "seqkernels: grad_c_n is missing");
+    check_shape(*grad_c_n, "grad_c_n", {d.B, d.H});
+    check_shape(cell_states, "cell_states", {d.T, d.B, d.H});
+  }
+  return d;
+}
+
 // Rows active at step s, as a [B, 1] bool mask (only for the projection
 // path, whose projection GEMM runs in ATen outside the step kernels).
 at::Tensor active_mask(const OptTensor& lengths, int64_t s) {
@@ -212,22 +239,12 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
                        const at::Tensor& cell_outputs, bool has_bias,
                        const SeqSteps& steps) {
   if (steps.check != nullptr) steps.check(x_in, "x");
-  const Dims d = check_seq(cell, x_in, h0, c0, w_ih, w_hh_in, c10::nullopt,
-                           c10::nullopt, w_hr, lengths_in);
+  const Dims d =
+      check_seq_backward(cell, grad_y_in, grad_h_n, grad_c_n, x_in, h0, c0,
+                         w_ih, w_hh_in, w_hr, lengths_in, y, saved,
+                         cell_states);
   const int64_t GH = cell.gates * d.H;
   const auto acc_type = acc_dtype(x_in.scalar_type());
-  check_shape(grad_y_in, "grad_y", {d.T, d.B, d.P});
-  check_shape(grad_h_n, "grad_h_n", {d.B, d.P});
-  check_shape(y, "y", {d.T, d.B, d.P});
-  check_shape(saved, "saved", {d.T, d.B, cell.saved * d.H});
-  TORCH_CHECK(saved.scalar_type() == acc_type, "seqkernels: saved must be ",
-              acc_type, " (what the forward saved), got ",
-              saved.scalar_type());
-  if (cell.has_c) {
-    TORCH_CHECK(grad_c_n.has_value(), "seqkernels: grad_c_n is missing");
-    check_shape(*grad_c_n, "grad_c_n", {d.B, d.H});
-    check_shape(cell_states, "cell_states", {d.T, d.B, d.H});
-  }
   const at::Tensor x = x_in.contiguous();
   const at::Tensor grad_y = grad_y_in.contiguous();
   const at::Tensor w_hh = w_hh_in.contiguous();
@@ -430,7 +447,7 @@ namespace {
 int64_t check_cell(const CellDesc& cell, const at::Tensor& x_proj,
                    const at::Tensor& h_proj, const OptTensor& b_x,
                    const OptTensor& b_h, const at::Tensor& state,
-                   const char* state_name, const CellKernels& k) {
+                   const char* state_name) {
   const int64_t G = cell.gates;
   TORCH_CHECK(x_proj.dim() == 2 && x_proj.size(1) % G == 0,
               "seqkernels: x_proj must be [B, ", G, " * hidden_size], got ",
@@ -445,7 +462,6 @@ int64_t check_cell(const CellDesc& cell, const at::Tensor& x_proj,
   check_bias(b_x, b_h.has_value() ? "b_ih" : "bias", G * H, x_proj,
              "x_proj");
   check_bias(b_h, "b_hh", G * H, x_proj, "x_proj");
-  if (k.check != nullptr) k.check(x_proj, "x_proj");
   return H;
 }
 
@@ -453,7 +469,7 @@ int64_t check_cell(const CellDesc& cell, const at::Tensor& x_proj,
 // shapes, `saved` is what the forward saved.
 void check_cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
                          const at::Tensor& state, const char* state_name,
-                         const at::Tensor& saved, const CellKernels& k) {
+                         const at::Tensor& saved) {
   TORCH_CHECK(state.dim() == 2, "seqkernels: ", state_name,
               " must be [B, hidden_size], got ", state.sizes());
   check_shape(grad_h, "grad_h", state.sizes());
@@ -464,7 +480,6 @@ void check_cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
               " (what the forward saved), got ", saved.scalar_type());
   TORCH_CHECK(saved.device() == state.device(),
               "seqkernels: saved must be on the device of ", state_name);
-  if (k.check != nullptr) k.check(state, state_name);
 }
 
 at::Tensor contiguous_or_undefined(const OptTensor& t) {
@@ -478,7 +493,8 @@ LstmCellOutputs lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
                    const CellKernels& k) {
   const CellDesc cell = cell_desc(CellKind::kLstm);
   const int64_t H = check_cell(cell, x_proj, h_proj, bias, c10::nullopt,
-                               c_in, "c", k);
+                               c_in, "c");
+  if (k.check != nullptr) k.check(x_proj, "x_proj");
   const int64_t B = x_proj.size(0);
   const at::Tensor c = c_in.contiguous();
   at::Tensor h_new = at::empty({B, H}, c.options());
@@ -497,11 +513,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward(
     const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& c,
     const at::Tensor& c_new, const at::Tensor& saved, const CellKernels& k) {
   const CellDesc cell = cell_desc(CellKind::kLstm);
-  check_cell_backward(cell, grad_h, c, "c", saved, k);
-  check_shape(grad_c, "grad_c", c.sizes());
-  check_shape(c_new, "c_new", c.sizes());
-  check_same_dtype_device(grad_c, "grad_c", c, "c");
-  check_same_dtype_device(c_new, "c_new", c, "c");
+  check_lstm_cell_backward(grad_h, grad_c, c, c_new, saved);
+  if (k.check != nullptr) k.check(c, "c");
   at::Tensor grad_gates = at::empty(saved.sizes(), c.options());
   at::Tensor grad_c_prev = at::empty(c.sizes(), c.options());
   at::Tensor none;
@@ -518,7 +531,8 @@ std::tuple<at::Tensor, at::Tensor> gru_cell(
     const OptTensor& b_ih, const OptTensor& b_hh, const CellKernels& k) {
   const CellDesc cell = cell_desc(CellKind::kGru);
   const int64_t H =
-      check_cell(cell, x_proj, h_proj, b_ih, b_hh, h_in, "h", k);
+      check_cell(cell, x_proj, h_proj, b_ih, b_hh, h_in, "h");
+  if (k.check != nullptr) k.check(x_proj, "x_proj");
   const int64_t B = x_proj.size(0);
   const at::Tensor h = h_in.contiguous();
   at::Tensor h_new = at::empty({B, H}, h.options());
@@ -536,7 +550,8 @@ std::tuple<at::Tensor, at::Tensor> gru_cell(
 GruCellGrads gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
                            const at::Tensor& saved, const CellKernels& k) {
   const CellDesc cell = cell_desc(CellKind::kGru);
-  check_cell_backward(cell, grad_h, h, "h", saved, k);
+  check_cell_backward(cell, grad_h, h, "h", saved);
+  if (k.check != nullptr) k.check(h, "h");
   const int64_t B = h.size(0), H = h.size(1);
   at::Tensor grad_x_proj = at::empty({B, cell.gates * H}, h.options());
   at::Tensor grad_h_proj = at::empty({B, cell.gates * H}, h.options());
@@ -557,7 +572,8 @@ std::tuple<at::Tensor, at::Tensor> rnn_cell(const at::Tensor& x_proj,
   const CellDesc cell =
       cell_desc(CellKind::kRnn, parse_activation(nonlinearity));
   const int64_t H = check_cell(cell, x_proj, h_proj, bias, c10::nullopt,
-                               at::Tensor(), "", k);
+                               at::Tensor(), "");
+  if (k.check != nullptr) k.check(x_proj, "x_proj");
   const int64_t B = x_proj.size(0);
   at::Tensor h_new = at::empty({B, H}, x_proj.options());
   at::Tensor saved = at::empty(
@@ -578,7 +594,8 @@ at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
                              const CellKernels& k) {
   const CellDesc cell =
       cell_desc(CellKind::kRnn, parse_activation(nonlinearity));
-  check_cell_backward(cell, grad_h, grad_h, "grad_h", saved, k);
+  check_cell_backward(cell, grad_h, grad_h, "grad_h", saved);
+  if (k.check != nullptr) k.check(grad_h, "grad_h");
   at::Tensor grad_pre = at::empty(grad_h.sizes(), grad_h.options());
   at::Tensor none;
   if (grad_h.numel() > 0) {
@@ -587,6 +604,110 @@ at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
                none);
   }
   return grad_pre;
+}
+
+// ---------------------------------------------------------------------------
+// Each op's checks, as its kernels run them (declared in recurrent_host.h)
+// ---------------------------------------------------------------------------
+
+void check_lstm_seq(const at::Tensor& x, const at::Tensor& h0,
+                    const at::Tensor& c0, const at::Tensor& w_ih,
+                    const at::Tensor& w_hh, const OptTensor& bias,
+                    const OptTensor& w_hr, const OptTensor& lengths) {
+  check_seq(cell_desc(CellKind::kLstm), x, h0, c0, w_ih, w_hh, bias,
+            c10::nullopt, w_hr, lengths);
+}
+
+void check_lstm_seq_backward(
+    const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+    const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
+    const at::Tensor& saved, const at::Tensor& cell_states) {
+  check_seq_backward(cell_desc(CellKind::kLstm), grad_y, grad_h_n, grad_c_n,
+                     x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved,
+                     cell_states);
+}
+
+void check_gru_seq(const at::Tensor& x, const at::Tensor& h0,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const OptTensor& b_ih, const OptTensor& b_hh,
+                   const OptTensor& lengths) {
+  check_seq(cell_desc(CellKind::kGru), x, h0, c10::nullopt, w_ih, w_hh, b_ih,
+            b_hh, c10::nullopt, lengths);
+}
+
+void check_gru_seq_backward(const at::Tensor& grad_y,
+                            const at::Tensor& grad_h_n, const at::Tensor& x,
+                            const at::Tensor& h0, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const OptTensor& lengths,
+                            const at::Tensor& y, const at::Tensor& saved) {
+  check_seq_backward(cell_desc(CellKind::kGru), grad_y, grad_h_n,
+                     c10::nullopt, x, h0, c10::nullopt, w_ih, w_hh,
+                     c10::nullopt, lengths, y, saved, at::Tensor());
+}
+
+void check_rnn_seq(const at::Tensor& x, const at::Tensor& h0,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const OptTensor& bias, const OptTensor& lengths,
+                   c10::string_view nonlinearity) {
+  check_seq(cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), x, h0,
+            c10::nullopt, w_ih, w_hh, bias, c10::nullopt, c10::nullopt,
+            lengths);
+}
+
+void check_rnn_seq_backward(const at::Tensor& grad_y,
+                            const at::Tensor& grad_h_n, const at::Tensor& x,
+                            const at::Tensor& h0, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const OptTensor& lengths,
+                            const at::Tensor& y, const at::Tensor& saved,
+                            c10::string_view nonlinearity) {
+  check_seq_backward(
+      cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), grad_y,
+      grad_h_n, c10::nullopt, x, h0, c10::nullopt, w_ih, w_hh, c10::nullopt,
+      lengths, y, saved, at::Tensor());
+}
+
+void check_lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                     const at::Tensor& c, const OptTensor& bias) {
+  check_cell(cell_desc(CellKind::kLstm), x_proj, h_proj, bias, c10::nullopt,
+             c, "c");
+}
+
+void check_lstm_cell_backward(const at::Tensor& grad_h,
+                              const at::Tensor& grad_c, const at::Tensor& c,
+                              const at::Tensor& c_new,
+                              const at::Tensor& saved) {
+  check_cell_backward(cell_desc(CellKind::kLstm), grad_h, c, "c", saved);
+  check_shape(grad_c, "grad_c", c.sizes());
+  check_shape(c_new, "c_new", c.sizes());
+  check_same_dtype_device(grad_c, "grad_c", c, "c");
+  check_same_dtype_device(c_new, "c_new", c, "c");
+}
+
+void check_gru_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                    const at::Tensor& h, const OptTensor& b_ih,
+                    const OptTensor& b_hh) {
+  check_cell(cell_desc(CellKind::kGru), x_proj, h_proj, b_ih, b_hh, h, "h");
+}
+
+void check_gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
+                             const at::Tensor& saved) {
+  check_cell_backward(cell_desc(CellKind::kGru), grad_h, h, "h", saved);
+}
+
+void check_rnn_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                    const OptTensor& bias, c10::string_view nonlinearity) {
+  check_cell(cell_desc(CellKind::kRnn, parse_activation(nonlinearity)),
+             x_proj, h_proj, bias, c10::nullopt, at::Tensor(), "");
+}
+
+void check_rnn_cell_backward(const at::Tensor& grad_h,
+                             const at::Tensor& saved,
+                             c10::string_view nonlinearity) {
+  check_cell_backward(
+      cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), grad_h,
+      grad_h, "grad_h", saved);
 }
 
 }  // namespace seqkernels

@@ -437,16 +437,16 @@ def test_bad_input_names_the_argument(call, match):
 def test_op_checks_name_the_argument(backend):
     x = torch.randn(3, 2, 4)
     gru = op("gru_seq", backend)
-    if backend == "cpu":  # the C++ checks
-        with pytest.raises(RuntimeError, match="w_hh must have shape"):
-            gru(x, torch.zeros(2, 5), torch.randn(15, 4), torch.randn(15, 4),
-                None, None, None)
-        with pytest.raises(RuntimeError, match="b_hh must have shape"):
-            gru(x, torch.zeros(2, 5), torch.randn(15, 4), torch.randn(15, 5),
-                None, torch.randn(5), None)
-        with pytest.raises(RuntimeError, match="w_ih must be \\[3 \\* hidden"):
-            gru(x, torch.zeros(2, 5), torch.randn(16, 4), torch.randn(15, 5),
-                None, None, None)
+    # The C++ checks, which the reference variant runs too (_C.check_*).
+    with pytest.raises(RuntimeError, match="w_hh must have shape"):
+        gru(x, torch.zeros(2, 5), torch.randn(15, 4), torch.randn(15, 4),
+            None, None, None)
+    with pytest.raises(RuntimeError, match="b_hh must have shape"):
+        gru(x, torch.zeros(2, 5), torch.randn(15, 4), torch.randn(15, 5),
+            None, torch.randn(5), None)
+    with pytest.raises(RuntimeError, match="w_ih must be \\[3 \\* hidden"):
+        gru(x, torch.zeros(2, 5), torch.randn(16, 4), torch.randn(15, 5),
+            None, None, None)
     with pytest.raises((RuntimeError, ValueError),
                        match="nonlinearity must be 'tanh', 'relu' or "
                              "'identity', got 'swish'"):

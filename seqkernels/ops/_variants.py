@@ -10,7 +10,7 @@ its Python implementations directly; :func:`register_family` binds them.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -58,12 +58,9 @@ def _unmaterialized(setup_context: Callable) -> Callable:
     return setup
 
 
-def _checked(check: Optional[Callable], kernel: Callable) -> Callable:
-    # The Python variants run the compiled kernels' argument checks first, so
-    # a bad input gets the same message on every backend.
-    if check is None:
-        return kernel
-
+def _checked(check: Callable, kernel: Callable) -> Callable:
+    # The Python variants run the compiled kernels' argument checks first
+    # (_C.check_<op>), so a bad input gets the same message on every backend.
     def run(*args):
         check(*args)
         return kernel(*args)
@@ -82,8 +79,7 @@ def register_family(name: str, fake: tuple[Callable, Callable],
                     setup_context: Callable, backward: Callable, *,
                     reference: tuple[Callable, Callable],
                     triton: Callable[[], tuple[Callable, Callable]],
-                    check: Optional[tuple[Callable, Callable]] = None
-                    ) -> Variants:
+                    check: tuple[Callable, Callable]) -> Variants:
     """Register fakes, autograd and the Python variants' kernels of the op
     family ``name``; return its ops by backend.
 
@@ -102,11 +98,10 @@ def register_family(name: str, fake: tuple[Callable, Callable],
         torch.library.register_autograd(
             fwd.default, lambda ctx, *grads, _op=bwd: backward(ctx, _op, *grads),
             setup_context=_unmaterialized(setup_context))
-    checks = check if check is not None else (None, None)
     for i, ops in enumerate((variants.forward, variants.backward)):
         torch.library.impl(ops["reference"].default.name(), "default",
-                           _checked(checks[i], reference[i]))
+                           _checked(check[i], reference[i]))
         torch.library.impl(ops["triton"].default.name(), ("cpu", "cuda"),
-                           _checked(checks[i], _at_first_use(triton, i)))
+                           _checked(check[i], _at_first_use(triton, i)))
     FAMILIES[name] = variants
     return variants

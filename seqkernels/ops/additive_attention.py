@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _C, _backend
 from ..reference import additive_attention as reference
 from .._common import acc_dtype
 from ._variants import register_family
@@ -59,7 +59,8 @@ _OPS = register_family(
     "additive_attention", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.additive_attention,
                reference.additive_attention_backward),
-    triton=_triton)
+    triton=_triton,
+    check=(_C.check_additive_attention, _C.check_additive_attention_backward))
 
 
 def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,

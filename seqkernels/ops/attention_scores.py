@@ -7,7 +7,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .. import _backend
+from .. import _C, _backend
 from ..reference import attention_scores as reference
 from ._variants import register_family
 
@@ -45,7 +45,8 @@ _OPS = register_family(
     "attention_scores", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.attention_scores,
                reference.attention_scores_backward),
-    triton=_triton)
+    triton=_triton,
+    check=(_C.check_attention_scores, _C.check_attention_scores_backward))
 
 
 def attention_scores(q: Tensor, k: Tensor, attn_mask: Optional[Tensor],

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _C, _backend
 from ..reference import gru_cell as reference
 from .._common import acc_dtype
 from ._variants import register_family
@@ -54,7 +54,8 @@ _OPS = register_family(
     "gru_cell", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.gru_cell,
                reference.gru_cell_backward),
-    triton=_triton)
+    triton=_triton,
+    check=(_C.check_gru_cell, _C.check_gru_cell_backward))
 
 
 def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,

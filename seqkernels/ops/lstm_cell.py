@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _C, _backend
 from ..reference import lstm_cell as reference
 from .._common import acc_dtype
 from ._variants import register_family
@@ -51,7 +51,8 @@ _OPS = register_family(
     "lstm_cell", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.lstm_cell,
                reference.lstm_cell_backward),
-    triton=_triton)
+    triton=_triton,
+    check=(_C.check_lstm_cell, _C.check_lstm_cell_backward))
 
 
 def lstm_cell(x_proj: Tensor, h_proj: Tensor, c: Tensor,

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _backend
+from .. import _C, _backend
 from ..reference import recurrent as reference
 from .._common import acc_dtype
 from ._variants import register_family
@@ -67,7 +67,8 @@ _OPS = register_family(
     "lstm_seq", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.lstm_seq,
                reference.lstm_seq_backward),
-    triton=_triton)
+    triton=_triton,
+    check=(_C.check_lstm_seq, _C.check_lstm_seq_backward))
 
 
 def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,

@@ -9,7 +9,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .. import _backend
+from .. import _C, _backend
 from ..reference import rnn_cell as reference
 from .._common import acc_dtype
 from ..reference.rnn_cell import check_nonlinearity
@@ -53,7 +53,8 @@ _OPS = register_family(
     "rnn_cell", (_fake, _fake_backward), _setup_context, _backward,
     reference=(reference.rnn_cell,
                reference.rnn_cell_backward),
-    triton=_triton)
+    triton=_triton,
+    check=(_C.check_rnn_cell, _C.check_rnn_cell_backward))
 
 
 def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor] = None,

@@ -266,6 +266,56 @@ at::Tensor rnn_cell_backward(const at::Tensor& grad_h,
                              c10::string_view nonlinearity,
                              const CellKernels& k);
 
+// Each op's argument checks (shapes, dtypes, devices; no data read, so no
+// device sync), as its kernels run them before a backend's own dtype rule:
+// csrc/ops.cpp binds them for the variants written in Python. Arguments as
+// the schema's, minus those no check reads.
+void check_lstm_seq(const at::Tensor& x, const at::Tensor& h0,
+                    const at::Tensor& c0, const at::Tensor& w_ih,
+                    const at::Tensor& w_hh, const OptTensor& bias,
+                    const OptTensor& w_hr, const OptTensor& lengths);
+void check_lstm_seq_backward(
+    const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+    const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const OptTensor& w_hr, const OptTensor& lengths, const at::Tensor& y,
+    const at::Tensor& saved, const at::Tensor& cell_states);
+void check_gru_seq(const at::Tensor& x, const at::Tensor& h0,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const OptTensor& b_ih, const OptTensor& b_hh,
+                   const OptTensor& lengths);
+void check_gru_seq_backward(const at::Tensor& grad_y,
+                            const at::Tensor& grad_h_n, const at::Tensor& x,
+                            const at::Tensor& h0, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const OptTensor& lengths,
+                            const at::Tensor& y, const at::Tensor& saved);
+void check_rnn_seq(const at::Tensor& x, const at::Tensor& h0,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const OptTensor& bias, const OptTensor& lengths,
+                   c10::string_view nonlinearity);
+void check_rnn_seq_backward(const at::Tensor& grad_y,
+                            const at::Tensor& grad_h_n, const at::Tensor& x,
+                            const at::Tensor& h0, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const OptTensor& lengths,
+                            const at::Tensor& y, const at::Tensor& saved,
+                            c10::string_view nonlinearity);
+void check_lstm_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                     const at::Tensor& c, const OptTensor& bias);
+void check_lstm_cell_backward(const at::Tensor& grad_h,
+                              const at::Tensor& grad_c, const at::Tensor& c,
+                              const at::Tensor& c_new,
+                              const at::Tensor& saved);
+void check_gru_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                    const at::Tensor& h, const OptTensor& b_ih,
+                    const OptTensor& b_hh);
+void check_gru_cell_backward(const at::Tensor& grad_h, const at::Tensor& h,
+                             const at::Tensor& saved);
+void check_rnn_cell(const at::Tensor& x_proj, const at::Tensor& h_proj,
+                    const OptTensor& bias, c10::string_view nonlinearity);
+void check_rnn_cell_backward(const at::Tensor& grad_h,
+                             const at::Tensor& saved,
+                             c10::string_view nonlinearity);
+
 // A backend's TORCH_LIBRARY_IMPL registers every recurrent op with its
 // steps and cell kernels: register_recurrent_ops<kSteps, kCells>(m).
 template <const SeqSteps& kSteps, const CellKernels& kCells>
