@@ -439,45 +439,25 @@ class TritonSteps:
                 ACC=tl_acc_dtype(step.saved.dtype),
                 BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=warps)
 
+
 # ---------------------------------------------------------------------------
 # Op implementations
 # ---------------------------------------------------------------------------
 
-def lstm_seq(*args):
-    """Forward of ``lstm_seq`` (arguments as its schema in csrc/ops.cpp):
-    returns (y, h_n, c_n, saved, cell_states, cell_outputs)."""
-    with device_guard(args[0]):
-        return sequence_driver.lstm_seq(*args, steps=TritonSteps)
+def _on_triton_steps(driver_op):
+    """``driver_op`` of seqkernels.sequence_driver (arguments and results as
+    the op's schema in csrc/ops.cpp) on :class:`TritonSteps`, launched on
+    the device of its first argument."""
+    def run(*args):
+        with device_guard(args[0]):
+            return driver_op(*args, steps=TritonSteps)
+    run.__name__ = driver_op.__name__
+    return run
 
 
-def lstm_seq_backward(*args):
-    """Backward of ``lstm_seq``: returns (grad_x, grad_h0, grad_c0,
-    grad_w_ih, grad_w_hh, grad_bias, grad_w_hr)."""
-    with device_guard(args[0]):
-        return sequence_driver.lstm_seq_backward(*args, steps=TritonSteps)
-
-
-def gru_seq(*args):
-    """Forward of ``gru_seq``: returns (y, h_n, saved)."""
-    with device_guard(args[0]):
-        return sequence_driver.gru_seq(*args, steps=TritonSteps)
-
-
-def gru_seq_backward(*args):
-    """Backward of ``gru_seq``: returns (grad_x, grad_h0, grad_w_ih,
-    grad_w_hh, grad_b_ih, grad_b_hh)."""
-    with device_guard(args[0]):
-        return sequence_driver.gru_seq_backward(*args, steps=TritonSteps)
-
-
-def rnn_seq(*args):
-    """Forward of ``rnn_seq``: returns (y, h_n, saved)."""
-    with device_guard(args[0]):
-        return sequence_driver.rnn_seq(*args, steps=TritonSteps)
-
-
-def rnn_seq_backward(*args):
-    """Backward of ``rnn_seq``: returns (grad_x, grad_h0, grad_w_ih,
-    grad_w_hh, grad_bias)."""
-    with device_guard(args[0]):
-        return sequence_driver.rnn_seq_backward(*args, steps=TritonSteps)
+lstm_seq = _on_triton_steps(sequence_driver.lstm_seq)
+lstm_seq_backward = _on_triton_steps(sequence_driver.lstm_seq_backward)
+gru_seq = _on_triton_steps(sequence_driver.gru_seq)
+gru_seq_backward = _on_triton_steps(sequence_driver.gru_seq_backward)
+rnn_seq = _on_triton_steps(sequence_driver.rnn_seq)
+rnn_seq_backward = _on_triton_steps(sequence_driver.rnn_seq_backward)

@@ -52,10 +52,8 @@ def _backward(ctx, backward_op, grad_h, _grad_gates):
 
 _OPS = register_family(
     "gru_cell", (_fake, _fake_backward), _setup_context, _backward,
-    reference=(reference.gru_cell,
-               reference.gru_cell_backward),
-    triton=_triton,
-    check=(_C.check_gru_cell, _C.check_gru_cell_backward))
+    reference=(reference.gru_cell, reference.gru_cell_backward),
+    triton=_triton, check=(_C.check_gru_cell, _C.check_gru_cell_backward))
 
 
 def gru_cell(x_proj: Tensor, h_proj: Tensor, h: Tensor,

@@ -61,8 +61,8 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
 
 _OPS = register_family(
     "gru_seq", (_fake, _fake_backward), _setup_context, _backward,
-    reference=(reference.gru_seq, reference.gru_seq_backward), triton=_triton,
-    check=(_C.check_gru_seq, _C.check_gru_seq_backward))
+    reference=(reference.gru_seq, reference.gru_seq_backward),
+    triton=_triton, check=(_C.check_gru_seq, _C.check_gru_seq_backward))
 
 
 def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,

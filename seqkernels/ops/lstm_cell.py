@@ -49,10 +49,8 @@ def _backward(ctx, backward_op, grad_h, grad_c, _grad_gates):
 
 _OPS = register_family(
     "lstm_cell", (_fake, _fake_backward), _setup_context, _backward,
-    reference=(reference.lstm_cell,
-               reference.lstm_cell_backward),
-    triton=_triton,
-    check=(_C.check_lstm_cell, _C.check_lstm_cell_backward))
+    reference=(reference.lstm_cell, reference.lstm_cell_backward),
+    triton=_triton, check=(_C.check_lstm_cell, _C.check_lstm_cell_backward))
 
 
 def lstm_cell(x_proj: Tensor, h_proj: Tensor, c: Tensor,

@@ -65,10 +65,8 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, grad_c_n, *_unused):
 
 _OPS = register_family(
     "lstm_seq", (_fake, _fake_backward), _setup_context, _backward,
-    reference=(reference.lstm_seq,
-               reference.lstm_seq_backward),
-    triton=_triton,
-    check=(_C.check_lstm_seq, _C.check_lstm_seq_backward))
+    reference=(reference.lstm_seq, reference.lstm_seq_backward),
+    triton=_triton, check=(_C.check_lstm_seq, _C.check_lstm_seq_backward))
 
 
 def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,

@@ -51,10 +51,8 @@ def _backward(ctx, backward_op, grad_h, _grad_gates):
 
 _OPS = register_family(
     "rnn_cell", (_fake, _fake_backward), _setup_context, _backward,
-    reference=(reference.rnn_cell,
-               reference.rnn_cell_backward),
-    triton=_triton,
-    check=(_C.check_rnn_cell, _C.check_rnn_cell_backward))
+    reference=(reference.rnn_cell, reference.rnn_cell_backward),
+    triton=_triton, check=(_C.check_rnn_cell, _C.check_rnn_cell_backward))
 
 
 def rnn_cell(x_proj: Tensor, h_proj: Tensor, bias: Optional[Tensor] = None,

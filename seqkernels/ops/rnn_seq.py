@@ -63,8 +63,8 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
 
 _OPS = register_family(
     "rnn_seq", (_fake, _fake_backward), _setup_context, _backward,
-    reference=(reference.rnn_seq, reference.rnn_seq_backward), triton=_triton,
-    check=(_C.check_rnn_seq, _C.check_rnn_seq_backward))
+    reference=(reference.rnn_seq, reference.rnn_seq_backward),
+    triton=_triton, check=(_C.check_rnn_seq, _C.check_rnn_seq_backward))
 
 
 def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,

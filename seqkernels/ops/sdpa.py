@@ -49,8 +49,8 @@ def _backward(ctx, backward_op, grad_out, _grad_lse):
 
 _OPS = register_family(
     "sdpa", (_fake, _fake_backward), _setup_context, _backward,
-    reference=(reference.sdpa, reference.sdpa_backward), triton=_triton,
-    check=(_C.check_sdpa, _C.check_sdpa_backward))
+    reference=(reference.sdpa, reference.sdpa_backward),
+    triton=_triton, check=(_C.check_sdpa, _C.check_sdpa_backward))
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor],
