@@ -4,8 +4,8 @@
 //   <op>            C++ kernels: CPU (csrc/cpu) and CUDA (csrc/cuda)
 //   <op>_triton     Triton kernels, implemented in Python (triton_kernels/)
 //   <op>_reference  pure PyTorch, implemented in Python (seqkernels/reference/)
-// The fake (meta) implementations and the autograd formulas of all variants
-// are registered in Python, in seqkernels/ops/<op>.py.
+// The fake (meta) implementations, the autograd formulas of all variants and
+// the Python variants' kernels are registered in seqkernels/ops/<op>.py.
 #include <torch/library.h>
 #include <torch/python.h>
 
@@ -15,7 +15,8 @@
 namespace {
 
 // Schemas; shapes, dtypes and semantics of each op are documented in its
-// reference implementation, seqkernels/reference/<op>.py.
+// reference implementation, seqkernels/reference/<op>.py (the sequence ops:
+// csrc/include/seqkernels/recurrent_host.h).
 const char* kLstmCell =
     "(Tensor x_proj, Tensor h_proj, Tensor c, Tensor? bias)"
     " -> (Tensor h_new, Tensor c_new, Tensor saved)";
