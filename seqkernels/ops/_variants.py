@@ -96,7 +96,8 @@ def register_family(name: str, fake: tuple[Callable, Callable],
         torch.library.register_fake(fwd.default, fake[0])
         torch.library.register_fake(bwd.default, fake[1])
         torch.library.register_autograd(
-            fwd.default, lambda ctx, *grads, _op=bwd: backward(ctx, _op, *grads),
+            fwd.default,
+            lambda ctx, *grads, _op=bwd: backward(ctx, _op, *grads),
             setup_context=_unmaterialized(setup_context))
     for i, ops in enumerate((variants.forward, variants.backward)):
         torch.library.impl(ops["reference"].default.name(), "default",

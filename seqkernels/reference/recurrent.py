@@ -15,12 +15,11 @@ from typing import Callable
 import torch
 
 from .. import sequence_driver
-from ..cell_table import CellDesc
+from ..cell_table import NONLINEARITIES, CellDesc
 from ..sequence_driver import BackwardStep, ForwardStep, active_rows
 from . import gru_cell as _gru
 from . import lstm_cell as _lstm
 from . import rnn_cell as _rnn
-from ..cell_table import NONLINEARITIES
 
 
 @dataclass(frozen=True)
