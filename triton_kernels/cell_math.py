@@ -138,8 +138,8 @@ def cell_backward(sv0, sv1, sv2, sv3, h_prev, c_prev, c, dh, carry,
     """Backward of one step. ``dh``: the whole gradient reaching h;
     ``carry``: LSTM, the gradient reaching c from later steps.
 
-    Returns (d0, d1, d2, d3, e2, carry_out): the gradients of the input-side
-    pre-activations; e2, the recurrent side's gradient of the GRU's n gate
+    Returns (d0, d1, d2, d3, dhn, carry_out): the gradients of the input-side
+    pre-activations; dhn, the recurrent side's gradient of the GRU's n gate
     (the other recurrent-side gradients equal the input side's); carry_out,
     LSTM: the gradient of c_prev, GRU: the gradient of h_prev through the
     pointwise path h' = (1 - z) n + z h.
@@ -151,20 +151,20 @@ def cell_backward(sv0, sv1, sv2, sv3, h_prev, c_prev, c, dh, carry,
         d1 = dc_total * c_prev * sv1 * (1.0 - sv1)
         d2 = dc_total * sv0 * (1.0 - sv2 * sv2)
         d3 = dh * tanh_c * sv3 * (1.0 - sv3)
-        e2 = d2
+        dhn = d2
         carry_out = dc_total * sv1
     elif CELL == GRU:
         d2 = dh * (1.0 - sv1) * (1.0 - sv2 * sv2)
         d0 = d2 * sv3 * sv0 * (1.0 - sv0)
         d1 = dh * (h_prev - sv2) * sv1 * (1.0 - sv1)
         d3 = d2
-        e2 = d2 * sv0
+        dhn = d2 * sv0
         carry_out = dh * sv1
     else:
         d0 = dh * activate_grad(sv0, ACT)
         d1 = d0
         d2 = d0
         d3 = d0
-        e2 = d0
+        dhn = d0
         carry_out = d0
-    return d0, d1, d2, d3, e2, carry_out
+    return d0, d1, d2, d3, dhn, carry_out

@@ -128,7 +128,7 @@ def _cell_bwd_kernel(dh_ptr, dc_ptr, saved_ptr, h_ptr, c_ptr, c_new_ptr,
         h_prev = tl.load(h_ptr + idx, mask=mask, other=0.0).to(ACC)
     else:
         h_prev = dh
-    d0, d1, d2, d3, e2, carry = cell_backward(sv0, sv1, sv2, sv3, h_prev,
+    d0, d1, d2, d3, dhn, carry = cell_backward(sv0, sv1, sv2, sv3, h_prev,
                                               c_prev, c, dh, dc, CELL, ACT)
     gty = gx_ptr.dtype.element_ty
     tl.store(gx_ptr + g0, d0.to(gty), mask=mask)
@@ -140,7 +140,7 @@ def _cell_bwd_kernel(dh_ptr, dc_ptr, saved_ptr, h_ptr, c_ptr, c_new_ptr,
     if CELL == GRU:
         tl.store(gh_ptr + g0, d0.to(gty), mask=mask)
         tl.store(gh_ptr + g0 + H, d1.to(gty), mask=mask)
-        tl.store(gh_ptr + g0 + 2 * H, e2.to(gty), mask=mask)
+        tl.store(gh_ptr + g0 + 2 * H, dhn.to(gty), mask=mask)
     if CELL != RNN:
         tl.store(g_carry_ptr + idx, carry.to(g_carry_ptr.dtype.element_ty),
                  mask=mask)

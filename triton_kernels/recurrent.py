@@ -289,13 +289,13 @@ def _seq_bwd_step(
                          + rj[None, :] * s_hp_j, mask=mask, other=0.0).to(ACC)
     else:
         h_prev = dh
-    d0, d1, d2, d3, e2, carry_out = cell_backward(
+    d0, d1, d2, d3, dhn, carry_out = cell_backward(
         sv0, sv1, sv2, sv3, h_prev, c_prev, c, dh, dc, CELL, ACT)
 
     if HAS_LENGTHS:
         on = (length > s)[:, None] & mask
         d0, d1, d2, d3 = _zero_off(on, d0, d1, d2, d3)
-        e2 = tl.where(on, e2, 0.0)
+        dhn = tl.where(on, dhn, 0.0)
     else:
         on = mask
     _store_gates(gx_ptr + rb[:, None] * s_gx_b + rj[None, :] * s_gx_n,
@@ -303,7 +303,7 @@ def _seq_bwd_step(
     if CELL == GRU:
         # The recurrent side differs in the n gate only.
         _store_gates(gh_ptr + rb[:, None] * s_gh_b + rj[None, :] * s_gh_n,
-                     H * s_gh_n, mask, d0, d1, e2, d3, 3)
+                     H * s_gh_n, mask, d0, d1, dhn, d3, 3)
     if CELL != RNN:  # LSTM: dc_prev; GRU: the pointwise dh_prev
         # Moves on in active rows only.
         tl.store(pc_ptrs, carry_out.to(carry_ptr.dtype.element_ty), mask=on)
