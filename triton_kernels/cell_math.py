@@ -42,6 +42,41 @@ def tl_acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 # ---------------------------------------------------------------------------
+# Gate blocks: a cell sees up to four gates of H units, gate g at an offset
+# of g * step from gate 0 in a [B, G*H] (or [B, S*H]) tensor.
+# ---------------------------------------------------------------------------
+
+@triton.jit
+def load_gates(ptrs, step, mask, N: tl.constexpr, ACC: tl.constexpr):
+    """Gates 0..N-1 (N <= 4) of a [B, gates*H] tensor, gate g at ``ptrs + g *
+    step``, in ACC; the gates from N on are placeholders (gate 0)."""
+    v0 = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+    v1 = v0
+    v2 = v0
+    v3 = v0
+    if N > 1:
+        v1 = tl.load(ptrs + step, mask=mask, other=0.0).to(ACC)
+    if N > 2:
+        v2 = tl.load(ptrs + 2 * step, mask=mask, other=0.0).to(ACC)
+    if N > 3:
+        v3 = tl.load(ptrs + 3 * step, mask=mask, other=0.0).to(ACC)
+    return v0, v1, v2, v3
+
+
+@triton.jit
+def store_gates(ptrs, step, mask, v0, v1, v2, v3, N: tl.constexpr):
+    """Stores v0..v{N-1} as gates 0..N-1 (see ``load_gates``)."""
+    ty = ptrs.dtype.element_ty
+    tl.store(ptrs, v0.to(ty), mask=mask)
+    if N > 1:
+        tl.store(ptrs + step, v1.to(ty), mask=mask)
+    if N > 2:
+        tl.store(ptrs + 2 * step, v2.to(ty), mask=mask)
+    if N > 3:
+        tl.store(ptrs + 3 * step, v3.to(ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------
 # Activations
 # ---------------------------------------------------------------------------
 

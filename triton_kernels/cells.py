@@ -20,11 +20,10 @@ from seqkernels._common import acc_dtype, device_guard
 from seqkernels.cell_table import CellDesc, cell_desc
 
 from .cell_math import (GRU, LSTM, RNN, cell_backward, cell_forward,
-                        tl_acc_dtype)
+                        load_gates, store_gates, tl_acc_dtype)
 
 # Elements of [B, H] per program.
 _BLOCK = 1024
-
 
 
 @triton.jit
@@ -46,36 +45,14 @@ def _cell_fwd_kernel(x_ptr, hp_ptr, bx_ptr, bh_ptr, h_ptr, c_ptr, h_out_ptr,
                      HAS_BH: tl.constexpr, ACC: tl.constexpr,
                      BLOCK: tl.constexpr):
     idx, mask, b, j, g0 = _elements(N, H, G, BLOCK)
-    x0 = tl.load(x_ptr + g0, mask=mask, other=0.0).to(ACC)
-    a0 = tl.load(hp_ptr + g0, mask=mask, other=0.0).to(ACC)
-    x1 = x0
-    x2 = x0
-    x3 = x0
-    a1 = a0
-    a2 = a0
-    a3 = a0
-    if G > 1:
-        x1 = tl.load(x_ptr + g0 + H, mask=mask, other=0.0).to(ACC)
-        a1 = tl.load(hp_ptr + g0 + H, mask=mask, other=0.0).to(ACC)
-        x2 = tl.load(x_ptr + g0 + 2 * H, mask=mask, other=0.0).to(ACC)
-        a2 = tl.load(hp_ptr + g0 + 2 * H, mask=mask, other=0.0).to(ACC)
-    if G > 3:
-        x3 = tl.load(x_ptr + g0 + 3 * H, mask=mask, other=0.0).to(ACC)
-        a3 = tl.load(hp_ptr + g0 + 3 * H, mask=mask, other=0.0).to(ACC)
+    x0, x1, x2, x3 = load_gates(x_ptr + g0, H, mask, G, ACC)
+    a0, a1, a2, a3 = load_gates(hp_ptr + g0, H, mask, G, ACC)
     if HAS_BX:
-        x0 += tl.load(bx_ptr + j, mask=mask, other=0.0).to(ACC)
-        if G > 1:
-            x1 += tl.load(bx_ptr + j + H, mask=mask, other=0.0).to(ACC)
-            x2 += tl.load(bx_ptr + j + 2 * H, mask=mask, other=0.0).to(ACC)
-        if G > 3:
-            x3 += tl.load(bx_ptr + j + 3 * H, mask=mask, other=0.0).to(ACC)
+        b0, b1, b2, b3 = load_gates(bx_ptr + j, H, mask, G, ACC)
+        x0, x1, x2, x3 = x0 + b0, x1 + b1, x2 + b2, x3 + b3
     if HAS_BH:
-        a0 += tl.load(bh_ptr + j, mask=mask, other=0.0).to(ACC)
-        if G > 1:
-            a1 += tl.load(bh_ptr + j + H, mask=mask, other=0.0).to(ACC)
-            a2 += tl.load(bh_ptr + j + 2 * H, mask=mask, other=0.0).to(ACC)
-        if G > 3:
-            a3 += tl.load(bh_ptr + j + 3 * H, mask=mask, other=0.0).to(ACC)
+        b0, b1, b2, b3 = load_gates(bh_ptr + j, H, mask, G, ACC)
+        a0, a1, a2, a3 = a0 + b0, a1 + b1, a2 + b2, a3 + b3
     if CELL == LSTM:
         c_prev = tl.load(c_ptr + idx, mask=mask, other=0.0).to(ACC)
     else:
@@ -86,13 +63,7 @@ def _cell_fwd_kernel(x_ptr, hp_ptr, bx_ptr, bh_ptr, h_ptr, c_ptr, h_out_ptr,
         h_prev = x0
     sv0, sv1, sv2, sv3, c, h = cell_forward(x0, x1, x2, x3, a0, a1, a2, a3,
                                             h_prev, c_prev, CELL, ACT)
-    sty = saved_ptr.dtype.element_ty
-    s0 = b * (S * H) + j
-    tl.store(saved_ptr + s0, sv0.to(sty), mask=mask)
-    if S > 1:
-        tl.store(saved_ptr + s0 + H, sv1.to(sty), mask=mask)
-        tl.store(saved_ptr + s0 + 2 * H, sv2.to(sty), mask=mask)
-        tl.store(saved_ptr + s0 + 3 * H, sv3.to(sty), mask=mask)
+    store_gates(saved_ptr + b * (S * H) + j, H, mask, sv0, sv1, sv2, sv3, S)
     if CELL == LSTM:
         tl.store(c_out_ptr + idx, c.to(c_out_ptr.dtype.element_ty),
                  mask=mask)
@@ -108,14 +79,7 @@ def _cell_bwd_kernel(dh_ptr, dc_ptr, saved_ptr, h_ptr, c_ptr, c_new_ptr,
     idx, mask, b, j, g0 = _elements(N, H, G, BLOCK)
     s0 = b * (S * H) + j
     dh = tl.load(dh_ptr + idx, mask=mask, other=0.0).to(ACC)
-    sv0 = tl.load(saved_ptr + s0, mask=mask, other=0.0).to(ACC)
-    sv1 = sv0
-    sv2 = sv0
-    sv3 = sv0
-    if S > 1:
-        sv1 = tl.load(saved_ptr + s0 + H, mask=mask, other=0.0).to(ACC)
-        sv2 = tl.load(saved_ptr + s0 + 2 * H, mask=mask, other=0.0).to(ACC)
-        sv3 = tl.load(saved_ptr + s0 + 3 * H, mask=mask, other=0.0).to(ACC)
+    sv0, sv1, sv2, sv3 = load_gates(saved_ptr + s0, H, mask, S, ACC)
     if CELL == LSTM:
         dc = tl.load(dc_ptr + idx, mask=mask, other=0.0).to(ACC)
         c_prev = tl.load(c_ptr + idx, mask=mask, other=0.0).to(ACC)
@@ -130,17 +94,9 @@ def _cell_bwd_kernel(dh_ptr, dc_ptr, saved_ptr, h_ptr, c_ptr, c_new_ptr,
         h_prev = dh
     d0, d1, d2, d3, dhn, carry = cell_backward(sv0, sv1, sv2, sv3, h_prev,
                                               c_prev, c, dh, dc, CELL, ACT)
-    gty = gx_ptr.dtype.element_ty
-    tl.store(gx_ptr + g0, d0.to(gty), mask=mask)
-    if G > 1:
-        tl.store(gx_ptr + g0 + H, d1.to(gty), mask=mask)
-        tl.store(gx_ptr + g0 + 2 * H, d2.to(gty), mask=mask)
-    if G > 3:
-        tl.store(gx_ptr + g0 + 3 * H, d3.to(gty), mask=mask)
+    store_gates(gx_ptr + g0, H, mask, d0, d1, d2, d3, G)
     if CELL == GRU:
-        tl.store(gh_ptr + g0, d0.to(gty), mask=mask)
-        tl.store(gh_ptr + g0 + H, d1.to(gty), mask=mask)
-        tl.store(gh_ptr + g0 + 2 * H, dhn.to(gty), mask=mask)
+        store_gates(gh_ptr + g0, H, mask, d0, d1, dhn, d3, 3)
     if CELL != RNN:
         tl.store(g_carry_ptr + idx, carry.to(g_carry_ptr.dtype.element_ty),
                  mask=mask)

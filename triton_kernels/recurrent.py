@@ -39,7 +39,7 @@ from seqkernels.cell_table import CellDesc
 from seqkernels.sequence_driver import BackwardStep, ForwardStep
 
 from .cell_math import (GRU, LSTM, RNN, cell_backward, cell_forward,
-                        tl_acc_dtype)
+                        load_gates, store_gates, tl_acc_dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -69,36 +69,6 @@ def _tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     mb = rb < B
     mj = rj < H
     return rb, rj, mb, mj, mb[:, None] & mj[None, :]
-
-
-@triton.jit
-def _load_gates(ptrs, step, mask, N: tl.constexpr, ACC: tl.constexpr):
-    """Gates 0..N-1 (N <= 4) of a [B, gates*H] tensor, gate g at ``ptrs + g *
-    step``, in ACC; the gates from N on are placeholders (gate 0)."""
-    v0 = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-    v1 = v0
-    v2 = v0
-    v3 = v0
-    if N > 1:
-        v1 = tl.load(ptrs + step, mask=mask, other=0.0).to(ACC)
-    if N > 2:
-        v2 = tl.load(ptrs + 2 * step, mask=mask, other=0.0).to(ACC)
-    if N > 3:
-        v3 = tl.load(ptrs + 3 * step, mask=mask, other=0.0).to(ACC)
-    return v0, v1, v2, v3
-
-
-@triton.jit
-def _store_gates(ptrs, step, mask, v0, v1, v2, v3, N: tl.constexpr):
-    """Stores v0..v{N-1} as gates 0..N-1 (see ``_load_gates``)."""
-    ty = ptrs.dtype.element_ty
-    tl.store(ptrs, v0.to(ty), mask=mask)
-    if N > 1:
-        tl.store(ptrs + step, v1.to(ty), mask=mask)
-    if N > 2:
-        tl.store(ptrs + 2 * step, v2.to(ty), mask=mask)
-    if N > 3:
-        tl.store(ptrs + 3 * step, v3.to(ty), mask=mask)
 
 
 @triton.jit
@@ -169,7 +139,7 @@ def _seq_fwd_step(
             a3 += tl.load(b_hh_ptr + 3 * H + rj, mask=mj,
                           other=0.0).to(ACC)[None, :]
     # The input side, from the input projection of all steps.
-    x0, x1, x2, x3 = _load_gates(
+    x0, x1, x2, x3 = load_gates(
         xg_ptr + rb[:, None] * s_xg_b + rj[None, :] * s_xg_n, H * s_xg_n,
         mask, G, ACC)
 
@@ -198,7 +168,7 @@ def _seq_fwd_step(
     else:
         on = mask
 
-    _store_gates(saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n,
+    store_gates(saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n,
                  H * s_sv_n, mask, sv0, sv1, sv2, sv3, S)
     if CELL == LSTM:
         tl.store(cs_ptr + rb[:, None] * s_cs_b + rj[None, :] * s_cs_j,
@@ -271,7 +241,7 @@ def _seq_bwd_step(
 
     dh = tl.load(dh_in_ptr + rb[:, None] * s_dhi_b + rj[None, :] * s_dhi_j,
                  mask=mask, other=0.0).to(ACC) + later
-    sv0, sv1, sv2, sv3 = _load_gates(
+    sv0, sv1, sv2, sv3 = load_gates(
         saved_ptr + rb[:, None] * s_sv_b + rj[None, :] * s_sv_n, H * s_sv_n,
         mask, S, ACC)
     if CELL == LSTM:
@@ -298,11 +268,11 @@ def _seq_bwd_step(
         dhn = tl.where(on, dhn, 0.0)
     else:
         on = mask
-    _store_gates(gx_ptr + rb[:, None] * s_gx_b + rj[None, :] * s_gx_n,
+    store_gates(gx_ptr + rb[:, None] * s_gx_b + rj[None, :] * s_gx_n,
                  H * s_gx_n, mask, d0, d1, d2, d3, G)
     if CELL == GRU:
         # The recurrent side differs in the n gate only.
-        _store_gates(gh_ptr + rb[:, None] * s_gh_b + rj[None, :] * s_gh_n,
+        store_gates(gh_ptr + rb[:, None] * s_gh_b + rj[None, :] * s_gh_n,
                      H * s_gh_n, mask, d0, d1, dhn, d3, 3)
     if CELL != RNN:  # LSTM: dc_prev; GRU: the pointwise dh_prev
         # Moves on in active rows only.
