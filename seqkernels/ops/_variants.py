@@ -68,10 +68,14 @@ def _checked(check: Callable, kernel: Callable) -> Callable:
 
 
 def _at_first_use(kernels: Callable[[], tuple], which: int) -> Callable:
-    # The Triton kernels' module is imported at the first call: importing
-    # seqkernels must not need triton.
+    # The Triton kernels' module is imported at the first call (importing
+    # seqkernels must not need triton), once: later calls reuse the kernel.
+    found: list[Callable] = []
+
     def run(*args):
-        return kernels()[which](*args)
+        if not found:
+            found.append(kernels()[which])
+        return found[0](*args)
     return run
 
 

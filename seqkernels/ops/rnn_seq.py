@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import _C, _backend
 from ..reference import recurrent as reference
 from .._common import acc_dtype
-from ..reference.rnn_cell import check_nonlinearity
+from ..cell_table import check_nonlinearity
 from ._variants import register_family
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._common import acc_dtype
-from ..cell_table import NONLINEARITIES, check_nonlinearity  # noqa: F401
+from ..cell_table import check_nonlinearity
 
 
 def activate(pre: Tensor, nonlinearity: str) -> Tensor:
