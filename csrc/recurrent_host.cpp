@@ -1,6 +1,7 @@
 // The backend-neutral recurrent machinery: see recurrent_host.h.
 #include "seqkernels/recurrent_host.h"
 
+#include <cstdlib>
 #include <string>
 
 #include "seqkernels/checks.h"
@@ -42,7 +43,25 @@ Activation parse_activation(c10::string_view nonlinearity) {
               std::string(nonlinearity), "'");
 }
 
+Recurrence recurrence_algorithm() {
+  const char* name = std::getenv("SEQKERNELS_RECURRENCE");
+  if (name == nullptr || std::string(name) == "per_step") {
+    return Recurrence::kPerStep;
+  }
+  TORCH_CHECK(std::string(name) == "persistent",
+              "seqkernels: SEQKERNELS_RECURRENCE must be 'per_step' or "
+              "'persistent', got '",
+              name, "'");
+  return Recurrence::kPersistent;
+}
+
 namespace {
+
+// Whether the driver offers the whole loop to the backend's kernel f.
+template <typename F>
+bool persistent_asked(F* f) {
+  return f != nullptr && recurrence_algorithm() == Recurrence::kPersistent;
+}
 
 void check_bias(const OptTensor& b, const char* name, int64_t n,
                 const at::Tensor& like, const char* like_name) {
@@ -193,7 +212,12 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
   // Ping-pong hidden states: every block of a step reads all of h_{s-1}.
   at::Tensor h_state[2] = {h0_in.contiguous().clone(),
                            at::empty({d.B, d.P}, x.options())};
-  for (int64_t s = 0; s < d.T; ++s) {
+  const bool whole =
+      !proj && persistent_asked(steps.forward_seq) &&
+      steps.forward_seq(cell, SeqForward{xg, h_state[0], w_hh, bias_h,
+                                         c_state, lengths, saved,
+                                         cell_states, y, h_state[1]});
+  for (int64_t s = 0; s < (whole ? 0 : d.T); ++s) {
     at::Tensor& h_in = h_state[s % 2];
     at::Tensor& h_next = h_state[(s + 1) % 2];
     // Without a projection the step writes y and the next h itself; with
@@ -221,7 +245,7 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
       h_next.copy_(h_new);
     }
   }
-  at::Tensor h_n = h_state[d.T % 2];
+  at::Tensor h_n = h_state[whole ? 1 : d.T % 2];
   at::Tensor c_n = cell.has_c ? c_state.to(x.scalar_type())
                               : at::empty({0}, x.options());
   return {y, h_n, c_n, saved, cell_states, cell_outputs};
@@ -284,7 +308,15 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
 
   if (!proj) {
     at::Tensor dh_carry = grad_h_n.to(acc, false, /*copy=*/true);
-    for (int64_t s = d.T - 1; s >= 0; --s) {
+    const bool whole =
+        persistent_asked(steps.backward_seq) &&
+        steps.backward_seq(
+            cell, SeqBackward{grad_y, w_hh, dh_carry, carry, saved,
+                              cell.direct_h ? h_prev : none,
+                              cell.has_c ? c0_acc : none,
+                              cell.has_c ? cell_states : none, lengths,
+                              grad_xg, grad_hg});
+    for (int64_t s = whole ? -1 : d.T - 1; s >= 0; --s) {
       steps.backward(
           cell, BackwardStep{s,
                              s + 1 < d.T ? grad_hg[s + 1] : none,

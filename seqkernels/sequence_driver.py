@@ -13,8 +13,16 @@ their results into the tensors they are given.
 
 Time runs forward; a row ``b`` is active at step ``s`` while
 ``s < lengths[b]``. Reversed directions are reversed by the caller.
+
+A backend may also run a whole layer's recurrence in one kernel (a
+persistent kernel: :class:`SeqForward`, :class:`SeqBackward`). The driver
+offers it the loop when ``SEQKERNELS_RECURRENCE=persistent``
+(:func:`recurrence_algorithm`); the backend takes it where its rule says the
+kernel serves the shape (its ``persistent_plan``) and otherwise leaves the
+loop to the per-step kernels. The results are the same tensors either way.
 """
 
+import os
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -64,6 +72,59 @@ class BackwardStep:
     grad_hg: Tensor                 # [B, G*H] acc, written (split_grad)
 
 
+@dataclass
+class SeqForward:
+    """A whole forward recurrence without a projection (P == H), for a
+    backend's persistent kernel; fields as ``SeqForward`` in
+    recurrent_host.h."""
+
+    xg: Tensor                     # [T, B, G*H] acc
+    h0: Tensor                     # [B, H]
+    w_hh: Tensor                   # [G*H, H]
+    b_hh: Optional[Tensor]         # [G*H] (split_grad cells)
+    c_state: Optional[Tensor]      # [B, H] acc, in place: c0 in, c_n out
+    lengths: Optional[Tensor]      # [B] int64
+    saved: Tensor                  # [T, B, S*H] acc, written
+    cell_states: Optional[Tensor]  # [T, B, H] acc, written (has_c)
+    y: Tensor                      # [T, B, H], written
+    h_n: Tensor                    # [B, H], written
+
+
+@dataclass
+class SeqBackward:
+    """A whole backward recurrence without a projection; fields as
+    ``SeqBackward`` in recurrent_host.h."""
+
+    grad_y: Tensor                 # [T, B, H]
+    w_hh: Tensor                   # [G*H, H]
+    dh_carry: Tensor               # [B, H] acc, in place: grad_h_n in
+    carry: Optional[Tensor]        # [B, H] acc, in place (has_c, direct_h)
+    saved: Tensor                  # [T, B, S*H] acc
+    h_prev: Optional[Tensor]       # [T, B, H]: h of step s - 1 (direct_h)
+    c0: Optional[Tensor]           # [B, H] acc (has_c)
+    cell_states: Optional[Tensor]  # [T, B, H] acc (has_c)
+    lengths: Optional[Tensor]      # [B] int64
+    grad_xg: Tensor                # [T, B, G*H] acc, written
+    grad_hg: Tensor                # [T, B, G*H] acc, written (split_grad)
+
+
+RECURRENCE_ALGORITHMS = ("per_step", "persistent")
+
+
+def recurrence_algorithm() -> str:
+    """The recurrence algorithm asked for by ``SEQKERNELS_RECURRENCE``:
+    ``"per_step"`` (the default: one fused kernel launch per step) or
+    ``"persistent"`` (one launch per layer where the backend's kernel serves
+    the shape; opt-in until a GPU run has passed it). The C++ driver reads
+    the same variable (``recurrence_algorithm`` in recurrent_host.h)."""
+    name = os.environ.get("SEQKERNELS_RECURRENCE", "per_step")
+    if name not in RECURRENCE_ALGORITHMS:
+        raise ValueError(
+            "seqkernels: SEQKERNELS_RECURRENCE must be one of "
+            f"{RECURRENCE_ALGORITHMS}, got {name!r}")
+    return name
+
+
 class SeqSteps(Protocol):
     """The two per-step functions a backend provides, and whether its
     forward step may write the saved values over the pre-activations. The
@@ -79,6 +140,20 @@ class SeqSteps(Protocol):
     def forward(self, cell: CellDesc, step: ForwardStep) -> None: ...
 
     def backward(self, cell: CellDesc, step: BackwardStep) -> None: ...
+
+    # Optional: a backend with a persistent kernel also has
+    #   forward_seq(cell, seq: SeqForward) -> bool
+    #   backward_seq(cell, seq: SeqBackward) -> bool
+    # which run the whole loop and return True, or return False (nothing
+    # written) where the kernel does not serve the shape.
+
+
+def _persistent(steps: SeqSteps, which: str):
+    """The backend's whole-recurrence function ``which`` when the
+    persistent algorithm is asked for and the backend has one, else None."""
+    if recurrence_algorithm() != "persistent":
+        return None
+    return getattr(steps, which, None)
 
 
 def active_rows(lengths: Optional[Tensor], s: int) -> Optional[Tensor]:
@@ -130,7 +205,11 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
     cell_outputs = x.new_empty(T, B, H) if w_hr is not None else x.new_empty(0)
     c_state = c0.to(acc, copy=True) if cell.has_c else None
     h_state = [h0.contiguous().clone(), x.new_empty(B, P)]
-    for s in range(T):
+    whole = _persistent(steps, "forward_seq") if w_hr is None else None
+    ran = whole is not None and whole(cell, SeqForward(
+        xg, h_state[0], w_hh, b_h, c_state, lengths, saved,
+        cell_states if cell.has_c else None, y, h_state[1]))
+    for s in range(0 if ran else T):
         h_in, h_next = h_state[s % 2], h_state[(s + 1) % 2]
         # Without a projection the step writes y and the next h itself; with
         # one it writes the cell output, and the projection follows here.
@@ -150,7 +229,7 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
             y[s].copy_(torch.where(active, h_new, 0))
             h_next.copy_(torch.where(active, h_new, h_in))
     c_n = c_state.to(x.dtype) if cell.has_c else x.new_empty(0)
-    return y, h_state[T % 2], c_n, saved, cell_states, cell_outputs
+    return y, h_state[1 if ran else T % 2], c_n, saved, cell_states, cell_outputs
 
 
 def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
@@ -186,7 +265,13 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
     h_prev = torch.cat([h0.unsqueeze(0), y[:-1]])
     if w_hr is None:
         dh_carry = grad_h_n.to(acc, copy=True)
-        for s in reversed(range(T)):
+        whole = _persistent(steps, "backward_seq")
+        ran = whole is not None and whole(cell, SeqBackward(
+            grad_y, w_hh, dh_carry, carry, saved,
+            h_prev if cell.direct_h else None,
+            c0_acc if cell.has_c else None,
+            cell_states if cell.has_c else None, lengths, grad_xg, grad_hg))
+        for s in reversed(range(0 if ran else T)):
             c_prev = (cell_states[s - 1] if s > 0 else c0_acc) if cell.has_c else None
             steps.backward(cell, BackwardStep(
                 s, grad_hg[s + 1] if s + 1 < T else None, w_hh, dh_carry,

@@ -298,7 +298,8 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 }  // namespace
 
 extern const SeqSteps kCpuSteps{check_cpu_dtype, forward_step, backward_step,
-                                 /*saved_over_xg=*/true};
+                                 /*saved_over_xg=*/true,
+                                 /*forward_seq=*/nullptr, /*backward_seq=*/nullptr};
 extern const CellKernels kCpuCells{check_cpu_dtype, cell_forward,
                                    cell_backward};
 

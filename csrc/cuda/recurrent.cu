@@ -403,7 +403,9 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 
 // Every CUDA dtype is served; the launches run on the data's device.
 extern const SeqSteps kCudaSteps{nullptr, forward_step, backward_step,
-                                  /*saved_over_xg=*/false};
+                                  /*saved_over_xg=*/false,
+                                  /*forward_seq=*/nullptr,
+                                  /*backward_seq=*/nullptr};
 extern const CellKernels kCudaCells{nullptr, cell_forward, cell_backward};
 
 }  // namespace seqkernels

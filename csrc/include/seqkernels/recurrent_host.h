@@ -108,6 +108,46 @@ struct BackwardStep {
                             // (split_grad cells; else it is grad_xg)
 };
 
+// A whole forward recurrence without a projection (P == H), for a backend
+// whose persistent kernel runs every step in one launch: the loop of
+// ForwardStep over s = 0..T-1 at once, same results. "acc" as above.
+struct SeqForward {
+  at::Tensor xg;           // [T, B, G*H] acc
+  at::Tensor h0;           // [B, H]
+  at::Tensor w_hh;         // [G*H, H]
+  at::Tensor b_hh;         // [G*H] (split_grad cells)
+  at::Tensor c_state;      // [B, H] acc, in place: c0 in, c_n out (has_c)
+  OptTensor lengths;       // [B] int64
+  at::Tensor saved;        // [T, B, S*H] acc, written
+  at::Tensor cell_states;  // [T, B, H] acc, written (has_c)
+  at::Tensor y;            // [T, B, H], written
+  at::Tensor h_n;          // [B, H], written
+};
+
+// A whole backward recurrence without a projection: the loop of
+// BackwardStep over s = T-1..0 at once.
+struct SeqBackward {
+  at::Tensor grad_y;       // [T, B, H]
+  at::Tensor w_hh;         // [G*H, H]
+  at::Tensor dh_carry;     // [B, H] acc, in place: grad_h_n in
+  at::Tensor carry;        // [B, H] acc, in place (has_c, direct_h)
+  at::Tensor saved;        // [T, B, S*H] acc
+  at::Tensor h_prev;       // [T, B, H]: h of step s - 1 (direct_h cells)
+  at::Tensor c0;           // [B, H] acc (has_c)
+  at::Tensor cell_states;  // [T, B, H] acc (has_c)
+  OptTensor lengths;       // [B] int64
+  at::Tensor grad_xg;      // [T, B, G*H] acc, written
+  at::Tensor grad_hg;      // [T, B, G*H] acc, written (split_grad; else
+                           // it is grad_xg)
+};
+
+// The recurrence algorithm that SEQKERNELS_RECURRENCE asks for:
+// "per_step" (default) or "persistent" (opt-in: a backend's whole-sequence
+// kernel where it serves the shape). Python reads the same variable
+// (recurrence_algorithm in seqkernels/sequence_driver.py).
+enum class Recurrence : int { kPerStep = 0, kPersistent = 1 };
+Recurrence recurrence_algorithm();
+
 // The per-step functions of a backend.
 struct SeqSteps {
   // Rejects inputs the backend cannot run (say, a dtype); null: none.
@@ -136,6 +176,12 @@ struct SeqSteps {
   // cell saves as many values per unit as it has gates: each unit reads its
   // pre-activations before it writes its saved values.
   bool saved_over_xg;
+  // The whole recurrence in one kernel (null: the backend has none). The
+  // driver calls them when the persistent algorithm is asked for; they
+  // return false, having written nothing, where the kernel does not serve
+  // the shape (the backend's documented rule), and the steps run instead.
+  bool (*forward_seq)(const CellDesc& cell, const SeqForward& seq);
+  bool (*backward_seq)(const CellDesc& cell, const SeqBackward& seq);
 };
 
 // The sequence driver. Returns (y, h_n, c_n, saved, cs, ms).
