@@ -85,9 +85,13 @@ for _a in _archs:
     if not re.fullmatch(r"(ptx)?\d+a?", _a):
         raise SystemExit(f"SEQKERNELS_CUDA_ARCHS: bad target {_a!r}")
 
-_sources = ["csrc/ops.cpp", "csrc/recurrent_host.cpp", "csrc/gemm.cpp"] + sorted(
-    glob.glob("csrc/cpu/*.cpp")
-)
+_sources = [
+    "csrc/ops.cpp",
+    "csrc/recurrent_host.cpp",
+    "csrc/persistent_plan.cpp",
+    "csrc/persistent_bindings.cpp",
+    "csrc/gemm.cpp",
+] + sorted(glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/emulation/*.cpp"))
 # The C++ standard is the one torch asks for. -fno-trapping-math lets the
 # compiler turn the selects of csrc/include/seqkernels/cpu_math.h into vector
 # blends (no value changes: no reassociation, NaN and infinities as before).
@@ -102,7 +106,7 @@ if _with_cuda:
         include_dirs=_include,
         extra_compile_args={
             "cxx": _cxx + _defines,
-            "nvcc": ["-O3", "-lineinfo"]
+            "nvcc": ["-O3", "-lineinfo", "-DSEQKERNELS_WITH_CUDA"]
             + _gencode_flags(_archs),
         },
     )

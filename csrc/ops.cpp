@@ -159,6 +159,10 @@ using OptTensor = c10::optional<at::Tensor>;
 
 }  // namespace
 
+namespace seqkernels {
+void bind_persistent(pybind11::module_& m);  // csrc/persistent_bindings.cpp
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "seqkernels compiled kernels (CPU, and CUDA if built).";
   m.def("build_info", &build_info,
@@ -166,6 +170,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("cell_traits", &cell_traits,
         "{kind: dict(kind_id, gates, saved, has_c, split_grad, direct_h)}: "
         "the cell traits of csrc/include/seqkernels/cell_math.h.");
+  seqkernels::bind_persistent(m);
 
   // Recurrent argument checks (recurrent_host.h), as the attention ones
   // below: check_<op>(*args) takes the op's schema arguments in order and

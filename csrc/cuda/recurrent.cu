@@ -22,6 +22,7 @@
 
 #include <algorithm>
 
+#include "seqkernels/persistent_launch.h"
 #include "seqkernels/recurrent_host.h"
 
 namespace seqkernels {
@@ -404,8 +405,8 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 // Every CUDA dtype is served; the launches run on the data's device.
 extern const SeqSteps kCudaSteps{nullptr, forward_step, backward_step,
                                   /*saved_over_xg=*/false,
-                                  /*forward_seq=*/nullptr,
-                                  /*backward_seq=*/nullptr};
+                                  cuda_persistent_forward,
+                                  cuda_persistent_backward};
 extern const CellKernels kCudaCells{nullptr, cell_forward, cell_backward};
 
 }  // namespace seqkernels

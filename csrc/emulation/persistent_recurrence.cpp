@@ -1,0 +1,54 @@
+// The persistent recurrence kernels (persistent_recurrence.h), compiled for
+// the host and run by the host emulation: see emulation.h.
+#include "seqkernels/emulation.h"
+
+#include <atomic>
+
+namespace seqkernels {
+
+extern const SeqSteps kCpuSteps;
+
+namespace {
+
+DeviceLimits g_device{3, 227 * 1024, true};
+std::atomic<int64_t> g_launches{0};
+
+bool forward_seq(const CellDesc& cell, const SeqForward& seq) {
+  return persistent::run_forward(
+      cell, seq, g_device,
+      [](auto cell_tag, const auto& args, int blocks, int smem_bytes) {
+        using Cell = decltype(cell_tag);
+        emu::launch(blocks, persistent::kThreads, smem_bytes,
+                    [&] { persistent::persistent_forward<Cell>(args); });
+        ++g_launches;
+      });
+}
+
+bool backward_seq(const CellDesc& cell, const SeqBackward& seq) {
+  return persistent::run_backward(
+      cell, seq, g_device,
+      [](auto cell_tag, const auto& args, int blocks, int smem_bytes) {
+        using Cell = decltype(cell_tag);
+        emu::launch(blocks, persistent::kThreads, smem_bytes,
+                    [&] { persistent::persistent_backward<Cell>(args); });
+        ++g_launches;
+      });
+}
+
+}  // namespace
+
+const SeqSteps& emulated_steps() {
+  // No dtype check: the kernels take float16 and bfloat16, the CPU steps
+  // float32 and float64 (their dispatch rejects the others). The saved
+  // values get their own tensor, as on the GPU.
+  static const SeqSteps steps{nullptr, kCpuSteps.forward,
+                              kCpuSteps.backward, /*saved_over_xg=*/false,
+                              forward_seq, backward_seq};
+  return steps;
+}
+
+void set_emulated_device(const DeviceLimits& device) { g_device = device; }
+const DeviceLimits& emulated_device() { return g_device; }
+int64_t emulated_launches() { return g_launches; }
+
+}  // namespace seqkernels

@@ -1,0 +1,142 @@
+// The block- and grid-level primitives of the persistent kernels, for the
+// GPU (nvcc) and for the host emulation that runs the same kernel source on
+// the CPU in CI (host_emulation.h): thread and block indices, the block
+// barrier, dynamic shared memory, L2 loads, the release/acquire flags
+// between blocks, and the tensor-core tiles (nvcuda::wmma).
+//
+// Why WMMA rather than CuTe's mma.sync atoms: a block's recurrent product is
+// a handful of 16x16 tiles per warp per step, which WMMA's m16n16k16
+// (bf16/fp16) and m16n16k8 (tf32) shapes express directly and which
+// compile to the same HMMA instructions on sm_80 and sm_90; WMMA fragments
+// are opaque, so the host emulation can hold whole tiles and be exact by
+// construction, where CuTe's atoms would have to be re-emulated lane by lane
+// from their layouts; and it needs no header beyond the toolkit's.
+#pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#include <cuda/atomic>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+#define SK_DEVICE __device__ __forceinline__
+#define SK_UNROLL _Pragma("unroll")
+#else
+#include <atomic>
+
+#include "seqkernels/host_emulation.h"
+#define SK_DEVICE inline
+#define SK_UNROLL
+#endif
+
+namespace seqkernels {
+namespace blk {
+
+#if defined(__CUDACC__)
+
+namespace wmma = nvcuda::wmma;
+
+SK_DEVICE int thread_index() { return int(threadIdx.x); }
+SK_DEVICE int block_index() { return int(blockIdx.x); }
+SK_DEVICE void sync() { __syncthreads(); }
+SK_DEVICE unsigned char* smem() {
+  extern __shared__ __align__(128) unsigned char sk_dynamic_smem[];
+  return sk_dynamic_smem;
+}
+
+// A load served by L2 (ld.global.cg): data another block has published is
+// never read from a stale line of this SM's L1.
+SK_DEVICE float load_l2(const float* p) { return __ldcg(p); }
+template <typename T>
+SK_DEVICE T load_l2(const T* p) {
+  static_assert(sizeof(T) == 2, "16-bit storage types only");
+  return T(__ldcg(reinterpret_cast<const unsigned short*>(p)),
+           T::from_bits());
+}
+
+// The element type that WMMA takes for a storage type.
+template <typename T>
+struct MmaType;
+template <>
+struct MmaType<c10::Half> {
+  using type = __half;
+};
+template <>
+struct MmaType<c10::BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <typename T>
+SK_DEVICE const typename MmaType<T>::type* mma_ptr(const T* p) {
+  return reinterpret_cast<const typename MmaType<T>::type*>(p);
+}
+
+// Publishes `value` in *flag: every write of the block before the barrier
+// that precedes this call is visible to a block that reads the value with
+// wait_at_least (release at GPU scope, after a fence that makes the block's
+// other threads' writes, ordered by the barrier, cumulative).
+SK_DEVICE void publish(int* flag, int value) {
+  cuda::atomic_thread_fence(cuda::memory_order_release,
+                            cuda::thread_scope_device);
+  cuda::atomic_ref<int, cuda::thread_scope_device>(*flag).store(
+      value, cuda::memory_order_release);
+}
+
+// Waits until *flag >= value (acquire loads). A wait that does not end is a
+// protocol bug: after about 2^26 sleeps (seconds) the kernel traps, which
+// the host sees as a CUDA error instead of a hung GPU.
+SK_DEVICE void wait_at_least(const int* flag, int value) {
+  cuda::atomic_ref<int, cuda::thread_scope_device> f(*const_cast<int*>(flag));
+  for (unsigned spins = 0; f.load(cuda::memory_order_acquire) < value;
+       ++spins) {
+    if (spins > 1024u) __nanosleep(64);
+    if (spins > (1u << 26)) __trap();
+  }
+}
+
+#else  // host emulation
+
+namespace wmma = emu::wmma;
+
+inline int thread_index() { return int(emu::context().thread_idx.x); }
+inline int block_index() { return int(emu::context().block_idx.x); }
+inline void sync() { emu::sync_block(); }
+inline unsigned char* smem() { return emu::context().smem; }
+
+template <typename T>
+inline T load_l2(const T* p) {
+  return *p;
+}
+
+template <typename T>
+struct MmaType {
+  using type = T;
+};
+template <typename T>
+inline const T* mma_ptr(const T* p) {
+  return p;
+}
+
+inline void publish(int* flag, int value) {
+  std::atomic_thread_fence(std::memory_order_release);
+  std::atomic_ref<int>(*flag).store(value, std::memory_order_release);
+}
+
+inline void wait_at_least(const int* flag, int value) {
+  std::atomic_ref<int> f(*const_cast<int*>(flag));
+  emu::Spin spin;
+  while (f.load(std::memory_order_acquire) < value) spin.pause("a flag");
+}
+
+#endif
+
+inline constexpr int kWarpSize = 32;
+
+SK_DEVICE int warp_index() { return thread_index() / kWarpSize; }
+
+}  // namespace blk
+}  // namespace seqkernels

@@ -1,0 +1,238 @@
+// A host emulation of the few CUDA features the persistent kernels use, so
+// that their very source runs on the CPU in CI (test infrastructure; see
+// block_primitives.h for how a kernel reaches either these or the real ones).
+//
+// What is emulated, from the features' documented semantics:
+//   - a grid of blocks, every thread a host thread, all blocks resident at
+//     once (as a cooperative launch guarantees on the GPU); threadIdx,
+//     blockIdx, blockDim, gridDim as thread-local values; 1-D blocks only;
+//   - __syncthreads as a std::barrier of the block's threads;
+//   - dynamic shared memory, one zero-filled buffer per block;
+//   - the inter-block flags on std::atomic_ref with the kernel's own orders
+//     (release stores, acquire loads, release/acquire fences);
+//   - nvcuda::wmma fragments. Their element layout is opaque by contract
+//     (code may only touch fragment elements through whole-fragment loops),
+//     so each thread holds the whole tile: load_matrix_sync reads the tile,
+//     mma_sync computes the full tile product in float, store_matrix_sync
+//     writes the tile, each lane a disjoint share of its elements (lane l the
+//     elements l, l + 32, ...), so that no lane may read the tile before a
+//     barrier, as on the GPU. __float_to_tf32 rounds as cvt.rna.tf32.f32.
+//
+// What is not modelled: memory ordering beyond what the C++ memory model
+// gives the same acquire/release operations (the GPU's weak ordering of
+// plain accesses without a barrier or fence may be weaker), warp-level
+// convergence and the order in which a tensor core adds the products of a
+// tile (here: k = 0, 1, ... in float), bank conflicts, occupancy, register
+// limits and timing. A wait that never ends aborts the process with a
+// message after kSpinSeconds instead of hanging.
+#pragma once
+
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace seqkernels {
+namespace emu {
+
+struct Dim3 {
+  unsigned int x = 1, y = 1, z = 1;
+};
+
+// The calling host thread's place in the emulated grid.
+struct ThreadContext {
+  Dim3 thread_idx, block_idx, block_dim, grid_dim;
+  unsigned char* smem = nullptr;
+  std::barrier<>* block_barrier = nullptr;
+};
+
+inline ThreadContext& context() {
+  static thread_local ThreadContext ctx;
+  return ctx;
+}
+
+inline constexpr double kSpinSeconds = 30.0;
+
+// Runs body() as a grid of `blocks` blocks of `threads` host threads each,
+// with `smem_bytes` of zeroed dynamic shared memory per block, and returns
+// when every thread has returned.
+inline void launch(int blocks, int threads, size_t smem_bytes,
+                   const std::function<void()>& body) {
+  std::vector<std::unique_ptr<unsigned char[]>> smem(blocks);
+  std::vector<std::unique_ptr<std::barrier<>>> barriers(blocks);
+  for (int b = 0; b < blocks; ++b) {
+    smem[b] = std::make_unique<unsigned char[]>(smem_bytes + 1);
+    std::memset(smem[b].get(), 0, smem_bytes + 1);
+    barriers[b] = std::make_unique<std::barrier<>>(threads);
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(size_t(blocks) * threads);
+  for (int b = 0; b < blocks; ++b) {
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, b, t] {
+        ThreadContext& ctx = context();
+        ctx.thread_idx = Dim3{unsigned(t), 1, 1};
+        ctx.block_idx = Dim3{unsigned(b), 1, 1};
+        ctx.block_dim = Dim3{unsigned(threads), 1, 1};
+        ctx.grid_dim = Dim3{unsigned(blocks), 1, 1};
+        ctx.smem = smem[b].get();
+        ctx.block_barrier = barriers[b].get();
+        body();
+      });
+    }
+  }
+  for (auto& th : pool) th.join();
+}
+
+inline void sync_block() { context().block_barrier->arrive_and_wait(); }
+
+// A spin that yields the core (blocks outnumber cores here) and gives up
+// loudly: a wait that does not end is a protocol bug, never a hang.
+struct Spin {
+  std::chrono::steady_clock::time_point start =
+      std::chrono::steady_clock::now();
+  void pause(const char* what) {
+    std::this_thread::yield();
+    const double waited = std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+    if (waited > kSpinSeconds) {
+      std::fprintf(stderr,
+                   "seqkernels host emulation: block %u waited %.0f s for "
+                   "%s; aborting\n",
+                   context().block_idx.x, waited, what);
+      std::abort();
+    }
+  }
+};
+
+// tf32: 10 explicit mantissa bits, rounded to nearest, ties away from zero
+// (cvt.rna.tf32.f32); infinities and NaN pass.
+inline float float_to_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & ~0x1fffu;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+// nvcuda::wmma, whole-tile (see the file comment).
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+
+template <typename Use, int M, int N, int K>
+struct TileShape;
+template <int M, int N, int K>
+struct TileShape<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct TileShape<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct TileShape<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
+
+// Elements are held in float (every operand type used here converts to
+// float exactly), row-major over the tile.
+template <typename Use, int M, int N, int K, typename T,
+          typename Layout = void>
+struct fragment {
+  static constexpr int rows = TileShape<Use, M, N, K>::rows;
+  static constexpr int cols = TileShape<Use, M, N, K>::cols;
+  static constexpr int num_elements = rows * cols;
+  using layout = Layout;
+  float x[num_elements];
+};
+
+template <typename Use, int M, int N, int K, typename T, typename L>
+void fill_fragment(fragment<Use, M, N, K, T, L>& f, float v) {
+  for (float& e : f.x) e = v;
+}
+
+template <typename Layout, typename P>
+float element(const P* p, int r, int c, unsigned ld) {
+  if constexpr (std::is_same_v<Layout, row_major>) {
+    return float(p[size_t(r) * ld + c]);
+  } else {
+    return float(p[size_t(c) * ld + r]);
+  }
+}
+
+template <typename Use, int M, int N, int K, typename T, typename L,
+          typename P>
+void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p,
+                      unsigned ld) {
+  using F = fragment<Use, M, N, K, T, L>;
+  for (int r = 0; r < F::rows; ++r) {
+    for (int c = 0; c < F::cols; ++c) {
+      f.x[r * F::cols + c] = element<L>(p, r, c, ld);
+    }
+  }
+}
+
+template <int M, int N, int K, typename T>
+void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const float* p,
+                      unsigned ld, layout_t layout) {
+  for (int r = 0; r < M; ++r) {
+    for (int c = 0; c < N; ++c) {
+      f.x[r * N + c] = layout == mem_row_major ? p[size_t(r) * ld + c]
+                                               : p[size_t(c) * ld + r];
+    }
+  }
+}
+
+template <int M, int N, int K, typename T>
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, T>& f,
+                       unsigned ld, layout_t layout) {
+  for (int e = int(context().thread_idx.x % 32); e < M * N; e += 32) {
+    const int r = e / N, c = e % N;
+    if (layout == mem_row_major) {
+      p[size_t(r) * ld + c] = f.x[e];
+    } else {
+      p[size_t(c) * ld + r] = f.x[e];
+    }
+  }
+}
+
+template <int M, int N, int K, typename TA, typename LA, typename TB,
+          typename LB, typename TC>
+void mma_sync(fragment<accumulator, M, N, K, TC>& d,
+              const fragment<matrix_a, M, N, K, TA, LA>& a,
+              const fragment<matrix_b, M, N, K, TB, LB>& b,
+              const fragment<accumulator, M, N, K, TC>& c) {
+  float out[M * N];
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) {
+      float acc = c.x[i * N + j];
+      for (int k = 0; k < K; ++k) acc += a.x[i * K + k] * b.x[k * N + j];
+      out[i * N + j] = acc;
+    }
+  }
+  std::memcpy(d.x, out, sizeof(out));
+}
+
+inline float __float_to_tf32(float x) { return float_to_tf32(x); }
+
+}  // namespace wmma
+}  // namespace emu
+}  // namespace seqkernels

@@ -1,0 +1,167 @@
+// The _C functions of the persistent recurrence: its plan (for
+// seqkernels.explain and the tests), the CUDA device's limits, the
+// recurrence algorithm asked for, and _C.emulated, the sequence ops on the
+// CPU with the persistent kernels in the host emulation (tests only).
+#include <torch/python.h>
+
+#include "seqkernels/emulation.h"
+
+namespace seqkernels {
+namespace {
+
+namespace py = pybind11;
+using at::Tensor;
+
+CellDesc parse_cell(const std::string& kind,
+                    const std::string& nonlinearity) {
+  for (CellKind k : {CellKind::kLstm, CellKind::kGru, CellKind::kRnn}) {
+    if (kind == kind_name(k)) {
+      return cell_desc(k, k == CellKind::kRnn
+                              ? parse_activation(nonlinearity)
+                              : Activation::kTanh);
+    }
+  }
+  TORCH_CHECK(false, "seqkernels: kind must be 'lstm', 'gru' or 'rnn', got '",
+              kind, "'");
+}
+
+py::dict plan_dict(const PersistentPlan& plan) {
+  const persistent::Layout& L = plan.layout;
+  return py::dict(py::arg("serves") = plan.serves,
+                  py::arg("reason") = plan.reason,
+                  py::arg("blocks") = plan.serves ? L.blocks : 0,
+                  py::arg("units") = plan.serves ? L.units : 0,
+                  py::arg("forward_smem") = plan.serves ? L.f_bytes : 0,
+                  py::arg("backward_smem") = plan.serves ? L.b_bytes : 0);
+}
+
+py::dict limits_dict(const DeviceLimits& d) {
+  return py::dict(py::arg("sm_count") = d.sm_count,
+                  py::arg("max_smem") = d.max_smem,
+                  py::arg("cooperative") = d.cooperative);
+}
+
+}  // namespace
+
+void bind_persistent(py::module_& m) {
+  m.def(
+      "recurrence_algorithm",
+      [] {
+        return recurrence_algorithm() == Recurrence::kPersistent
+                   ? "persistent"
+                   : "per_step";
+      },
+      "The recurrence algorithm SEQKERNELS_RECURRENCE asks for, as the C++ "
+      "driver reads it: 'per_step' or 'persistent'.");
+  m.def(
+      "persistent_plan",
+      [](const std::string& kind, const std::string& nonlinearity, int64_t T,
+         int64_t B, int64_t H, at::ScalarType dtype, int sm_count,
+         int64_t max_smem, bool cooperative) {
+        return plan_dict(plan_persistent(parse_cell(kind, nonlinearity), T, B,
+                                         H, dtype,
+                                         {sm_count, max_smem, cooperative}));
+      },
+      py::arg("kind"), py::arg("nonlinearity"), py::arg("T"), py::arg("B"),
+      py::arg("H"), py::arg("dtype"), py::arg("sm_count"), py::arg("max_smem"),
+      py::arg("cooperative") = true,
+      "dict(serves, reason, blocks, units, forward_smem, backward_smem): "
+      "whether the persistent kernels serve a layer (cell kind, T steps, "
+      "batch B, hidden size H, storage dtype) on a device with sm_count SMs "
+      "and max_smem bytes of shared memory per block; the rule of "
+      "plan_persistent in csrc/include/seqkernels/persistent_launch.h.");
+  m.def(
+      "cuda_device_limits",
+      [](int device) {
+#if defined(SEQKERNELS_WITH_CUDA)
+        return limits_dict(cuda_device_limits(device));
+#else
+        TORCH_CHECK(false, "seqkernels: built without CUDA kernels (device ",
+                    device, ")");
+        return py::dict();
+#endif
+      },
+      py::arg("device"),
+      "dict(sm_count, max_smem, cooperative) of a CUDA device, as the "
+      "persistent kernels' plan sees it.");
+
+  py::module_ e = m.def_submodule(
+      "emulated",
+      "The sequence ops on CPU tensors, with the persistent CUDA kernels run "
+      "in the host emulation (csrc/include/seqkernels/host_emulation.h) when "
+      "SEQKERNELS_RECURRENCE=persistent: test infrastructure.");
+  e.def(
+      "set_device",
+      [](int sm_count, int64_t max_smem) {
+        set_emulated_device({sm_count, max_smem, true});
+      },
+      py::arg("sm_count"), py::arg("max_smem"),
+      "The emulated device's SMs and shared memory per block.");
+  e.def("device", [] { return limits_dict(emulated_device()); },
+        "The emulated device's limits.");
+  e.def("launches", &emulated_launches,
+        "How many persistent kernels the emulation has run in this process.");
+  e.def(
+      "lstm_seq",
+      [](const Tensor& x, const Tensor& h0, const Tensor& c0,
+         const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
+         const OptTensor& w_hr, const OptTensor& lengths) {
+        return lstm_seq(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths,
+                        emulated_steps());
+      },
+      "seqkernels::lstm_seq, emulated.");
+  e.def(
+      "lstm_seq_backward",
+      [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
+         const Tensor& x, const Tensor& h0, const Tensor& c0,
+         const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
+         const OptTensor& lengths, const Tensor& y, const Tensor& saved,
+         const Tensor& cell_states, const Tensor& cell_outputs,
+         bool has_bias) {
+        return lstm_seq_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
+                                 w_hh, w_hr, lengths, y, saved, cell_states,
+                                 cell_outputs, has_bias, emulated_steps());
+      },
+      "seqkernels::lstm_seq_backward, emulated.");
+  e.def(
+      "gru_seq",
+      [](const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+         const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+         const OptTensor& lengths) {
+        return gru_seq(x, h0, w_ih, w_hh, b_ih, b_hh, lengths,
+                       emulated_steps());
+      },
+      "seqkernels::gru_seq, emulated.");
+  e.def(
+      "gru_seq_backward",
+      [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& x,
+         const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+         const OptTensor& lengths, const Tensor& y, const Tensor& saved,
+         bool has_bias) {
+        return gru_seq_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths,
+                                y, saved, has_bias, emulated_steps());
+      },
+      "seqkernels::gru_seq_backward, emulated.");
+  e.def(
+      "rnn_seq",
+      [](const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+         const Tensor& w_hh, const OptTensor& bias, const OptTensor& lengths,
+         const std::string& nonlinearity) {
+        return rnn_seq(x, h0, w_ih, w_hh, bias, lengths, nonlinearity,
+                       emulated_steps());
+      },
+      "seqkernels::rnn_seq, emulated.");
+  e.def(
+      "rnn_seq_backward",
+      [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& x,
+         const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+         const OptTensor& lengths, const Tensor& y, const Tensor& saved,
+         bool has_bias, const std::string& nonlinearity) {
+        return rnn_seq_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths,
+                                y, saved, has_bias, nonlinearity,
+                                emulated_steps());
+      },
+      "seqkernels::rnn_seq_backward, emulated.");
+}
+
+}  // namespace seqkernels

@@ -1,0 +1,102 @@
+"""The persistent recurrence kernels of the CUDA backend
+(csrc/include/seqkernels/persistent_recurrence.h), compiled for the host and
+run on the CPU by the host emulation (host_emulation.h: every GPU thread a
+host thread, the flags between blocks on std::atomic with the kernels'
+orders, the tensor-core tiles emulated whole), through the C++ sequence
+driver: outputs and gradients against the float64 reference by the
+tolerance rule, on shapes that split H over several blocks. What the
+emulation does not model (the GPU's weaker ordering of plain accesses, the
+tensor cores' order of additions, timing) waits for a GPU:
+tests/test_persistent_cuda.py."""
+
+import pytest
+import torch
+
+from persistent_cases import cases, check_op
+from seqkernels import _C
+from seqkernels.ops._variants import FAMILIES
+from seqkernels.sequence_driver import recurrence_algorithm
+
+EMU = _C.emulated
+H100 = dict(sm_count=132, max_smem=227 * 1024)
+
+
+@pytest.fixture
+def persistent(monkeypatch):
+    monkeypatch.setenv("SEQKERNELS_RECURRENCE", "persistent")
+
+
+@pytest.mark.parametrize("op,act,shape,dtype,reverse",
+                         list(cases((torch.bfloat16, torch.float16))))
+def test_emulated_kernels_match_reference(persistent, op, act, shape, dtype,
+                                          reverse):
+    before = EMU.launches()
+    check_op(op, act, shape, dtype, reverse, getattr(EMU, op),
+             getattr(EMU, op + "_backward"))
+    # Both passes ran the persistent kernels, not the per-step fallback.
+    assert EMU.launches() == before + 2
+
+
+def test_declined_dtype_runs_the_steps(persistent):
+    # float32 is not served (plan_persistent): the per-step CPU kernels run,
+    # with the CPU backend's results.
+    from persistent_cases import inputs64
+    args = tuple(a.float() if isinstance(a, torch.Tensor)
+                 and a.is_floating_point() else a
+                 for a in inputs64("gru_seq", None, "lengths", False))
+    before = EMU.launches()
+    ours = EMU.gru_seq(*args)
+    cpu = FAMILIES["gru_seq"].forward["cpu"](*args)
+    assert EMU.launches() == before
+    for a, b in zip(ours, cpu):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_per_step_is_the_default(monkeypatch):
+    from persistent_cases import inputs64
+    monkeypatch.delenv("SEQKERNELS_RECURRENCE", raising=False)
+    args = tuple(a.bfloat16() if isinstance(a, torch.Tensor)
+                 and a.is_floating_point() else a
+                 for a in inputs64("lstm_seq", None, "odd", False))
+    # Without the setting the kernel is not offered the loop: the CPU's
+    # per-step kernels run, and they take no bfloat16.
+    before = EMU.launches()
+    with pytest.raises(NotImplementedError, match="BFloat16"):
+        EMU.lstm_seq(*args)
+    assert EMU.launches() == before
+
+
+def test_both_drivers_read_the_same_setting(monkeypatch):
+    for value in ("per_step", "persistent"):
+        monkeypatch.setenv("SEQKERNELS_RECURRENCE", value)
+        assert _C.recurrence_algorithm() == recurrence_algorithm() == value
+    monkeypatch.setenv("SEQKERNELS_RECURRENCE", "fast")
+    with pytest.raises(ValueError, match="SEQKERNELS_RECURRENCE"):
+        recurrence_algorithm()
+    with pytest.raises(RuntimeError, match="SEQKERNELS_RECURRENCE"):
+        _C.recurrence_algorithm()
+
+
+@pytest.mark.parametrize("kind,blocks,units", [("lstm", 96, 8),
+                                               ("gru", 77, 10),
+                                               ("rnn", 48, 16)])
+def test_plan_at_the_l1_shape(kind, blocks, units):
+    # L1: B = 16, H = 768 on an H100: the fewest units per block that 132
+    # SMs allow (6), rounded up to what fills the 16-row tile.
+    plan = _C.persistent_plan(kind, "tanh", 1024, 16, 768, torch.bfloat16,
+                              **H100)
+    assert plan["serves"], plan["reason"]
+    assert (plan["blocks"], plan["units"]) == (blocks, units)
+    assert max(plan["forward_smem"], plan["backward_smem"]) <= H100["max_smem"]
+
+
+@pytest.mark.parametrize("dtype,B,H,why", [
+    (torch.float32, 16, 768, "per-step"),
+    (torch.float64, 16, 768, "per-step"),
+    (torch.bfloat16, 16, 8192, "shared memory"),
+    (torch.bfloat16, 512, 768, "pairs"),
+])
+def test_plan_declines_with_a_reason(dtype, B, H, why):
+    plan = _C.persistent_plan("lstm", "tanh", 100, B, H, dtype, **H100)
+    assert not plan["serves"]
+    assert why in plan["reason"]
