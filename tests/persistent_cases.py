@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import assert_all_match
+
 from seqkernels.cell_table import CELLS
 from seqkernels.functional import reverse_padded
 from seqkernels.ops._variants import FAMILIES

@@ -6,8 +6,8 @@ GPU; part of scripts/gpu_check.sh."""
 
 import pytest
 import torch
-
 from persistent_cases import cases, check_op
+
 from seqkernels import _C
 from seqkernels.ops._variants import FAMILIES
 

@@ -11,8 +11,8 @@ tests/test_persistent_cuda.py."""
 
 import pytest
 import torch
-
 from persistent_cases import cases, check_op
+
 from seqkernels import _C
 from seqkernels.ops._variants import FAMILIES
 from seqkernels.sequence_driver import recurrence_algorithm
