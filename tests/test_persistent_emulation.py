@@ -11,7 +11,7 @@ tests/test_persistent_cuda.py."""
 
 import pytest
 import torch
-from persistent_cases import cases, check_op
+from persistent_cases import cases, check_op, inputs64
 
 from seqkernels import _C
 from seqkernels.ops._variants import FAMILIES
@@ -40,7 +40,6 @@ def test_emulated_kernels_match_reference(persistent, op, act, shape, dtype,
 def test_declined_dtype_runs_the_steps(persistent):
     # float32 is not served (plan_persistent): the per-step CPU kernels run,
     # with the CPU backend's results.
-    from persistent_cases import inputs64
     args = tuple(a.float() if isinstance(a, torch.Tensor)
                  and a.is_floating_point() else a
                  for a in inputs64("gru_seq", None, "lengths", False))
@@ -53,7 +52,6 @@ def test_declined_dtype_runs_the_steps(persistent):
 
 
 def test_per_step_is_the_default(monkeypatch):
-    from persistent_cases import inputs64
     monkeypatch.delenv("SEQKERNELS_RECURRENCE", raising=False)
     args = tuple(a.bfloat16() if isinstance(a, torch.Tensor)
                  and a.is_floating_point() else a

@@ -22,16 +22,10 @@ namespace {
 
 using persistent::kThreads;
 
-template <typename Cell, typename scalar_t>
+template <typename Cell, typename Args>
 __global__ void __launch_bounds__(kThreads, 1)
-    persistent_forward_kernel(const persistent::ForwardArgs<scalar_t> a) {
-  persistent::persistent_forward<Cell>(a);
-}
-
-template <typename Cell, typename scalar_t>
-__global__ void __launch_bounds__(kThreads, 1)
-    persistent_backward_kernel(const persistent::BackwardArgs<scalar_t> a) {
-  persistent::persistent_backward<Cell>(a);
+    persistent_kernel(const Args a) {
+  persistent::run<Cell>(a);
 }
 
 // A cooperative launch on the current stream: it fails (instead of
@@ -54,6 +48,13 @@ void launch_cooperative(void (*kernel)(const Args), const Args& args,
       params, size_t(smem_bytes), c10::cuda::getCurrentCUDAStream()));
 }
 
+// The launch function that run_forward / run_backward call.
+void launch(auto cell_tag, const auto& args, int blocks, int smem_bytes) {
+  using Args = std::decay_t<decltype(args)>;
+  launch_cooperative<Args>(persistent_kernel<decltype(cell_tag), Args>, args,
+                           blocks, smem_bytes);
+}
+
 }  // namespace
 
 DeviceLimits cuda_device_limits(int device) {
@@ -69,28 +70,16 @@ DeviceLimits cuda_device_limits(int device) {
 
 bool cuda_persistent_forward(const CellDesc& cell, const SeqForward& seq) {
   const c10::cuda::CUDAGuard guard(seq.y.device());
-  return persistent::run_forward(
-      cell, seq, cuda_device_limits(seq.y.get_device()),
-      [](auto cell_tag, const auto& args, int blocks, int smem_bytes) {
-        using Cell = decltype(cell_tag);
-        using Args = std::decay_t<decltype(args)>;
-        launch_cooperative<Args>(
-            persistent_forward_kernel<Cell, typename Args::scalar_type>,
-            args, blocks, smem_bytes);
-      });
+  return persistent::run_forward(cell, seq,
+                                 cuda_device_limits(seq.y.get_device()),
+                                 [](auto... a) { launch(a...); });
 }
 
 bool cuda_persistent_backward(const CellDesc& cell, const SeqBackward& seq) {
   const c10::cuda::CUDAGuard guard(seq.grad_y.device());
-  return persistent::run_backward(
-      cell, seq, cuda_device_limits(seq.grad_y.get_device()),
-      [](auto cell_tag, const auto& args, int blocks, int smem_bytes) {
-        using Cell = decltype(cell_tag);
-        using Args = std::decay_t<decltype(args)>;
-        launch_cooperative<Args>(
-            persistent_backward_kernel<Cell, typename Args::scalar_type>,
-            args, blocks, smem_bytes);
-      });
+  return persistent::run_backward(cell, seq,
+                                  cuda_device_limits(seq.grad_y.get_device()),
+                                  [](auto... a) { launch(a...); });
 }
 
 }  // namespace seqkernels

@@ -279,14 +279,8 @@ __global__ void cell_backward_kernel(
 // Launchers
 // ---------------------------------------------------------------------------
 
-template <typename T>
-T* ptr(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
-const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
-  return lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
-}
+using persistent::lengths_ptr;
+using persistent::ptr;
 
 dim3 step_grid(int64_t B, int64_t H) {
   return dim3((H + BJ - 1) / BJ, (B + BB - 1) / BB);

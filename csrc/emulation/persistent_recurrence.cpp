@@ -13,26 +13,22 @@ namespace {
 DeviceLimits g_device{3, 227 * 1024, true};
 std::atomic<int64_t> g_launches{0};
 
+// Runs a launch's kernel as an emulated grid.
+void emulate(auto cell_tag, const auto& args, int blocks, int smem_bytes) {
+  using Cell = decltype(cell_tag);
+  emu::launch(blocks, persistent::kThreads, smem_bytes,
+              [&] { persistent::run<Cell>(args); });
+  ++g_launches;
+}
+
 bool forward_seq(const CellDesc& cell, const SeqForward& seq) {
-  return persistent::run_forward(
-      cell, seq, g_device,
-      [](auto cell_tag, const auto& args, int blocks, int smem_bytes) {
-        using Cell = decltype(cell_tag);
-        emu::launch(blocks, persistent::kThreads, smem_bytes,
-                    [&] { persistent::persistent_forward<Cell>(args); });
-        ++g_launches;
-      });
+  return persistent::run_forward(cell, seq, g_device,
+                                 [](auto... a) { emulate(a...); });
 }
 
 bool backward_seq(const CellDesc& cell, const SeqBackward& seq) {
-  return persistent::run_backward(
-      cell, seq, g_device,
-      [](auto cell_tag, const auto& args, int blocks, int smem_bytes) {
-        using Cell = decltype(cell_tag);
-        emu::launch(blocks, persistent::kThreads, smem_bytes,
-                    [&] { persistent::persistent_backward<Cell>(args); });
-        ++g_launches;
-      });
+  return persistent::run_backward(cell, seq, g_device,
+                                  [](auto... a) { emulate(a...); });
 }
 
 }  // namespace

@@ -68,8 +68,8 @@ inline void launch(int blocks, int threads, size_t smem_bytes,
   std::vector<std::unique_ptr<unsigned char[]>> smem(blocks);
   std::vector<std::unique_ptr<std::barrier<>>> barriers(blocks);
   for (int b = 0; b < blocks; ++b) {
-    smem[b] = std::make_unique<unsigned char[]>(smem_bytes + 1);
-    std::memset(smem[b].get(), 0, smem_bytes + 1);
+    smem[b] = std::make_unique<unsigned char[]>(smem_bytes);
+    std::memset(smem[b].get(), 0, smem_bytes);
     barriers[b] = std::make_unique<std::barrier<>>(threads);
   }
   std::vector<std::thread> pool;
@@ -186,17 +186,6 @@ void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p,
   for (int r = 0; r < F::rows; ++r) {
     for (int c = 0; c < F::cols; ++c) {
       f.x[r * F::cols + c] = element<L>(p, r, c, ld);
-    }
-  }
-}
-
-template <int M, int N, int K, typename T>
-void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const float* p,
-                      unsigned ld, layout_t layout) {
-  for (int r = 0; r < M; ++r) {
-    for (int c = 0; c < N; ++c) {
-      f.x[r * N + c] = layout == mem_row_major ? p[size_t(r) * ld + c]
-                                               : p[size_t(c) * ld + r];
     }
   }
 }

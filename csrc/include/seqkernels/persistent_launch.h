@@ -51,6 +51,7 @@ bool cuda_persistent_backward(const CellDesc& cell, const SeqBackward& seq);
 
 namespace persistent {
 
+// A tensor's data, null where it is absent (undefined or empty).
 template <typename T>
 T* ptr(const at::Tensor& t) {
   return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
@@ -58,6 +59,16 @@ T* ptr(const at::Tensor& t) {
 
 inline const int64_t* lengths_ptr(const OptTensor& lengths) {
   return lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+}
+
+// Calls f(scalar_t{}) with the storage type of a dtype the plan serves.
+template <typename F>
+void dispatch_storage(at::ScalarType dtype, F&& f) {
+  if (dtype == at::kHalf) {
+    f(at::Half{});
+  } else {
+    f(at::BFloat16{});
+  }
 }
 
 // Calls launch(Cell{}, args, blocks, smem_bytes) with the forward kernel's
@@ -73,7 +84,7 @@ bool run_forward(const CellDesc& cell, const SeqForward& seq,
   const at::Tensor exchange = at::empty({2, B, H}, seq.y.options());
   const at::Tensor flags =
       at::zeros({L.blocks}, seq.y.options().dtype(at::kInt));
-  const auto go = [&](auto scalar) {
+  dispatch_storage(dtype, [&](auto scalar) {
     using scalar_t = decltype(scalar);
     ForwardArgs<scalar_t> a{L,
                             cell.act,
@@ -89,13 +100,9 @@ bool run_forward(const CellDesc& cell, const SeqForward& seq,
                             ptr<scalar_t>(seq.h_n),
                             ptr<scalar_t>(exchange),
                             ptr<int>(flags)};
-    dispatch_cell(cell.kind, [&](auto tag) { launch(tag, a, L.blocks, L.f_bytes); });
-  };
-  if (dtype == at::kHalf) {
-    go(at::Half{});
-  } else {
-    go(at::BFloat16{});
-  }
+    dispatch_cell(cell.kind,
+                  [&](auto tag) { launch(tag, a, L.blocks, L.f_bytes); });
+  });
   return true;
 }
 
@@ -115,7 +122,7 @@ bool run_backward(const CellDesc& cell, const SeqBackward& seq,
   const at::Tensor flags =
       at::zeros({L.blocks}, seq.grad_y.options().dtype(at::kInt));
   const at::Tensor saved = seq.saved.contiguous();
-  const auto go = [&](auto scalar) {
+  dispatch_storage(dtype, [&](auto scalar) {
     using scalar_t = decltype(scalar);
     BackwardArgs<scalar_t> a{L,
                              cell.act,
@@ -132,13 +139,9 @@ bool run_backward(const CellDesc& cell, const SeqBackward& seq,
                              ptr<float>(seq.grad_hg),
                              ptr<float>(partials),
                              ptr<int>(flags)};
-    dispatch_cell(cell.kind, [&](auto tag) { launch(tag, a, L.blocks, L.b_bytes); });
-  };
-  if (dtype == at::kHalf) {
-    go(at::Half{});
-  } else {
-    go(at::BFloat16{});
-  }
+    dispatch_cell(cell.kind,
+                  [&](auto tag) { launch(tag, a, L.blocks, L.b_bytes); });
+  });
   return true;
 }
 

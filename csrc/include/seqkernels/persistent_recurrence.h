@@ -128,7 +128,6 @@ inline Layout make_layout(int G, int S, int T, int B, int H, int units) {
 // "float" tensors are in the accumulation dtype).
 template <typename scalar_t>
 struct ForwardArgs {
-  using scalar_type = scalar_t;
   Layout L;
   Activation act;
   const float* xg;          // [T, B, G*H]
@@ -147,7 +146,6 @@ struct ForwardArgs {
 
 template <typename scalar_t>
 struct BackwardArgs {
-  using scalar_type = scalar_t;
   Layout L;
   Activation act;
   const scalar_t* grad_y;      // [T, B, H]
@@ -186,6 +184,21 @@ struct Pair {
 SK_DEVICE Pair pair(int i, int units_here, int B) {
   const int p = blk::thread_index() + i * kThreads;
   return Pair{p / B, p % B, p < units_here * B};
+}
+
+// The block's resident rows of W_hh [G*H, H] into the tile w (row pitch
+// ld): tile row g*U + u holds row g*H + u0 + u; zero outside the block's
+// units and past H, so the padded products add nothing.
+template <typename scalar_t, typename tile_t>
+SK_DEVICE void load_rows(const Layout& L, const scalar_t* w_hh, int u0,
+                         int units_here, tile_t* w, int ld) {
+  for (int e = blk::thread_index(); e < L.m_pad * L.k_pad; e += kThreads) {
+    const int r = e / L.k_pad, k = e % L.k_pad;
+    const int g = r / L.units, u = r % L.units;
+    w[r * ld + k] = g < L.G && u < units_here && k < L.H
+                        ? tile_t(w_hh[(g * L.H + u0 + u) * int64_t(L.H) + k])
+                        : tile_t(0);
+  }
 }
 
 // Forward step 3: acc[ks][m][b] = sum over the k range ks of
@@ -235,14 +248,7 @@ SK_DEVICE void persistent_forward(const ForwardArgs<scalar_t>& a) {
   int* len = reinterpret_cast<int*>(sm + L.f_len);
   const int64_t GH = int64_t(G) * H, SH = int64_t(S) * H;
 
-  // The resident rows of W_hh, zero outside the block's units and H.
-  for (int e = tid; e < L.m_pad * L.k_pad; e += kThreads) {
-    const int r = e / L.k_pad, k = e % L.k_pad;
-    const int g = r / L.units, u = r % L.units;
-    w[r * L.ld_w + k] = g < G && u < units_here && k < H
-                            ? a.w_hh[(g * H + u0 + u) * int64_t(H) + k]
-                            : scalar_t(0);
-  }
+  load_rows(L, a.w_hh, u0, units_here, w, L.ld_w);
   SK_UNROLL
   for (int i = 0; i < kPairs; ++i) {
     const Pair q = pair(i, units_here, B);
@@ -397,13 +403,7 @@ SK_DEVICE void persistent_backward(const BackwardArgs<scalar_t>& a) {
   const int64_t part_size = int64_t(L.k_pad) * L.b_pad;
   constexpr bool kCarry = Cell::kHasC || Cell::kDirectH;
 
-  for (int e = tid; e < L.m_pad * L.k_pad; e += kThreads) {
-    const int r = e / L.k_pad, k = e % L.k_pad;
-    const int g = r / L.units, u = r % L.units;
-    w[r * L.ld_wf + k] = g < G && u < units_here && k < H
-                             ? float(a.w_hh[(g * H + u0 + u) * int64_t(H) + k])
-                             : 0.0f;
-  }
+  load_rows(L, a.w_hh, u0, units_here, w, L.ld_wf);
   // The gate-gradient tiles are written only inside (B, G*U) below.
   for (int e = tid; e < L.b_pad * L.ld_g; e += kThreads) {
     hi[e] = 0.0f;
@@ -506,6 +506,17 @@ SK_DEVICE void persistent_backward(const BackwardArgs<scalar_t>& a) {
     a.dh_carry[bj] = dh_s[q.u * B + q.b];
     if (kCarry) a.carry[bj] = carry_s[q.u * B + q.b];
   }
+}
+
+// The kernel of a launch, by its arguments: what the CUDA kernel and the
+// emulated grid run.
+template <typename Cell, typename scalar_t>
+SK_DEVICE void run(const ForwardArgs<scalar_t>& a) {
+  persistent_forward<Cell>(a);
+}
+template <typename Cell, typename scalar_t>
+SK_DEVICE void run(const BackwardArgs<scalar_t>& a) {
+  persistent_backward<Cell>(a);
 }
 
 }  // namespace persistent
