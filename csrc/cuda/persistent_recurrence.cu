@@ -49,10 +49,10 @@ void launch_cooperative(void (*kernel)(const Args), const Args& args,
 }
 
 // The launch function that run_forward / run_backward call.
-void launch(auto cell_tag, const auto& args, int blocks, int smem_bytes) {
-  using Args = std::decay_t<decltype(args)>;
-  launch_cooperative<Args>(persistent_kernel<decltype(cell_tag), Args>, args,
-                           blocks, smem_bytes);
+template <typename Cell, typename Args>
+void launch(Cell, const Args& args, int blocks, int smem_bytes) {
+  launch_cooperative<Args>(persistent_kernel<Cell, Args>, args, blocks,
+                           smem_bytes);
 }
 
 }  // namespace

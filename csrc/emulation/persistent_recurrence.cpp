@@ -14,8 +14,8 @@ DeviceLimits g_device{3, 227 * 1024, true};
 std::atomic<int64_t> g_launches{0};
 
 // Runs a launch's kernel as an emulated grid.
-void emulate(auto cell_tag, const auto& args, int blocks, int smem_bytes) {
-  using Cell = decltype(cell_tag);
+template <typename Cell, typename Args>
+void emulate(Cell, const Args& args, int blocks, int smem_bytes) {
   emu::launch(blocks, persistent::kThreads, smem_bytes,
               [&] { persistent::run<Cell>(args); });
   ++g_launches;

@@ -123,13 +123,12 @@ inline const T* mma_ptr(const T* p) {
 
 inline void publish(int* flag, int value) {
   std::atomic_thread_fence(std::memory_order_release);
-  std::atomic_ref<int>(*flag).store(value, std::memory_order_release);
+  __atomic_store_n(flag, value, __ATOMIC_RELEASE);
 }
 
 inline void wait_at_least(const int* flag, int value) {
-  std::atomic_ref<int> f(*const_cast<int*>(flag));
   emu::Spin spin;
-  while (f.load(std::memory_order_acquire) < value) spin.pause("a flag");
+  while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) < value) spin.pause("a flag");
 }
 
 #endif

@@ -6,10 +6,12 @@
 //   - a grid of blocks, every thread a host thread, all blocks resident at
 //     once (as a cooperative launch guarantees on the GPU); threadIdx,
 //     blockIdx, blockDim, gridDim as thread-local values; 1-D blocks only;
-//   - __syncthreads as a std::barrier of the block's threads;
+//   - __syncthreads as a barrier of the block's threads (Barrier below);
 //   - dynamic shared memory, one zero-filled buffer per block;
-//   - the inter-block flags on std::atomic_ref with the kernel's own orders
-//     (release stores, acquire loads, release/acquire fences);
+//   - the inter-block flags as atomic accesses with the kernel's own orders
+//     (release stores, acquire loads, release/acquire fences; the
+//     compiler's __atomic builtins, since the C++17 that older torch builds
+//     use has no std::atomic_ref);
 //   - nvcuda::wmma fragments. Their element layout is opaque by contract
 //     (code may only touch fragment elements through whole-fragment loops),
 //     so each thread holds the whole tile: load_matrix_sync reads the tile,
@@ -28,15 +30,17 @@
 #pragma once
 
 #include <atomic>
-#include <barrier>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace seqkernels {
@@ -46,11 +50,37 @@ struct Dim3 {
   unsigned int x = 1, y = 1, z = 1;
 };
 
+// A reusable barrier of n threads (C++17 has no std::barrier): the last
+// arrival of a generation wakes the others. The mutex orders every access
+// before arrive_and_wait before every access after it, in all n threads.
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const uint64_t generation = generation_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  const int n_;
+  int arrived_ = 0;
+  uint64_t generation_ = 0;
+};
+
 // The calling host thread's place in the emulated grid.
 struct ThreadContext {
   Dim3 thread_idx, block_idx, block_dim, grid_dim;
   unsigned char* smem = nullptr;
-  std::barrier<>* block_barrier = nullptr;
+  Barrier* block_barrier = nullptr;
 };
 
 inline ThreadContext& context() {
@@ -66,11 +96,11 @@ inline constexpr double kSpinSeconds = 30.0;
 inline void launch(int blocks, int threads, size_t smem_bytes,
                    const std::function<void()>& body) {
   std::vector<std::unique_ptr<unsigned char[]>> smem(blocks);
-  std::vector<std::unique_ptr<std::barrier<>>> barriers(blocks);
+  std::vector<std::unique_ptr<Barrier>> barriers(blocks);
   for (int b = 0; b < blocks; ++b) {
     smem[b] = std::make_unique<unsigned char[]>(smem_bytes);
     std::memset(smem[b].get(), 0, smem_bytes);
-    barriers[b] = std::make_unique<std::barrier<>>(threads);
+    barriers[b] = std::make_unique<Barrier>(threads);
   }
   std::vector<std::thread> pool;
   pool.reserve(size_t(blocks) * threads);
