@@ -40,6 +40,13 @@ k] = sum over its rows r of grad_hg[b, r] * W[r, k]`` for every k, to a
 ping-pong buffer ``[2, programs, B, H]`` and a flag. Step 0 forms no
 partial: h0's gradient is a GEMM in the driver.
 
+Products: the forward's in the storage dtype with float32 accumulation
+(float32: exact products, ``input_precision="ieee"``, as the per-step
+kernels). The backward's operands are the float32 gate gradients: with
+float16 or bfloat16 weights (exact in tf32) they run on tensor cores with
+the gradients split in two tf32 terms (about 21 bits kept, as the CUDA twin
+does); with float32 weights as exact float32 products (``_mac_rows``).
+
 Steps at or after the longest length have no active row: they write zeros
 and do no product and no exchange (every program computes the same longest
 length, so none waits for a flag that will not come).
@@ -80,7 +87,9 @@ RESIDENT_BYTES = 128 * 1024
 SPIN_LIMIT = 1 << 22
 # tl.dot needs every tile dimension >= 16.
 _MIN_TILE = 16
-_NUM_WARPS = 4
+# The forward product's K chunk (_gate_product).
+_K_CHUNK = 64
+_NUM_WARPS = 8
 
 
 # ---------------------------------------------------------------------------
@@ -157,6 +166,14 @@ def _lengths(len_ptr, rb, mb, T, HAS_LENGTHS: tl.constexpr):
 
 
 @triton.jit
+def _gate_product(h, w):
+    """h_t @ W_g^T for the program's units from K chunks h [NK, B, KC] and
+    w [NK, KC, U]: float32 accumulation (exact products for float32), the
+    chunks' partial products summed by a reduction of fixed shape."""
+    return tl.sum(tl.dot(h, w, input_precision="ieee"), axis=0)
+
+
+@triton.jit
 def _persistent_fwd(
         xg_ptr, w_ptr, b_hh_ptr, c_state_ptr, len_ptr, saved_ptr, cs_ptr,
         y_ptr, h_n_ptr, exchange_ptr, flags_ptr, status_ptr,
@@ -165,7 +182,7 @@ def _persistent_fwd(
         S: tl.constexpr, HAS_BH: tl.constexpr, HAS_LENGTHS: tl.constexpr,
         NUM_PROGRAMS: tl.constexpr, BLOCK_P: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr,
-        BLOCK_K: tl.constexpr):
+        BLOCK_K: tl.constexpr, BLOCK_KC: tl.constexpr):
     """The forward recurrence (module docstring). Shapes as SeqForward:
     xg [T, B, G*H] f32, w [G*H, H], b_hh [G*H], c_state [B, H] f32 in
     place, lengths [B] i64, saved [T, B, S*H] f32, cs [T, B, H] f32, y
@@ -175,17 +192,23 @@ def _persistent_fwd(
     pid = tl.program_id(0)
     rb = tl.arange(0, BLOCK_B)
     ru = pid * BLOCK_U + tl.arange(0, BLOCK_U)
-    rk = tl.arange(0, BLOCK_K)
     mb = rb < B
     mu = ru < H
     mask = mb[:, None] & mu[None, :]
     bu = rb[:, None] * H + ru[None, :]  # (b, u) in a [B, H] tensor
     GH = G * H
 
-    # The resident rows of W_hh, one [K, U] tile per gate:
-    # w_g[k, u] = w_hh[g*H + u, k], zero outside H.
-    w_ptrs = w_ptr + ru[None, :] * H + rk[:, None]
-    w_mask = (rk < H)[:, None] & mu[None, :]
+    # The resident rows of W_hh, one tile per gate, the K range in NK chunks
+    # of BLOCK_KC: w_g[n, kc, u] = w_hh[g*H + u, n*BLOCK_KC + kc], zero
+    # outside H. The product is a batched tl.dot over the chunks, which
+    # spreads K over the warps: as one [B, K] x [K, U] product each warp
+    # would hold operands along all of K, a register tile growing with H
+    # (it spills from H = 1024 on, scripts/triton_aot_check.py).
+    NK: tl.constexpr = BLOCK_K // BLOCK_KC
+    k3 = (tl.arange(0, NK)[:, None, None] * BLOCK_KC
+          + tl.arange(0, BLOCK_KC)[None, :, None])  # [NK, KC, 1]
+    w_ptrs = w_ptr + ru[None, None, :] * H + k3
+    w_mask = (k3 < H) & mu[None, None, :]
     gate = H * H
     w0 = tl.load(w_ptrs, mask=w_mask, other=0.0)
     w1 = w0
@@ -212,8 +235,11 @@ def _persistent_fwd(
     length, t_end = _lengths(len_ptr, rb, mb, T, HAS_LENGTHS)
     status = pid * 0  # an int32 zero
     zero = tl.zeros((BLOCK_B, BLOCK_U), ACC)
-    h_rows = rb[:, None] * H + rk[None, :]  # (b, k) in a [B, H] tensor
-    h_mask = mb[:, None] & (rk < H)[None, :]
+    # h_t as [NK, B, KC] chunks: (n, b, kc) is h[b, n*BLOCK_KC + kc].
+    kh = (tl.arange(0, NK)[:, None, None] * BLOCK_KC
+          + tl.arange(0, BLOCK_KC)[None, None, :])  # [NK, 1, KC]
+    h_rows = rb[None, :, None] * H + kh
+    h_mask = mb[None, :, None] & (kh < H)
     BH = B * H
 
     for t in range(t_end):
@@ -226,16 +252,16 @@ def _persistent_fwd(
                                 NUM_PROGRAMS, BLOCK_P)
         h_t = tl.load(exchange_ptr + (t % 2) * BH + h_rows, mask=h_mask,
                       other=0.0, cache_modifier=".cg")
-        a0 = tl.dot(h_t, w0, input_precision="ieee")
+        a0 = _gate_product(h_t, w0)
         a1 = a0
         a2 = a0
         a3 = a0
         if G > 1:
-            a1 = tl.dot(h_t, w1, input_precision="ieee")
+            a1 = _gate_product(h_t, w1)
         if G > 2:
-            a2 = tl.dot(h_t, w2, input_precision="ieee")
+            a2 = _gate_product(h_t, w2)
         if G > 3:
-            a3 = tl.dot(h_t, w3, input_precision="ieee")
+            a3 = _gate_product(h_t, w3)
         if HAS_BH:
             a0 += b0[None, :]
             a1 += b1[None, :]
@@ -274,6 +300,24 @@ def _persistent_fwd(
 
 
 @triton.jit
+def _mac_rows(d, w, acc, SPLIT: tl.constexpr):
+    """acc + d @ w for float32 gate gradients d [B, U] and W rows w [U, K].
+    SPLIT (w exact in tf32: float16 or bfloat16 storage): on tensor cores,
+    d as two tf32 terms, hi (d with its low 13 mantissa bits cleared) and
+    lo = d - hi (exact), so the product keeps about 21 bits of d; else
+    exact float32 products."""
+    w = w.to(tl.float32)
+    if SPLIT:
+        hi = (d.to(tl.int32, bitcast=True) & -8192).to(tl.float32,
+                                                       bitcast=True)
+        acc = tl.dot(hi, w, acc, input_precision="tf32")
+        acc = tl.dot(d - hi, w, acc, input_precision="tf32")
+    else:
+        acc = tl.dot(d, w, acc, input_precision="ieee")
+    return acc
+
+
+@triton.jit
 def _persistent_bwd(
         grad_y_ptr, w_ptr, dh_carry_ptr, carry_ptr, saved_ptr, h_prev_ptr,
         c0_ptr, cs_ptr, len_ptr, gx_ptr, gh_ptr, partials_ptr, flags_ptr,
@@ -283,7 +327,7 @@ def _persistent_bwd(
         S: tl.constexpr, HAS_LENGTHS: tl.constexpr,
         NUM_PROGRAMS: tl.constexpr, BLOCK_P: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr,
-        BLOCK_K: tl.constexpr):
+        BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
     """The backward recurrence (module docstring). Shapes as SeqBackward:
     grad_y [T, B, H], w [G*H, H], dh_carry [B, H] f32 in place, carry
     [B, H] f32 in place (LSTM, GRU), saved [T, B, S*H] f32, h_prev
@@ -403,13 +447,14 @@ def _persistent_bwd(
         if s > 0:
             # This program's partial of dh_{s-1} over its rows: the
             # recurrent-side gate gradients times its W rows, every k.
-            part = tl.dot(d0, w0.to(ACC), input_precision="ieee")
+            part = _mac_rows(d0, w0, tl.zeros((BLOCK_B, BLOCK_K), ACC),
+                             SPLIT)
             if G > 1:
-                part = tl.dot(d1, w1.to(ACC), part, input_precision="ieee")
+                part = _mac_rows(d1, w1, part, SPLIT)
             if G > 2:
-                part = tl.dot(r2, w2.to(ACC), part, input_precision="ieee")
+                part = _mac_rows(r2, w2, part, SPLIT)
             if G > 3:
-                part = tl.dot(d3, w3.to(ACC), part, input_precision="ieee")
+                part = _mac_rows(d3, w3, part, SPLIT)
             tl.store(partials_ptr + ((s % 2) * NUM_PROGRAMS + pid) * BH
                      + part_rows, part, mask=part_mask)
             _publish(flags_ptr, i + 1)
@@ -443,11 +488,10 @@ def persistent_plan(cell: CellDesc, T: int, B: int, H: int,
     """The rule of when the persistent kernels serve a layer of T steps, B
     rows and H units (no projection) in ``dtype`` on ``device``:
 
-    * dtype float16, bfloat16 or float32: tl.dot on the storage dtype with
-      float32 accumulation (float32 as exact float32 products,
-      ``input_precision="ieee"``, as the per-step kernels). float64 is
-      declined (no tl.dot for it on every GPU target); so is bfloat16 under
-      the interpreter, whose tl.dot is wrong for it;
+    * dtype float16, bfloat16 or float32, whose products are tl.dot with
+      float32 accumulation (module docstring). float64 is declined (no
+      tl.dot for it on every GPU target); so is bfloat16 under the
+      interpreter, whose tl.dot is wrong for it;
     * a non-empty layer with B <= MAX_BATCH (a program holds every row);
     * units: on a GPU the fewest per program (a power of two >= 16) that
       keep the programs at most the SM count, one program per SM, since all
@@ -556,7 +600,8 @@ def run_forward(cell: CellDesc, seq: SeqForward, plan: PersistentPlan
             words[1], T, B, H, SPIN_LIMIT,
             CELL=cell.kind_id, ACT=cell.act_id, G=cell.gates, S=cell.saved,
             HAS_BH=seq.b_hh is not None,
-            HAS_LENGTHS=seq.lengths is not None, **_blocks(plan, B, H))
+            HAS_LENGTHS=seq.lengths is not None, **_blocks(plan, B, H),
+            BLOCK_KC=min(_K_CHUNK, max(_MIN_TILE, next_pow2(H))))
     _check_status(words[1], "forward")
 
 
@@ -579,7 +624,8 @@ def run_backward(cell: CellDesc, seq: SeqBackward, plan: PersistentPlan
             partials, words[0], words[1],
             T, B, H, SPIN_LIMIT,
             CELL=cell.kind_id, ACT=cell.act_id, G=cell.gates, S=cell.saved,
-            HAS_LENGTHS=seq.lengths is not None, **_blocks(plan, B, H))
+            HAS_LENGTHS=seq.lengths is not None, **_blocks(plan, B, H),
+            SPLIT=seq.w_hh.dtype in (torch.float16, torch.bfloat16))
     _check_status(words[1], "backward")
 
 
