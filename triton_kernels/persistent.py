@@ -18,8 +18,10 @@ Work split. Program p owns the hidden units ``[p*U, p*U + U)`` (U =
 ``BLOCK_U``) and all G gates of them, so the cell math, the cell state and
 the carries stay in the program (in registers, for the whole sequence). It
 loads its rows of W_hh (rows ``g*H + u``) once, before the step loop, as
-one loop-invariant tile per gate, and multiplies with ``tl.dot`` (float32
-accumulation) every step. It also owns every batch row (B <= MAX_BATCH).
+one loop-invariant tile per gate (which the compiler keeps in shared memory
+for the tensor-core products of the 16-bit dtypes, in registers for
+float32), and multiplies with ``tl.dot`` (float32 accumulation) every
+step. It also owns every batch row (B <= MAX_BATCH).
 
 Forward step t: load the step's input side ``xg[t]`` of the program's
 units, wait until every program has published h_t (flag of program q >=
@@ -76,12 +78,17 @@ from .cell_math import (GRU, LSTM, RNN, cell_backward, cell_forward,
                         load_gates, num_sms, store_gates)
 
 # The plan's rule (persistent_plan):
-# batch rows a program holds (the step's h tile is [B, H] in registers).
+# batch rows a program holds (it owns every row).
 MAX_BATCH = 64
-# Bytes of W_hh rows one program keeps for the whole sequence (storage
-# dtype): about half of an SM's register file or shared memory, so the step's
-# tiles fit beside them. A first rule, to be tuned on a GPU.
-RESIDENT_BYTES = 128 * 1024
+# Per storage dtype: the bytes of W_hh rows a program keeps for the whole
+# sequence, and the elements of a step's [B, K] tiles (h_t; the backward's
+# partial). Set from what compiles for sm_90 with at most a few hundred
+# bytes of spills (scripts/triton_aot_check.py): the 16-bit dtypes' W rows
+# live in shared memory (tensor-core operands), float32's in registers
+# (exact float32 products run on the CUDA cores).
+BUDGETS = {torch.float16: (128 * 1024, 16384),
+           torch.bfloat16: (128 * 1024, 16384),
+           torch.float32: (64 * 1024, 4096)}
 # Polls of the flags before a wait gives up: at roughly a microsecond per L2
 # round trip, seconds, far beyond any step's wait in a healthy launch.
 SPIN_LIMIT = 1 << 22
@@ -497,13 +504,14 @@ def persistent_plan(cell: CellDesc, T: int, B: int, H: int,
       keep the programs at most the SM count, one program per SM, since all
       must be resident at once; under the interpreter, where programs run
       one after another, one program owns every unit;
-    * a program's rows of W_hh, G * units * next_pow2(H) elements of the
-      storage dtype, fit in RESIDENT_BYTES.
+    * the dtype's BUDGETS: a program's rows of W_hh, G * units * K elements
+      of the storage dtype, and the step's tile, B * K elements, with B and
+      K = H rounded up to powers of two >= 16.
     """
     def no(reason):
         return PersistentPlan(False, reason)
 
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+    if dtype not in BUDGETS:
         return no(f"{dtype}: the persistent kernel runs float16, bfloat16 "
                   "and float32")
     gpu = device.type == "cuda"
@@ -521,10 +529,15 @@ def persistent_plan(cell: CellDesc, T: int, B: int, H: int,
             units *= 2
     else:
         units = width
+    resident_limit, tile_limit = BUDGETS[dtype]
     resident = cell.gates * units * width * dtype.itemsize
-    if resident > RESIDENT_BYTES:
+    if resident > resident_limit:
         return no(f"W_hh rows of a program ({resident // 1024} KiB) exceed "
-                  f"{RESIDENT_BYTES // 1024} KiB")
+                  f"{resident_limit // 1024} KiB")
+    tile = max(_MIN_TILE, next_pow2(B)) * width
+    if tile > tile_limit:
+        return no(f"a step's [B, H] tile ({tile} elements) exceeds "
+                  f"{tile_limit}")
     programs = triton.cdiv(H, units)
     return PersistentPlan(True, f"{programs} programs of {units} units",
                           programs, units)
