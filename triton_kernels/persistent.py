@@ -82,10 +82,11 @@ from .cell_math import (GRU, LSTM, RNN, cell_backward, cell_forward,
 MAX_BATCH = 64
 # Per storage dtype: the bytes of W_hh rows a program keeps for the whole
 # sequence, and the elements of a step's [B, K] tiles (h_t; the backward's
-# partial). Set from what compiles for sm_90 with at most a few hundred
-# bytes of spills (scripts/triton_aot_check.py): the 16-bit dtypes' W rows
-# live in shared memory (tensor-core operands), float32's in registers
-# (exact float32 products run on the CUDA cores).
+# partial). Set from what triton 3.9 compiles for sm_90 with at most a few
+# hundred bytes of spills (scripts/triton_aot_check.py; triton 3.6 spills up
+# to 1.5 KB at B = 64): the 16-bit dtypes' W rows live in shared memory
+# (tensor-core operands), float32's in registers (exact float32 products run
+# on the CUDA cores). A first rule, to be tuned on a GPU.
 BUDGETS = {torch.float16: (128 * 1024, 16384),
            torch.bfloat16: (128 * 1024, 16384),
            torch.float32: (64 * 1024, 4096)}
