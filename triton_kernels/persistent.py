@@ -122,29 +122,41 @@ def _publish(flags_ptr, value):
 
 
 @triton.jit
+def _min_flag(flags, target, ACQUIRE: tl.constexpr,
+              NUM_PROGRAMS: tl.constexpr, BLOCK_P: tl.constexpr):
+    """The smallest flag of the programs (``target`` where there is none):
+    plain volatile reads, or acquire reads (an atomic add of 0: triton 3.6
+    has no atomic load)."""
+    rp = tl.arange(0, BLOCK_P)
+    mp = rp < NUM_PROGRAMS
+    if ACQUIRE:
+        seen = tl.atomic_add(flags + rp, 0, mask=mp, sem="acquire")
+    else:
+        seen = tl.load(flags + rp, mask=mp, other=0, volatile=True)
+    return tl.min(tl.where(mp, seen, target), axis=0)
+
+
+@triton.jit
 def _wait_all(flags_ptr, target, spin_limit, NUM_PROGRAMS: tl.constexpr,
               BLOCK_P: tl.constexpr):
     """Spins until every program's flag is >= ``target``, at most
     ``spin_limit`` polls; returns whether they all got there.
 
-    Memory ordering: the polls are acquire reads of every flag (an atomic
-    add of 0: a read-modify-write, as old Triton releases have no atomic
-    load); the barrier after the loop orders the acquiring threads' reads
-    before every thread's loads of the published data, which go to L2
-    (``.cg``), so no stale L1 line is read. Flags only grow within a
-    launch (zeroed by the host before it), so a flag >= target means the
-    step ``target - 1`` of that program is published (and every earlier
-    one)."""
-    rp = tl.arange(0, BLOCK_P)
-    mp = rp < NUM_PROGRAMS
-    seen = tl.min(tl.where(mp, tl.atomic_add(flags_ptr + rp, 0, mask=mp,
-                                             sem="acquire"), target), axis=0)
+    Memory ordering: the polls are volatile reads (no atomic traffic while
+    waiting); once they have seen every flag at ``target``, one acquire read
+    of every flag synchronizes with the releases (``_publish``) that wrote
+    the values seen or later ones, since flags only grow within a launch
+    (zeroed by the host before it): a flag >= target means step ``target -
+    1`` of that program, and every earlier one, is published. The barrier
+    after it orders the acquiring threads' reads before every thread's
+    loads of the published data, which go to L2 (``.cg``), so no stale L1
+    line is read."""
+    seen = _min_flag(flags_ptr, target, False, NUM_PROGRAMS, BLOCK_P)
     polls = 1
     while (seen < target) & (polls < spin_limit):
-        seen = tl.min(tl.where(mp, tl.atomic_add(flags_ptr + rp, 0, mask=mp,
-                                                 sem="acquire"), target),
-                      axis=0)
+        seen = _min_flag(flags_ptr, target, False, NUM_PROGRAMS, BLOCK_P)
         polls += 1
+    seen = _min_flag(flags_ptr, target, True, NUM_PROGRAMS, BLOCK_P)
     tl.debug_barrier()
     return seen >= target
 
@@ -164,13 +176,14 @@ def _wait_step(flags_ptr, status, target, step, spin_limit,
 
 @triton.jit
 def _lengths(len_ptr, rb, mb, T, HAS_LENGTHS: tl.constexpr):
-    """Each row's length (T without lengths) and the longest one, at most T:
-    steps from there on have no active row."""
+    """Each row's length, at most T (T without lengths), and the longest
+    one: steps from there on have no active row."""
     if HAS_LENGTHS:
         length = tl.load(len_ptr + rb, mask=mb, other=0).to(tl.int32)
+        length = tl.minimum(length, T)
     else:
         length = tl.where(mb, T, 0)
-    return length, tl.minimum(tl.max(length, axis=0), T)
+    return length, tl.max(length, axis=0)
 
 
 @triton.jit
@@ -562,11 +575,11 @@ def _check_status(status: Tensor, which: str) -> None:
         return
     failed = status.nonzero().flatten().tolist()
     if failed:
-        steps = status[failed].tolist()
+        where = [(p, s - 1) for p, s in
+                 zip(failed, status[failed].tolist(), strict=True)]
         raise RuntimeError(
             f"seqkernels: the persistent {which} recurrence gave up waiting "
-            f"for other programs at (program, step) "
-            f"{[(p, s - 1) for p, s in zip(failed, steps)]}: were all "
+            f"for other programs at (program, step) {where}: were all "
             f"{status.numel()} programs resident at once?")
 
 
@@ -588,10 +601,14 @@ def _written(stand_in: Tensor, **tensors: Tensor) -> list:
 
 
 def _blocks(plan: PersistentPlan, B: int, H: int) -> dict:
+    """The launch's constexprs and options. One stage: a software-pipelined
+    step loop would issue a step's loads of h (partials) ahead of the wait
+    that makes them valid."""
     return {"NUM_PROGRAMS": plan.programs,
             "BLOCK_P": next_pow2(plan.programs),
             "BLOCK_B": max(_MIN_TILE, next_pow2(B)), "BLOCK_U": plan.units,
-            "BLOCK_K": max(_MIN_TILE, next_pow2(H)), "num_warps": _NUM_WARPS}
+            "BLOCK_K": max(_MIN_TILE, next_pow2(H)), "num_warps": _NUM_WARPS,
+            "num_stages": 1}
 
 
 def run_forward(cell: CellDesc, seq: SeqForward, plan: PersistentPlan
