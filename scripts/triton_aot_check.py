@@ -3,10 +3,13 @@
 the interpreter, which runs the kernels as plain Python, lets through.
 
 The recurrent kernels are compiled from signatures written here; the
-attention kernels through their own launchers: each op runs on small CPU
-tensors with the launchers told they are on a GPU, and every kernel launch
-is caught and compiled with the arguments, constants and launch options the
-launcher chose, instead of run.
+attention kernels and the persistent recurrence through their own
+launchers: each op runs on small CPU tensors with the launchers told they
+are on a GPU, and every kernel launch is caught and compiled with the
+arguments, constants and launch options the launcher chose, instead of run.
+The persistent kernels are compiled as their plan configures them on an
+H100 (132 SMs), with several programs, so the flag waits and atomics go
+through ptxas; their registers and spills are printed (ptxas -v).
 
     python scripts/triton_aot_check.py [--arch 90]
 
@@ -17,7 +20,10 @@ import argparse
 import contextlib
 import itertools
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.getcwd())
@@ -32,8 +38,10 @@ from triton.compiler import ASTSource  # noqa: E402
 import torch  # noqa: E402
 from triton.runtime.jit import JITFunction, mangle_type  # noqa: E402
 
+from seqkernels.cell_table import cell_desc  # noqa: E402
+from seqkernels.sequence_driver import SeqBackward, SeqForward  # noqa: E402
 from triton_kernels import (additive_attention, attention_scores,  # noqa: E402
-                            cells, recurrent, sdpa)
+                            cells, persistent, recurrent, sdpa)
 
 # (storage type, USE_DOT, ACC, BLOCK_K): as recurrent._config picks them on
 # a GPU.
@@ -108,6 +116,7 @@ def main():
         triton.compile(cb, target=target)
         n += 2
     n += attention_kernels(target)
+    n += persistent_kernels(target)
     print(f"compiled {n} kernels for sm_{arch} in {time.time() - start:.0f} s")
 
 
@@ -126,9 +135,8 @@ def compiling_launches(target):
         signature = {n: "constexpr" if n in const else mangle_type(values[n])
                      for n in names}
         constants = {n: values[n] for n in const}
-        triton.compile(ASTSource(self, signature, constants), target=target,
-                       options=options)
-        compiled.append(self.fn.__name__)
+        compiled.append(triton.compile(ASTSource(self, signature, constants),
+                                       target=target, options=options))
 
     modules = (sdpa, attention_scores, additive_attention)
     saved = [m.on_gpu for m in modules]
@@ -184,6 +192,102 @@ def attention_kernels(target):
         n += len(done)
     torch.backends.cuda.matmul.allow_tf32 = False
     return n
+
+
+# (B, H) of the persistent kernels' compiles: target L1's layer, a wide
+# batch of a narrower one, and one that float32 is served in.
+PERSISTENT_SHAPES = [(16, 768), (64, 256), (16, 256)]
+H100_SMS = 132
+
+
+def persistent_kernels(target):
+    """The persistent recurrence (triton_kernels/persistent.py), forward and
+    backward, for every cell in each dtype it runs on a GPU, at the
+    configuration its plan picks on an H100 for PERSISTENT_SHAPES (several
+    programs each, so with the waits); prints registers and spills."""
+    g = torch.Generator().manual_seed(0)
+    n = 0
+    saved_sms = persistent.num_sms
+    persistent.num_sms = lambda device: H100_SMS
+    try:
+        for (kind, act), dtype, (B, H) in itertools.product(
+                (("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"),
+                 ("rnn", "relu"), ("rnn", "identity")),
+                (torch.float32, torch.bfloat16, torch.float16),
+                PERSISTENT_SHAPES):
+            cell = cell_desc(kind, act)
+            T = 3
+            plan = persistent.persistent_plan(cell, T, B, H, dtype,
+                                              torch.device("cuda"))
+            name = f"{kind}-{act} {str(dtype)[6:]} B={B} H={H}"
+            if not plan.serves:
+                print(f"persistent {name}: not served ({plan.reason})")
+                continue
+            assert plan.programs > 1, name
+            fwd, bwd = _persistent_seqs(cell, T, B, H, dtype, g)
+            with compiling_launches(target) as done:
+                persistent.run_forward(cell, fwd, plan)
+                persistent.run_backward(cell, bwd, plan)
+            for k in done:
+                print(f"persistent {name} {plan.reason}: {k.name} "
+                      f"{ptxas_usage(k)}, shared {k.metadata.shared} B")
+            n += len(done)
+    finally:
+        persistent.num_sms = saved_sms
+    return n
+
+
+def _persistent_seqs(cell, T, B, H, dtype, g):
+    """A SeqForward and a SeqBackward of random CPU tensors, with lengths
+    (the kernels' superset)."""
+    acc = torch.float32
+    G, S = cell.gates, cell.saved
+
+    def r(*shape, dt=dtype):
+        return torch.randn(*shape, generator=g).to(dt)
+
+    lengths = torch.tensor([T] + [1] * (B - 1))
+    c = r(B, H, dt=acc) if cell.has_c else None
+    cs = r(T, B, H, dt=acc) if cell.has_c else None
+    fwd = SeqForward(r(T, B, G * H, dt=acc), r(B, H), r(G * H, H),
+                     r(G * H) if cell.split_grad else None, c, lengths,
+                     r(T, B, S * H, dt=acc), cs, r(T, B, H), r(B, H))
+    grad_xg = r(T, B, G * H, dt=acc)
+    bwd = SeqBackward(r(T, B, H), r(G * H, H), r(B, H, dt=acc),
+                      r(B, H, dt=acc) if cell.has_c or cell.direct_h
+                      else None, r(T, B, S * H, dt=acc),
+                      r(T, B, H) if cell.direct_h else None, c, cs, lengths,
+                      grad_xg,
+                      r(T, B, G * H, dt=acc) if cell.split_grad else grad_xg)
+    return fwd, bwd
+
+
+def ptxas_usage(kernel):
+    """"N registers, S bytes spilled" from ptxas -v on the kernel's PTX
+    (for the target its .target line names), or why not."""
+    ptx = kernel.asm["ptx"]
+    gpu = re.search(r"^\.target\s+(\w+)", ptx, re.MULTILINE).group(1)
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+        arch = int(re.sub(r"\D", "", gpu))
+        ptxas = get_ptxas(arch).path
+    except (ImportError, TypeError, AttributeError, RuntimeError) as e:
+        return f"(no ptxas: {e})"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        out = subprocess.run([ptxas, "-v", f"--gpu-name={gpu}", src, "-o",
+                              os.path.join(tmp, "k.cubin")],
+                             capture_output=True, text=True,
+                             check=False).stderr
+    regs = re.search(r"Used (\d+) registers", out)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads",
+                       out)
+    if regs is None or spills is None:
+        return f"(ptxas said: {out.strip()[-200:]})"
+    return (f"{regs.group(1)} registers, spills {spills.group(1)} B stored "
+            f"/ {spills.group(2)} B loaded")
 
 
 if __name__ == "__main__":

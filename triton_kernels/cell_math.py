@@ -1,6 +1,6 @@
 """Pointwise math of every recurrent cell in Triton, and host helpers shared
-by the Triton kernels of ``recurrent.py`` (sequence steps) and ``cells.py``
-(the fused cell ops).
+by the Triton kernels of ``recurrent.py`` (sequence steps), ``persistent.py``
+(whole recurrences) and ``cells.py`` (the fused cell ops).
 
 The same equations as ``csrc/include/seqkernels/cell_math.h`` and the
 reference (``seqkernels/reference/*_cell.py``). A cell is chosen by the
@@ -15,6 +15,8 @@ b_hh). Saved for the backward (``sv0..sv3``, accumulation dtype):
 * GRU (gates r, z, n): r, z, n and the recurrent side of n (W_hn h + b_hn);
 * RNN (one gate): the output h (``sv0`` only).
 """
+
+import functools
 
 import torch
 import triton
@@ -40,6 +42,22 @@ IDENTITY = tl.constexpr(2)
 def tl_acc_dtype(dtype: torch.dtype):
     """The Triton dtype the kernels compute in for a storage dtype."""
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+@functools.cache
+def _num_sms_of(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def num_sms(device: torch.device) -> int:
+    """The SM count of a GPU (1 for the CPU), which sizes the grids of the
+    recurrent kernels."""
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None \
+        else torch.cuda.current_device()
+    return _num_sms_of(index)
+
 
 # ---------------------------------------------------------------------------
 # Gate blocks: a cell sees up to four gates of H units, gate g at an offset

@@ -23,9 +23,11 @@ switches say, as in the CUDA kernels (an error is never larger than the
 caller's dtype asks; TF32 buys little in a latency-bound recurrence).
 float64 always, and bfloat16 under the interpreter (whose ``tl.dot`` is wrong
 for it), use a broadcast multiply and sum in the accumulation dtype instead.
+
+A whole layer's recurrence in one launch (the persistent kernels, for
+``SEQKERNELS_RECURRENCE=persistent``) is in ``persistent.py``.
 """
 
-import functools
 from typing import Optional
 
 import torch
@@ -38,8 +40,9 @@ from seqkernels._common import device_guard, next_pow2
 from seqkernels.cell_table import CellDesc
 from seqkernels.sequence_driver import BackwardStep, ForwardStep
 
+from . import persistent
 from .cell_math import (GRU, LSTM, RNN, cell_backward, cell_forward,
-                        load_gates, store_gates, tl_acc_dtype)
+                        load_gates, num_sms, store_gates, tl_acc_dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -283,19 +286,6 @@ def _seq_bwd_step(
 # Launch configuration
 # ---------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _num_sms_of(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    index = device.index if device.index is not None \
-        else torch.cuda.current_device()
-    return _num_sms_of(index)
-
-
 def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
     """(USE_DOT, BLOCK_B, BLOCK_H, BLOCK_K, num_warps)."""
     on_gpu = device.type == "cuda"
@@ -315,7 +305,7 @@ def _config(dtype: torch.dtype, device: torch.device, B: int, H: int):
     if on_gpu:
         # The recurrence is latency bound: prefer more, smaller programs
         # while the grid does not fill the GPU.
-        sms = _num_sms(device)
+        sms = num_sms(device)
         while block_h > 16 and (triton.cdiv(B, block_b)
                                 * triton.cdiv(H, block_h)) < sms:
             block_h //= 2
@@ -336,7 +326,13 @@ def _strides(t: Optional[Tensor]) -> tuple[int, int]:
 
 class TritonSteps:
     """The steps of the sequence driver, one Triton kernel each, for every
-    cell."""
+    cell; and the whole-recurrence kernels of ``persistent.py``, which the
+    driver offers a layer when ``SEQKERNELS_RECURRENCE=persistent`` and
+    which take it where ``persistent_plan`` says they serve it."""
+
+    forward_seq = staticmethod(persistent.forward_seq)
+    backward_seq = staticmethod(persistent.backward_seq)
+    persistent_plan = staticmethod(persistent.persistent_plan)
 
     # Not yet: writing the saved values over the pre-activations (as the CPU
     # steps do) wants a GPU run to show that no program reads a tile that
