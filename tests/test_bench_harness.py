@@ -4,6 +4,9 @@ expected columns, a target table and a plot; failures and wrong results
 must become rows and marks, never a crash or a good-looking number."""
 
 import math
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -452,3 +455,25 @@ def test_job_order_takes_the_families_in_turn():
         if not configs or configs[-1] != job.config.name:
             configs.append(job.config.name)
     assert configs == ["L1", "L7-gru", "A3", "L2", "L7-rnn", "A4"]
+
+
+# --------------------------------------------------------------------------
+# The exchange micro-benchmark (benchmarks/exchange/): it runs only on a
+# GPU, but must build here for sm_90a without spills.
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_exchange_benchmark_builds_without_spills(tmp_path):
+    built = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "exchange" / "run.sh"),
+         "--build-only"], check=False,
+        env={**os.environ, "EXCHANGE_BUILD": str(tmp_path)},
+        capture_output=True, text=True, timeout=600)
+    report = built.stdout + built.stderr
+    assert built.returncode == 0, report
+    kernels = report.count("Compiling entry function")
+    assert kernels == 3, report  # flags, grid-sync, cluster
+    assert report.count("0 bytes spill stores, 0 bytes spill loads") == kernels
+    assert (tmp_path / "exchange").is_file()
