@@ -436,8 +436,9 @@ def _pointwise_case(cfg: Config, provider: str, dtype, device) -> Case:
 
 
 def build(job: Job, device: torch.device) -> Case:
-    """The case of ``job``, ready to time."""
-    import seqkernels
+    """The case of ``job``, ready to time. Only seqkernels' own providers
+    import seqkernels (scripts/flashrnn_warmup.py builds the FlashRNN case
+    while seqkernels is still being built)."""
     cfg, provider, dtype = job.config, job.provider, job.dtype
     if cfg.kind == "cell":
         return _cell_case(cfg, provider, dtype, device)
@@ -446,6 +447,7 @@ def build(job: Job, device: torch.device) -> Case:
     inputs = _seq_inputs(cfg, device)
     kw = dict(num_layers=cfg.layers, bidirectional=cfg.bidirectional)
     if provider.startswith("seqkernels-"):
+        import seqkernels
         module = seqkernels.LSTM(cfg.input_size, cfg.H, **kw,
                                  backend=seqkernels_provider(provider)[0])
         return recurrent_case(

@@ -531,18 +531,21 @@ def test_provider_names_and_algorithm_hook(monkeypatch):
     assert told.algorithm() == "forward persistent, backward per_step"
 
 
+_SEEN: list[tuple[str, str]] = []   # (pass, SEQKERNELS_RECURRENCE)
+
+
 class _Recorder(torch.autograd.Function):
-    """The identity, noting SEQKERNELS_RECURRENCE in forward and backward."""
-    seen: list = []
+    """The identity, noting SEQKERNELS_RECURRENCE in _SEEN in forward and
+    backward."""
 
     @staticmethod
     def forward(ctx, x):
-        _Recorder.seen.append(("fwd", os.environ.get("SEQKERNELS_RECURRENCE")))
+        _SEEN.append(("fwd", os.environ.get("SEQKERNELS_RECURRENCE")))
         return x.clone()
 
     @staticmethod
     def backward(ctx, grad):
-        _Recorder.seen.append(("bwd", os.environ.get("SEQKERNELS_RECURRENCE")))
+        _SEEN.append(("bwd", os.environ.get("SEQKERNELS_RECURRENCE")))
         return grad
 
 
@@ -554,19 +557,19 @@ def test_recurrence_env_is_set_around_each_call_and_restored(monkeypatch):
         cases.Case(lambda: [_Recorder.apply(x)], {"x": x}),
         "seqkernels-cuda-persistent")
     for mode in cases.MODES:
-        _Recorder.seen.clear()
+        _SEEN.clear()
         fn, _ = cases.runner(case, mode)
         assert os.environ["SEQKERNELS_RECURRENCE"] == "per_step"
         fn()
         assert os.environ["SEQKERNELS_RECURRENCE"] == "per_step"
-        assert _Recorder.seen and all(
-            value == "persistent" for _, value in _Recorder.seen), mode
-        assert ("bwd" in {kind for kind, _ in _Recorder.seen}) == (
+        assert _SEEN and all(
+            value == "persistent" for _, value in _SEEN), mode
+        assert ("bwd" in {kind for kind, _ in _SEEN}) == (
             mode != "fwd")
-    _Recorder.seen.clear()
+    _SEEN.clear()
     check.results(case, train=True)
-    assert {kind for kind, _ in _Recorder.seen} == {"fwd", "bwd"}
-    assert all(value == "persistent" for _, value in _Recorder.seen)
+    assert {kind for kind, _ in _SEEN} == {"fwd", "bwd"}
+    assert all(value == "persistent" for _, value in _SEEN)
     monkeypatch.delenv("SEQKERNELS_RECURRENCE")
     cases.runner(case, "fwd")[0]()
     assert "SEQKERNELS_RECURRENCE" not in os.environ
@@ -636,3 +639,11 @@ def test_flashrnn_rows_and_skip_reasons(monkeypatch):
                if j.provider == flashrnn_anchor.PROVIDER]
     assert all(j.skip.endswith("150 s") for j in skipped)
 
+
+
+def test_gpu_scripts_parse():
+    for script in ("scripts/gpu_check.sh", "scripts/gpu_check_recurrence.sh",
+                   "scripts/gpu_lib.sh", "benchmarks/exchange/run.sh"):
+        parsed = subprocess.run(["bash", "-n", str(ROOT / script)],
+                                check=False, capture_output=True, text=True)
+        assert parsed.returncode == 0, (script, parsed.stderr)
