@@ -18,12 +18,20 @@ Modes (``runner``)
                  allow it, so compiled.py turns them off for the compiled
                  providers. Gradients are reset to None before each
                  repetition so no accumulation kernel is timed.
+
+Environment: a case's ``env`` (say ``SEQKERNELS_RECURRENCE=persistent``,
+which seqkernels reads at every call, forward and backward) is set around
+everything a runner runs and restored after each call; ``algorithm``, where
+given, says after a run which algorithm ran (plan.py's recurrent
+providers).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -38,11 +46,45 @@ class Case:
     ``forward()`` returns the outputs, always in the same order for every
     provider of a kernel (so check.py can compare them); ``leaves`` are the
     tensors that require grad, by name (the same names across providers).
+    ``env``: environment variables set while the case runs (module
+    docstring); ``algorithm``: called after a run, it names the algorithm
+    that ran (the ``algorithm`` column; None: nothing to say).
     """
     forward: Callable[[], Sequence[Tensor]]
     leaves: dict[str, Tensor] = field(default_factory=dict)
     inference: bool = False
     note: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    algorithm: Optional[Callable[[], str]] = None
+
+
+@contextlib.contextmanager
+def environment(env: Mapping[str, str]) -> Iterator[None]:
+    """``env`` set in ``os.environ`` for the block; each variable's previous
+    value (or its absence) restored after it."""
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _in_environment(fn: Callable[[], object],
+                    env: Mapping[str, str]) -> Callable[[], None]:
+    """``fn`` run inside ``environment(env)`` (``fn`` itself if env is
+    empty)."""
+    if not env:
+        return fn
+
+    def run():
+        with environment(env):
+            fn()
+    return run
 
 
 def clear_grads(tensors: Sequence[Tensor]) -> None:
@@ -79,7 +121,13 @@ def _differentiable(outputs: Sequence[Tensor]) -> list[Tensor]:
 
 
 def runner(case: Case, mode: str) -> tuple[Callable[[], None], list[Tensor]]:
-    """``(fn, grad_to_none)`` that runs ``case`` in ``mode``."""
+    """``(fn, grad_to_none)`` that runs ``case`` in ``mode``, inside the
+    case's ``env``."""
+    fn, leaves = _runner(case, mode)
+    return _in_environment(fn, case.env), leaves
+
+
+def _runner(case: Case, mode: str) -> tuple[Callable[[], None], list[Tensor]]:
     leaves = list(case.leaves.values())
     if mode == "fwd":
         if case.inference:
@@ -95,7 +143,8 @@ def runner(case: Case, mode: str) -> tuple[Callable[[], None], list[Tensor]]:
         raise ValueError(f"mode {mode!r} needs a training case")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    outputs = _differentiable(case.forward())
+    with environment(case.env):
+        outputs = _differentiable(case.forward())
     if not outputs:
         raise ValueError("the case's outputs do not require grad")
     grads = random_grads(outputs)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .cases import Case, random_grads
+from .cases import Case, environment, random_grads
 
 TOLERANCE = {
     torch.float64: 1e-6,
@@ -56,7 +56,12 @@ def _no_tf32():
 
 def results(case: Case, train: bool) -> dict[str, Tensor]:
     """Outputs (``out0``, ``out1``, ...) and leaf gradients (by leaf name) of
-    one run of ``case``, as float64 on the CPU."""
+    one run of ``case`` (inside its ``env``), as float64 on the CPU."""
+    with environment(case.env):
+        return _results(case, train)
+
+
+def _results(case: Case, train: bool) -> dict[str, Tensor]:
     for leaf in case.leaves.values():
         leaf.grad = None
     ctx = torch.no_grad() if (case.inference or not train) else \

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .cases import Case, clear_grads
+from .cases import Case, clear_grads, environment
 from .harness import synchronize
 
 
@@ -30,17 +30,20 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
-def compile_now(case: Case, device: torch.device) -> None:
+def compile_now(case: Case, device: torch.device,
+                what: str = "compile+first run") -> None:
     """Run ``case`` once, outside any timing, so it compiles its forward
     graphs (and its backward graphs when it trains); the time it took goes
-    into the case's note."""
+    into the case's note, after ``what``. Also used for providers that
+    compile their own kernels at the first call (FlashRNN)."""
     start = time.perf_counter()
-    if case.inference:
-        with torch.no_grad():
-            case.forward()
-    else:
-        out = case.forward()[0]
-        torch.autograd.backward(out, torch.ones_like(out))
-        clear_grads(case.leaves.values())
+    with environment(case.env):
+        if case.inference:
+            with torch.no_grad():
+                case.forward()
+        else:
+            out = case.forward()[0]
+            torch.autograd.backward(out, torch.ones_like(out))
+            clear_grads(case.leaves.values())
     synchronize(device)
-    case.note = f"compile+first run {time.perf_counter() - start:.1f} s"
+    case.note = f"{what} {time.perf_counter() - start:.1f} s"

@@ -3,7 +3,11 @@ cuDNN's nn.GRU and nn.RNN).
 
 Providers (``provider`` column)
     seqkernels-<backend>   seqkernels.GRU / seqkernels.RNN with backend=
-                           cuda, triton, auto (CUDA) or cpu, auto (CPU).
+                           cuda, triton, auto (CUDA) or cpu, auto (CPU),
+                           asking for the per-step recurrence.
+    seqkernels-<backend>-persistent
+                           the same with backend= cuda or triton and the
+                           persistent recurrence asked for (GPU; plan.py).
     torch-nn-gru           torch.nn.GRU: cuDNN on GPU (bf16 and fp16),
                            torch's own kernels on CPU.
     torch-nn-rnn           torch.nn.RNN (tanh), likewise.
@@ -24,7 +28,13 @@ from typing import Sequence
 import torch
 
 from .cases import Case, uniform_weights_
-from .plan import Job, recurrent_dtypes, seqkernels_jobs
+from .plan import (
+    Job,
+    recurrent_case,
+    recurrent_dtypes,
+    seqkernels_jobs,
+    seqkernels_provider,
+)
 from .targets import Pairing
 
 KERNEL = "gru_rnn"
@@ -74,7 +84,8 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
     low, anchor_dtypes = recurrent_dtypes(device)
     jobs = []
     for cfg in config_list:
-        jobs += seqkernels_jobs(cfg, device, "seqkernels-", low)
+        jobs += seqkernels_jobs(cfg, device, "seqkernels-", low,
+                                persistent=True)
         for dt in anchor_dtypes:
             jobs.append(Job(cfg, f"torch-nn-{cfg.cell}", dt))
     return jobs
@@ -93,7 +104,8 @@ def build(job: Job, device: torch.device) -> Case:
     cfg, provider, dtype = job.config, job.provider, job.dtype
     if provider.startswith("seqkernels-"):
         cls = {"gru": seqkernels.GRU, "rnn": seqkernels.RNN}[cfg.cell]
-        module = cls(cfg.input_size, cfg.H, backend=provider.split("-", 1)[1])
+        module = cls(cfg.input_size, cfg.H,
+                     backend=seqkernels_provider(provider)[0])
     elif provider == f"torch-nn-{cfg.cell}":
         module = {"gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.cell](
             cfg.input_size, cfg.H)
@@ -112,7 +124,9 @@ def build(job: Job, device: torch.device) -> Case:
     def forward():
         out, h = module(x, h0)
         return [out, h]
-    return Case(forward, {"input": x, **dict(module.named_parameters())})
+    case = Case(forward, {"input": x, **dict(module.named_parameters())})
+    return (recurrent_case(case, provider)
+            if provider.startswith("seqkernels-") else case)
 
 
 def reference(job: Job, device: torch.device) -> Case:

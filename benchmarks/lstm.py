@@ -4,7 +4,13 @@ Providers (``provider`` column)
     seqkernels-<backend>   seqkernels.LSTM / LSTMCell / ops.lstm_cell with
                            backend= cuda, triton, auto (CUDA) or cpu, auto
                            (CPU). Triton is not run on CPU: the interpreter is
-                           a test tool, not a benchmark.
+                           a test tool, not a benchmark. The sequence rows
+                           ask for the per-step recurrence.
+    seqkernels-<backend>-persistent
+                           seqkernels.LSTM with backend= cuda or triton and
+                           the persistent recurrence asked for (sequence
+                           rows on the GPU; plan.py says how, and what the
+                           ``algorithm`` column holds).
     torch-nn-lstm          torch.nn.LSTM: cuDNN on GPU (bf16, and fp16 for
                            the anchor rows), torch's own kernels on CPU.
     torch-lstmcell-loop    torch.nn.LSTMCell stepped in a Python loop over T
@@ -21,6 +27,8 @@ Providers (``provider`` column)
     torch-fused-cell       aten._thnn_fused_lstm_cell, the pointwise kernel
                            inside nn.LSTMCell (CUDA only; no CPU kernel).
     torch-eager-pointwise  the same pointwise math in eager PyTorch.
+    flashrnn-cuda_fused    FlashRNN's fused CUDA LSTM (flashrnn_anchor.py),
+                           at L1 and L2 (target F1).
 
 Configurations: the LSTM target rows L1..L6 (targets.py; bf16 on GPU),
 the CPU target row (float32), and sweeps over batch and hidden size.
@@ -42,9 +50,16 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from . import flashrnn_anchor
 from .cases import Case, uniform_weights_
 from .compiled import compile_now, compiled
-from .plan import Job, recurrent_dtypes, seqkernels_jobs
+from .plan import (
+    Job,
+    recurrent_case,
+    recurrent_dtypes,
+    seqkernels_jobs,
+    seqkernels_provider,
+)
 from .targets import Pairing
 
 KERNEL = "lstm"
@@ -72,6 +87,7 @@ class Config:
     sweep: str = ""                  # sweep name, for plots
     sweep_x: int = 0                 # this point's value of the swept size
     seq_providers: Optional[tuple[str, ...]] = None  # None: all that apply
+    flashrnn: bool = False           # FlashRNN's benchmark shape (F1)
 
     @property
     def input_size(self) -> int:
@@ -113,8 +129,10 @@ def configs(device: torch.device, full: bool) -> list[Config]:
     if device.type == "cuda":
         l1 = dict(B=16, I=768, H=768, T=1024)
         rows = [
-            Config("L1", **l1, modes=("fwd",), target="L1"),
-            Config("L2", **l1, modes=("fwd+bwd", "bwd"), target="L2"),
+            Config("L1", **l1, modes=("fwd",), target="L1/F1",
+                   flashrnn=True),
+            Config("L2", **l1, modes=("fwd+bwd", "bwd"), target="L2/F1",
+                   flashrnn=True),
             Config("L3", B=64, I=1024, H=1024, T=512, layers=2,
                    bidirectional=True, target="L3"),
             Config("L4", B=1, I=1024, H=1024, T=2048, modes=("fwd",),
@@ -161,7 +179,8 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
     low, anchor_dtypes = recurrent_dtypes(device)
     jobs = []
     for cfg in config_list:
-        jobs += seqkernels_jobs(cfg, device, "seqkernels-", low)
+        jobs += seqkernels_jobs(cfg, device, "seqkernels-", low,
+                                persistent=cfg.kind == "seq")
         sweep_point = cfg.sweep != ""
         if cfg.kind == "seq":
             for dt in ((low,) if sweep_point else anchor_dtypes):
@@ -173,6 +192,9 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
                     cfg, "torch-compile-loop", low,
                     "" if compile else "torch.compile skipped "
                     "(--no-compile)"))
+            if cfg.flashrnn:
+                jobs.append(Job(cfg, flashrnn_anchor.PROVIDER, low,
+                                flashrnn_anchor.skip_reason(device)))
         elif cfg.kind == "cell":
             for dt in anchor_dtypes:
                 jobs.append(Job(cfg, "torch-lstmcell", dt))
@@ -366,7 +388,7 @@ def _cell_case(cfg: Config, provider: str, dtype, device) -> Case:
         cell = torch.nn.LSTMCell(cfg.input_size, cfg.H)
     else:
         cell = seqkernels.LSTMCell(cfg.input_size, cfg.H,
-                                   backend=provider.split("-", 1)[1])
+                                   backend=seqkernels_provider(provider)[0])
     cell.load_state_dict(ref.state_dict())
     cell.to(device=device, dtype=dtype)
     x = _randn(g, cfg.B, cfg.input_size).to(device, dtype).requires_grad_()
@@ -393,7 +415,7 @@ def _pointwise_case(cfg: Config, provider: str, dtype, device) -> Case:
     xp, hp, c, b_ih, b_hh = leaves.values()
     if provider.startswith("seqkernels-"):
         from seqkernels.ops import lstm_cell
-        backend = provider.split("-", 1)[1]
+        backend = seqkernels_provider(provider)[0]
 
         def forward():
             return list(lstm_cell(xp, hp, c, b_ih + b_hh, backend=backend))
@@ -414,8 +436,9 @@ def _pointwise_case(cfg: Config, provider: str, dtype, device) -> Case:
 
 
 def build(job: Job, device: torch.device) -> Case:
-    """The case of ``job``, ready to time."""
-    import seqkernels
+    """The case of ``job``, ready to time. Only seqkernels' own providers
+    import seqkernels (scripts/flashrnn_warmup.py builds the FlashRNN case
+    while seqkernels is still being built)."""
     cfg, provider, dtype = job.config, job.provider, job.dtype
     if cfg.kind == "cell":
         return _cell_case(cfg, provider, dtype, device)
@@ -424,9 +447,11 @@ def build(job: Job, device: torch.device) -> Case:
     inputs = _seq_inputs(cfg, device)
     kw = dict(num_layers=cfg.layers, bidirectional=cfg.bidirectional)
     if provider.startswith("seqkernels-"):
+        import seqkernels
         module = seqkernels.LSTM(cfg.input_size, cfg.H, **kw,
-                                 backend=provider.split("-", 1)[1])
-        return _seq_module_case(cfg, module, dtype, device, inputs)
+                                 backend=seqkernels_provider(provider)[0])
+        return recurrent_case(
+            _seq_module_case(cfg, module, dtype, device, inputs), provider)
     if provider == "torch-nn-lstm":
         module = torch.nn.LSTM(cfg.input_size, cfg.H, **kw)
         return _seq_module_case(cfg, module, dtype, device, inputs)
@@ -434,6 +459,11 @@ def build(job: Job, device: torch.device) -> Case:
         return _lstmcell_loop_case(cfg, dtype, device, inputs)
     if provider == "torch-compile-loop":
         return _compile_loop_case(cfg, dtype, device, inputs)
+    if provider == flashrnn_anchor.PROVIDER:
+        x = inputs.x.to(dtype).requires_grad_(cfg.train)
+        return flashrnn_anchor.lstm_case(
+            cfg, dtype, device, x, inputs.h0.to(dtype), inputs.c0.to(dtype),
+            _direction_weights(cfg, dtype, device)[0])
     raise ValueError(f"unknown LSTM provider {provider!r}")
 
 
@@ -502,6 +532,10 @@ PAIRINGS = (
             ">= 1.25x", 1.25),
     Pairing("L2", "same, bwd alone", "bwd", "L2", "L2", "torch-nn-lstm",
             "(for reference)", None),
+    Pairing("F1", "FlashRNN's benchmark: LSTM B=16 T=1024 768 units, fwd",
+            "fwd", "L1", "L1", flashrnn_anchor.PROVIDER, ">= 3x", 3.0),
+    Pairing("F1", "same, fwd+bwd", "fwd+bwd", "L2", "L2",
+            flashrnn_anchor.PROVIDER, ">= 3x", 3.0),
     Pairing("L3", "B=64 I=H=1024 T=512, 2 layers bidir, fwd+bwd", "fwd+bwd",
             "L3", "L3", "torch-nn-lstm", ">= 1.0x", 1.0),
     Pairing("L4", "inference B=1 H=1024 T=2048", "fwd", "L4", "L4",

@@ -4,14 +4,40 @@ a device can serve, and the dtype each provider runs in.
 Dtypes: seqkernels' providers, and every attention provider, run in
 bfloat16 on the GPU and float32 on the CPU. The recurrent anchors (cuDNN)
 run in bfloat16 and also in float16, cuDNN's fastest; float32 on the CPU.
+
+Recurrence algorithms: seqkernels runs a recurrent layer either step by step
+(``per_step``, one fused launch per time step) or in one persistent kernel
+per layer (``persistent``, opt-in), as ``SEQKERNELS_RECURRENCE`` says at each
+call. The recurrent providers name the algorithm they ask for:
+``seqkernels-<backend>`` asks for per_step, ``seqkernels-<backend>-persistent``
+(cuda and triton, on the GPU) for persistent, and each sets the variable
+around its calls (:func:`recurrent_case`), so a value exported in the shell
+cannot relabel a row. A backend takes the persistent kernel only where its
+rule says the kernel serves the shape, else the per-step kernels: which one
+ran goes into the ``algorithm`` column, from the backend's query in
+:data:`ALGORITHM_QUERIES` where it has one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+
+from .cases import Case
+
+RECURRENCE_ENV = "SEQKERNELS_RECURRENCE"
+PERSISTENT_SUFFIX = "-persistent"
+PERSISTENT_BACKENDS = ("cuda", "triton")
+
+# What a backend's last recurrent call ran, for the ``algorithm`` column of
+# its persistent provider: backend name -> a function, called after the
+# provider's run, returning a short text ("persistent", "per_step", or one
+# for each direction of the pass, "forward persistent, backward per_step").
+# A backend registers its query here once its kernels expose one; without
+# an entry the column says "requested: persistent".
+ALGORITHM_QUERIES: dict[str, Callable[[], str]] = {}
 
 
 @dataclass
@@ -41,12 +67,16 @@ def recurrent_dtypes(device: torch.device):
 
 
 def seqkernels_jobs(config: object, device: torch.device, prefix: str,
-                    dtype: torch.dtype, extra: Sequence[str] = ()) -> list[Job]:
+                    dtype: torch.dtype, extra: Sequence[str] = (),
+                    persistent: bool = False) -> list[Job]:
     """A job per seqkernels backend the device can serve (plus ``extra``
-    backends), named ``prefix + backend``; a backend this build or machine
-    lacks is listed as skipped, with the reason."""
+    backends), named ``prefix + backend``, and with ``persistent`` (a
+    recurrent configuration on the GPU) one per persistent-capable backend,
+    named ``prefix + backend + "-persistent"``; a backend this build or
+    machine lacks is listed as skipped, with the reason."""
     from seqkernels import _backend
-    backends = (["cuda", "triton", "auto"] if device.type == "cuda"
+    cuda = device.type == "cuda"
+    backends = (["cuda", "triton", "auto"] if cuda
                 else ["cpu", "auto"]) + list(extra)
     jobs = []
     for b in backends:
@@ -56,4 +86,31 @@ def seqkernels_jobs(config: object, device: torch.device, prefix: str,
         if b == "triton" and not _backend.TRITON_INSTALLED:
             skip = "triton is not installed"
         jobs.append(Job(config, prefix + b, dtype, skip))
+        if persistent and cuda and b in PERSISTENT_BACKENDS:
+            jobs.append(Job(config, prefix + b + PERSISTENT_SUFFIX, dtype,
+                            skip))
     return jobs
+
+
+def seqkernels_provider(provider: str) -> tuple[str, str]:
+    """``(backend, recurrence algorithm)`` of a seqkernels provider:
+    ``seqkernels-cuda`` -> ``("cuda", "per_step")``,
+    ``seqkernels-triton-persistent`` -> ``("triton", "persistent")``."""
+    name = provider.split("-", 1)[1]
+    if name.endswith(PERSISTENT_SUFFIX):
+        return name[:-len(PERSISTENT_SUFFIX)], "persistent"
+    return name, "per_step"
+
+
+def recurrent_case(case: Case, provider: str) -> Case:
+    """``case`` of the recurrent seqkernels provider ``provider``, set to
+    run the recurrence algorithm its name asks for, with the query that
+    fills its ``algorithm`` column (module docstring)."""
+    backend, algorithm = seqkernels_provider(provider)
+    case.env[RECURRENCE_ENV] = algorithm
+    if algorithm == "persistent":
+        case.algorithm = ALGORITHM_QUERIES.get(
+            backend, lambda: "requested: persistent")
+    else:
+        case.algorithm = lambda: "per_step"
+    return case

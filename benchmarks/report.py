@@ -1,7 +1,9 @@
 """Results: tidy CSV rows, the markdown target table, plots from the CSV.
 
 Every measurement is one row of ``results.csv`` (``COLUMNS``; ``io_mem_mb``
-is the memory a peak is held against, in rows with such a target). Runs
+is the memory a peak is held against, in rows with such a target;
+``algorithm`` the recurrence algorithm a seqkernels provider ran, or asked
+for where the backend cannot say: see plan.py). Runs
 append to the file; ``run_id`` (the run's start time) tells runs apart, and
 the table and plots are drawn from the rows of one run, read back from the CSV
 (so they can be redrawn later: ``python benchmarks/report.py results.csv``).
@@ -18,7 +20,7 @@ from typing import Iterable, Optional, Sequence
 
 COLUMNS = (
     "kernel", "provider", "mode", "config", "target", "shape", "dtype",
-    "median_ms", "p20_ms", "p80_ms", "reps", "flops", "tflops", "bytes",
+    "algorithm", "median_ms", "p20_ms", "p80_ms", "reps", "flops", "tflops", "bytes",
     "gbps", "peak_mem_mb", "io_mem_mb", "status", "check", "check_err",
     "note", "sweep", "sweep_x", "gemm_ceiling_tflops", "copy_ceiling_gbps",
     "device", "torch", "triton", "cuda", "commit", "date", "host", "run_id",
@@ -96,7 +98,11 @@ def _ms(value) -> str:
 
 
 def _label(row: dict) -> str:
-    return f"{row['provider']} {row['dtype']}"
+    """Provider and dtype, and the algorithm where it is not the default
+    (per_step) one."""
+    algorithm = row.get("algorithm", "")
+    extra = f" [{algorithm}]" if algorithm not in ("", "per_step") else ""
+    return f"{row['provider']} {row['dtype']}{extra}"
 
 
 def _ok(row: dict) -> bool:
@@ -202,19 +208,20 @@ def _pct(frac: float) -> str:
 
 def all_rows_table(rows: Sequence[dict]) -> str:
     """Every measurement of the run, one line each."""
-    lines = ["| kernel | config | shape | mode | provider | dtype | median ms "
-             "| p20..p80 ms | TFLOP/s | GB/s | peak MB | check | status |",
-             "|" + " --- |" * 13]
+    lines = ["| kernel | config | shape | mode | provider | dtype | algorithm "
+             "| median ms | p20..p80 ms | TFLOP/s | GB/s | peak MB | check "
+             "| status |",
+             "|" + " --- |" * 14]
     for r in rows:
         if r["kernel"] == "ceiling":
             continue
         spread = (f"{_ms(r['p20_ms'])}..{_ms(r['p80_ms'])}"
                   if _ok(r) else "-")
-        status = r["status"] + (f": {r['note']}" if r["status"] != "ok"
-                                and r["note"] else "")
+        status = r["status"] + (f": {r['note']}" if r["note"] else "")
         lines.append(
             f"| {r['kernel']} | {r['config']} | {r['shape']} | {r['mode']} | "
-            f"{r['provider']} | {r['dtype']} | {_ms(r['median_ms'])} | "
+            f"{r['provider']} | {r['dtype']} | {r.get('algorithm') or '-'} | "
+            f"{_ms(r['median_ms'])} | "
             f"{spread} | {_ms(r['tflops'])} | {_ms(r['gbps'])} | "
             f"{_ms(r['peak_mem_mb'])} | {r['check'] or '-'} | "
             f"{status.replace('|', '/')} |")

@@ -12,7 +12,9 @@ GPU (the CPU target row, tiny sweeps, small GRU/RNN and attention rows,
 about two minutes on two cores), --full with a GPU (the target rows, listed
 in targets.py, and the sweeps). The families take turns, a
 configuration each (``job_order``), so a run cut by --time-limit still
-covers all of them. Each provider runs inside its own try/except: a failure becomes a
+covers all of them. A recurrent seqkernels provider's rows say which recurrence
+algorithm ran (the ``algorithm`` column; plan.py). Each provider runs inside
+its own try/except: a failure becomes a
 row whose note holds the error, and is printed loudly; nothing falls back
 silently. Before timing, each provider's outputs and gradients are compared
 once with a float32 PyTorch reference; a mismatch is printed, and marked
@@ -198,7 +200,8 @@ def run_job(kernel, job, device: torch.device, settings: harness.Settings,
             f = kernel.flops(cfg, mode)
             b = kernel.pointwise_bytes(cfg, mode, job.dtype)
             summary.rows.append(row(
-                mode, median_ms=t.median_ms, p20_ms=t.p20_ms,
+                mode, algorithm=case.algorithm() if case.algorithm else "",
+                median_ms=t.median_ms, p20_ms=t.p20_ms,
                 p80_ms=t.p80_ms, reps=t.reps,
                 tflops=harness.tflops(f, t.median_ms) if f else math.nan,
                 gbps=harness.gbps(b, t.median_ms) if b else math.nan,

@@ -15,6 +15,9 @@ threshold):
     L6   one LSTM cell step, B=4096, H=1024, fwd+bwd, against torch's fused
          cell (and its pointwise part against the copy bandwidth)
     L7   GRU and vanilla RNN at the L1 shape, against cuDNN
+    F1   FlashRNN's own benchmark (an LSTM with B=16, T=1024, 768 units: the
+         L1 and L2 configurations), fwd and fwd+bwd, against FlashRNN's
+         fused CUDA kernel (flashrnn_anchor.py)
     A1   scaled dot-product attention forward, head dims 64 and 128,
          against torch's flash backend
     A2   the A1 rows, forward+backward
@@ -24,8 +27,7 @@ threshold):
          eager naive version and torch.compile (and a peak-memory bound)
     CPU  the CPU rows, float32, for reference
 
-Targets without a configuration in benchmarks/ yet: F1 (FlashRNN's own
-benchmark, an LSTM with B=16, T=1024 and 768 units), A5 (masked SDPA
+Targets without a configuration in benchmarks/ yet: A5 (masked SDPA
 against FlexAttention) and E1 (a seq2seq training step against the same
 model in torch.nn).
 """

@@ -19,8 +19,10 @@
 #                          "skip": no benchmarks)
 #   GPU_CHECK_BENCH_S      the benchmarks, a hard stop (default 3600; give
 #                          run.py a --time-limit well inside it)
+#   GPU_CHECK_BUILD_S      the build (default 600)
 # A Python package the machine lacks (expecttest, for opcheck) is installed
-# from wheels in .whl/, if that folder is there.
+# from wheels in .whl/, if that folder is there (into /tmp/site, on
+# PYTHONPATH). The helpers are scripts/gpu_lib.sh's.
 #
 # In a copy of the tree (without .git, or with a stale one), set
 # SEQKERNELS_COMMIT to the commit it holds.
@@ -33,7 +35,8 @@ out="${1:?usage: gpu_check.sh OUT_DIR}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 cd "$(dirname "$0")/.."
-py="${PYTHON:-python3}"
+source scripts/gpu_lib.sh
+build_s="${GPU_CHECK_BUILD_S:-600}"
 test_s="${GPU_CHECK_TEST_S:-1200}"
 sanitizer_s="${GPU_CHECK_SANITIZER_S:-600}"
 bench_s="${GPU_CHECK_BENCH_S:-3600}"
@@ -42,72 +45,40 @@ read -r -a sanitize <<<"${GPU_CHECK_SANITIZE:-scripts/sanitize_cases.py scripts/
 read -r -a tools <<<"${GPU_CHECK_SANITIZER_TOOLS:-memcheck racecheck}"
 read -r -a bench_args <<<"${GPU_CHECK_BENCH_ARGS:---full}"
 
-status() {
-  case "$1" in
-    0) echo "ok" ;;
-    124) echo "CUT at its time budget (exit 124)" ;;
-    *) echo "FAILED (exit $1)" ;;
-  esac
-}
-start=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+gpu_install_wheels
 
-if [ -d .whl ] && ! "$py" -c "import expecttest" 2>/dev/null; then
-  "$py" -m pip install -q --no-index --no-deps .whl/*.whl
-fi
-
-stamp "build (sm_90a)"
-export SEQKERNELS_CUDA=1 SEQKERNELS_CUDA_ARCHS=90a MAX_JOBS="${MAX_JOBS:-16}"
-"$py" -m pip install --no-build-isolation --no-deps -e . >"$out/build.log" 2>&1
+gpu_stamp "build (sm_90a)"
+gpu_build "$out/build.log" "$build_s"
 build=$?
 if [ $build -ne 0 ]; then
   tail -40 "$out/build.log"
-  echo "build FAILED: see build.log"
+  echo "build $(gpu_status $build): see build.log"
   exit 1
 fi
-"$py" -c "import torch, seqkernels; print(seqkernels.build_info())" \
-  >>"$out/build.log" 2>&1
 
 # The four sanitizer runs go beside the tests: none of them is timed, and
 # the GPU has room for all. The benchmarks run after, alone.
-stamp "tests (budget ${test_s} s) beside compute-sanitizer"
+gpu_stamp "tests (budget ${test_s} s) beside compute-sanitizer"
 sanitizer_pids=()
 i=0
 for cases in "${sanitize[@]}"; do
   for tool in "${tools[@]}"; do
     i=$((i + 1))
-    (
-      echo "== compute-sanitizer --tool $tool $cases"
-      timeout -k 10 "$sanitizer_s" compute-sanitizer --tool "$tool" \
-        --error-exitcode 1 "$py" "$cases" 2>&1
-      echo "== exit $? ($tool $cases)"
-    ) >"$out/sanitizer.$i.log" 2>&1 &
+    gpu_sanitize "$out/sanitizer.$i.log" "$sanitizer_s" "$tool" "$cases" &
     sanitizer_pids+=($!)
   done
 done
 
-# A hung test (a kernel that never returns) costs one worker, not the run.
-per_test=()
-"$py" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 180)
-t0=$(date +%s)
-# -v: each result is printed with its test id as it comes, so a
-# run cut at its budget (which loses pytest's closing summary) still names
-# its failures.
-timeout -s INT -k 30 "$test_s" "$py" -m pytest "${test_args[@]}" -v \
-  -n "${GPU_CHECK_WORKERS:-8}" -p no:cacheprovider --durations=25 -rfE \
-  "${per_test[@]}" >"$out/tests.log" 2>&1
+gpu_pytest "$out/tests.log" "$test_s" "${test_args[@]}" \
+  -n "${GPU_CHECK_WORKERS:-8}"
 tests=$?
-# pytest exits 2 when interrupted: say "cut" when the budget ran out.
-if [ $tests -eq 2 ] && [ $(( $(date +%s) - t0 )) -ge "$test_s" ]; then
-  tests=124
-fi
-stamp "tests done: $(status $tests); waiting for the sanitizer"
+gpu_stamp "tests done: $(gpu_status $tests); waiting for the sanitizer"
 wait "${sanitizer_pids[@]}"
 cat "$out"/sanitizer.*.log >"$out/sanitizer.log" && rm "$out"/sanitizer.*.log
 sanitizer=0
 grep -q "^== exit [^0]" "$out/sanitizer.log" && sanitizer=1
 
-stamp "benchmarks: ${bench_args[*]}"
+gpu_stamp "benchmarks: ${bench_args[*]}"
 bench=0
 if [ "${bench_args[*]}" != skip ]; then
   timeout -s INT -k 20 "$bench_s" "$py" benchmarks/run.py "${bench_args[@]}" \
@@ -126,18 +97,16 @@ fi
 {
   echo "# GPU check"
   echo
-  echo "- commit: ${SEQKERNELS_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+  echo "- commit: $(gpu_commit)"
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
-  echo "- versions: $("$py" -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)')"
-  echo "- build (sm_90a): $(status $build)"
-  echo "- tests: $(status $tests): $(grep -E '(passed|failed|error)' "$out/tests.log" | tail -1)"
-  echo "- compute-sanitizer (${tools[*]} over ${sanitize[*]}): $(status $sanitizer)"
-  echo "- benchmarks (${bench_args[*]}): $(status $bench)"
-  echo "- wall time: $(( $(date +%s) - start )) s"
+  gpu_versions | sed 's/^/- /'
+  echo "- build (sm_90a): $(gpu_status $build)"
+  echo "- tests: $(gpu_status $tests): $(gpu_test_summary "$out/tests.log")"
+  echo "- compute-sanitizer (${tools[*]} over ${sanitize[*]}): $(gpu_status $sanitizer)"
+  echo "- benchmarks (${bench_args[*]}): $(gpu_status $bench)"
+  echo "- wall time: $(( $(date +%s) - gpu_start )) s"
   echo
-  grep -E "(^| )(FAILED|ERROR) tests/" "$out/tests.log" | sed -e 's/^\[gw[0-9]*\] \[ *[0-9]*%\] //' -e 's/ - .*//' -e 's/ *$//' \
-    | sort -u | head -40
+  gpu_failed_tests "$out/tests.log"
   grep -E "^== |ERROR SUMMARY" "$out/sanitizer.log" | head -20
   echo
   sed -n '/^## Targets/,/^## All measurements/p' "$out/table.md" 2>/dev/null \

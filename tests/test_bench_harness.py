@@ -4,6 +4,9 @@ expected columns, a target table and a plot; failures and wrong results
 must become rows and marks, never a crash or a good-looking number."""
 
 import math
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -419,7 +422,8 @@ def test_gru_rnn_plan_and_work():
                        for dt in (torch.bfloat16, torch.float16)}
     ours = [j for j in jobs if j.provider.startswith("seqkernels-")]
     assert {j.provider for j in ours} == {
-        "seqkernels-cuda", "seqkernels-triton", "seqkernels-auto"}
+        "seqkernels-cuda", "seqkernels-triton", "seqkernels-auto",
+        "seqkernels-cuda-persistent", "seqkernels-triton-persistent"}
     assert all(j.dtype == torch.bfloat16 for j in ours)
     gru, rnn = rows
     assert gru_rnn.flops(gru, "fwd") == 2.0 * 1024 * 16 * 3 * 768 * 1536
@@ -452,3 +456,194 @@ def test_job_order_takes_the_families_in_turn():
         if not configs or configs[-1] != job.config.name:
             configs.append(job.config.name)
     assert configs == ["L1", "L7-gru", "A3", "L2", "L7-rnn", "A4"]
+
+
+# --------------------------------------------------------------------------
+# The exchange micro-benchmark (benchmarks/exchange/): it runs only on a
+# GPU, but must build here for sm_90a without spills.
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_exchange_benchmark_builds_without_spills(tmp_path):
+    built = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "exchange" / "run.sh"),
+         "--build-only"], check=False,
+        env={**os.environ, "EXCHANGE_BUILD": str(tmp_path)},
+        capture_output=True, text=True, timeout=600)
+    report = built.stdout + built.stderr
+    assert built.returncode == 0, report
+    kernels = report.count("Compiling entry function")
+    assert kernels == 3, report  # flags, grid-sync, cluster
+    assert report.count("0 bytes spill stores, 0 bytes spill loads") == kernels
+    assert (tmp_path / "exchange").is_file()
+
+
+# --------------------------------------------------------------------------
+# Recurrence algorithms (plan.py) and the FlashRNN anchor (target F1)
+
+from benchmarks import flashrnn_anchor, gru_rnn, plan  # noqa: E402
+
+GPU = torch.device("cuda")
+PERSISTENT = {"seqkernels-cuda-persistent", "seqkernels-triton-persistent"}
+
+
+def test_persistent_providers_are_planned_for_recurrent_rows(monkeypatch):
+    rows = {c.name: c for c in lstm.configs(GPU, False)}
+    jobs = lstm.plan(GPU, list(rows.values()), compile=False)
+    for name, cfg in rows.items():
+        providers = {j.provider for j in jobs if j.config is cfg}
+        if cfg.kind == "seq":
+            assert PERSISTENT <= providers, name
+        else:
+            assert not PERSISTENT & providers, name
+    gru_jobs = gru_rnn.plan(GPU, gru_rnn.configs(GPU, False), compile=False)
+    assert {j.provider for j in gru_jobs} >= PERSISTENT
+    # Never on the CPU: no backend there has a persistent kernel.
+    for cpu_jobs in (lstm.plan(CPU, lstm.configs(CPU, False), compile=False),
+                     gru_rnn.plan(CPU, gru_rnn.configs(CPU, False),
+                                  compile=False)):
+        assert not any(j.provider.endswith("-persistent") for j in cpu_jobs)
+    # A build or install without the backend: listed, skipped with the reason.
+    from seqkernels import _backend
+    monkeypatch.setattr(_backend, "CUDA_BUILT", False)
+    monkeypatch.setattr(_backend, "TRITON_INSTALLED", False)
+    skips = {j.provider: j.skip for j in gru_rnn.plan(
+        GPU, gru_rnn.configs(GPU, False)[:1], compile=False)}
+    assert "without CUDA" in skips["seqkernels-cuda-persistent"]
+    assert "triton is not installed" in skips["seqkernels-triton-persistent"]
+
+
+def test_provider_names_and_algorithm_hook(monkeypatch):
+    assert plan.seqkernels_provider("seqkernels-cuda") == ("cuda", "per_step")
+    assert plan.seqkernels_provider("seqkernels-triton-persistent") == (
+        "triton", "persistent")
+    per_step = plan.recurrent_case(cases.Case(list), "seqkernels-cuda")
+    assert per_step.env == {"SEQKERNELS_RECURRENCE": "per_step"}
+    assert per_step.algorithm() == "per_step"
+    asked = plan.recurrent_case(cases.Case(list), "seqkernels-cuda-persistent")
+    assert asked.env == {"SEQKERNELS_RECURRENCE": "persistent"}
+    assert asked.algorithm() == "requested: persistent"
+    monkeypatch.setitem(plan.ALGORITHM_QUERIES, "cuda",
+                        lambda: "forward persistent, backward per_step")
+    told = plan.recurrent_case(cases.Case(list), "seqkernels-cuda-persistent")
+    assert told.algorithm() == "forward persistent, backward per_step"
+
+
+_SEEN: list[tuple[str, str]] = []   # (pass, SEQKERNELS_RECURRENCE)
+
+
+class _Recorder(torch.autograd.Function):
+    """The identity, noting SEQKERNELS_RECURRENCE in _SEEN in forward and
+    backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        _SEEN.append(("fwd", os.environ.get("SEQKERNELS_RECURRENCE")))
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        _SEEN.append(("bwd", os.environ.get("SEQKERNELS_RECURRENCE")))
+        return grad
+
+
+def test_recurrence_env_is_set_around_each_call_and_restored(monkeypatch):
+    from benchmarks import check
+    monkeypatch.setenv("SEQKERNELS_RECURRENCE", "per_step")
+    x = torch.randn(3, requires_grad=True)
+    case = plan.recurrent_case(
+        cases.Case(lambda: [_Recorder.apply(x)], {"x": x}),
+        "seqkernels-cuda-persistent")
+    for mode in cases.MODES:
+        _SEEN.clear()
+        fn, _ = cases.runner(case, mode)
+        assert os.environ["SEQKERNELS_RECURRENCE"] == "per_step"
+        fn()
+        assert os.environ["SEQKERNELS_RECURRENCE"] == "per_step"
+        assert _SEEN and all(
+            value == "persistent" for _, value in _SEEN), mode
+        assert ("bwd" in {kind for kind, _ in _SEEN}) == (
+            mode != "fwd")
+    _SEEN.clear()
+    check.results(case, train=True)
+    assert {kind for kind, _ in _SEEN} == {"fwd", "bwd"}
+    assert all(value == "persistent" for _, value in _SEEN)
+    monkeypatch.delenv("SEQKERNELS_RECURRENCE")
+    cases.runner(case, "fwd")[0]()
+    assert "SEQKERNELS_RECURRENCE" not in os.environ
+
+
+def test_algorithm_column_and_label(tmp_path, monkeypatch):
+    """A persistent provider on the CPU (the cpu backend has no persistent
+    kernel, so the per-step one runs): checked, timed, and its rows and
+    table line say what was asked for, or what the backend's query says."""
+    build = lstm.plan
+
+    def with_persistent(device, configs, *, compile):
+        return build(device, configs, compile=compile) + [
+            lstm.Job(c, "seqkernels-cpu-persistent", torch.float32)
+            for c in configs]
+    monkeypatch.setattr(lstm, "plan", with_persistent)
+    summary = _run(tmp_path, [TARGET_ROW])
+    assert summary.ok, summary.failures + summary.mismatches
+    rows = [r for r in report.read_csv(tmp_path / "results.csv")
+            if r["kernel"] == "lstm"]
+    by_provider = {r["provider"]: r for r in rows}
+    assert by_provider["seqkernels-cpu"]["algorithm"] == "per_step"
+    asked = by_provider["seqkernels-cpu-persistent"]
+    assert asked["status"] == "ok" and asked["check"] == "ok"
+    assert asked["algorithm"] == "requested: persistent"
+    assert by_provider["torch-nn-lstm"]["algorithm"] == ""
+    table = (tmp_path / "table.md").read_text()
+    assert "seqkernels-cpu-persistent float32 [requested: persistent]" in table
+
+    monkeypatch.setitem(plan.ALGORITHM_QUERIES, "cpu", lambda: "per_step")
+    _run(tmp_path / "again", [TARGET_ROW])
+    again = [r for r in report.read_csv(tmp_path / "again" / "results.csv")
+             if r["provider"] == "seqkernels-cpu-persistent"]
+    assert again and all(r["algorithm"] == "per_step" for r in again)
+
+
+def test_flashrnn_rows_and_skip_reasons(monkeypatch):
+    rows = lstm.configs(GPU, False)
+    flash = [j for j in lstm.plan(GPU, rows, compile=False)
+             if j.provider == flashrnn_anchor.PROVIDER]
+    assert [(j.config.name, j.dtype) for j in flash] == [
+        ("L1", torch.bfloat16), ("L2", torch.bfloat16)]
+    l1 = flash[0].config
+    assert (l1.B, l1.input_size, l1.H, l1.T, l1.layers) == (16, 768, 768,
+                                                            1024, 1)
+    f1 = [p for p in lstm.PAIRINGS if p.target == "F1"]
+    assert {(p.mode, p.ours_config, p.anchor_provider) for p in f1} == {
+        ("fwd", "L1", flashrnn_anchor.PROVIDER),
+        ("fwd+bwd", "L2", flashrnn_anchor.PROVIDER)}
+    selected = bench_run._select(CPU, False, ["lstm"], ["F1"])
+    assert [c.name for c in selected["lstm"]] == ["L1", "L2"]
+
+    # Every reason it cannot run is said, never a silent gap.
+    assert "CUDA only" in flashrnn_anchor.skip_reason(CPU)
+    monkeypatch.setattr(flashrnn_anchor.importlib.util, "find_spec",
+                        lambda name: None)
+    assert "not installed" in flashrnn_anchor.skip_reason(GPU)
+    monkeypatch.setattr(flashrnn_anchor.importlib.util, "find_spec",
+                        lambda name: object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "no CUDA device" in flashrnn_anchor.skip_reason(GPU)
+    monkeypatch.setenv(flashrnn_anchor.SKIP_ENV,
+                       "FlashRNN's first call did not finish in 150 s")
+    assert flashrnn_anchor.skip_reason(GPU) == \
+        "FlashRNN's first call did not finish in 150 s"
+    skipped = [j for j in lstm.plan(GPU, rows, compile=False)
+               if j.provider == flashrnn_anchor.PROVIDER]
+    assert all(j.skip.endswith("150 s") for j in skipped)
+
+
+
+def test_gpu_scripts_parse():
+    for script in ("scripts/gpu_check.sh", "scripts/gpu_check_recurrence.sh",
+                   "scripts/gpu_lib.sh", "benchmarks/exchange/run.sh"):
+        parsed = subprocess.run(["bash", "-n", str(ROOT / script)],
+                                check=False, capture_output=True, text=True)
+        assert parsed.returncode == 0, (script, parsed.stderr)
