@@ -125,7 +125,7 @@ def build(job: Job, device: torch.device) -> Case:
         out, h = module(x, h0)
         return [out, h]
     case = Case(forward, {"input": x, **dict(module.named_parameters())})
-    return (recurrent_case(case, provider)
+    return (recurrent_case(case, provider, module, x)
             if provider.startswith("seqkernels-") else case)
 
 

@@ -265,7 +265,9 @@ def lstm_step(xw_t: Tensor, h: Tensor, c: Tensor,
 
 
 def _seq_module_case(cfg: Config, module: torch.nn.Module, dtype, device,
-                     inputs: SeqInputs) -> Case:
+                     inputs: SeqInputs, provider: str = "") -> Case:
+    """The case of ``module`` on ``inputs``; for a seqkernels ``provider``,
+    with its recurrence algorithm (plan.recurrent_case)."""
     module.load_state_dict(_reference_lstm(cfg).state_dict())
     module.to(device=device, dtype=dtype)
     if cfg.inference:
@@ -287,7 +289,8 @@ def _seq_module_case(cfg: Config, module: torch.nn.Module, dtype, device,
             out, (h, c) = module(x, hx)
             return [out, h, c]
     leaves = {} if cfg.inference else {"input": x, **dict(module.named_parameters())}
-    return Case(forward, leaves, inference=cfg.inference)
+    case = Case(forward, leaves, inference=cfg.inference)
+    return recurrent_case(case, provider, module, x) if provider else case
 
 
 def _direction_weights(cfg: Config, dtype, device) -> list[dict[str, Tensor]]:
@@ -450,8 +453,7 @@ def build(job: Job, device: torch.device) -> Case:
         import seqkernels
         module = seqkernels.LSTM(cfg.input_size, cfg.H, **kw,
                                  backend=seqkernels_provider(provider)[0])
-        return recurrent_case(
-            _seq_module_case(cfg, module, dtype, device, inputs), provider)
+        return _seq_module_case(cfg, module, dtype, device, inputs, provider)
     if provider == "torch-nn-lstm":
         module = torch.nn.LSTM(cfg.input_size, cfg.H, **kw)
         return _seq_module_case(cfg, module, dtype, device, inputs)

@@ -14,14 +14,14 @@ call. The recurrent providers name the algorithm they ask for:
 around its calls (:func:`recurrent_case`), so a value exported in the shell
 cannot relabel a row. A backend takes the persistent kernel only where its
 rule says the kernel serves the shape, else the per-step kernels: which one
-ran goes into the ``algorithm`` column, from the backend's query in
-:data:`ALGORITHM_QUERIES` where it has one.
+ran goes into the ``algorithm`` column, from ``seqkernels.explain`` (the
+backends' own rules).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -30,15 +30,6 @@ from .cases import Case
 RECURRENCE_ENV = "SEQKERNELS_RECURRENCE"
 PERSISTENT_SUFFIX = "-persistent"
 PERSISTENT_BACKENDS = ("cuda", "triton")
-
-# What a backend's last recurrent call ran, for the ``algorithm`` column of
-# its persistent provider: backend name -> a function, called after the
-# provider's run, returning a short text ("persistent", "per_step", or one
-# for each direction of the pass, "forward persistent, backward per_step").
-# A backend registers its query here once its kernels expose one; without
-# an entry the column says "requested: persistent".
-ALGORITHM_QUERIES: dict[str, Callable[[], str]] = {}
-
 
 @dataclass
 class Job:
@@ -102,15 +93,15 @@ def seqkernels_provider(provider: str) -> tuple[str, str]:
     return name, "per_step"
 
 
-def recurrent_case(case: Case, provider: str) -> Case:
+def recurrent_case(case: Case, provider: str, module: torch.nn.Module,
+                   input: Any) -> Case:
     """``case`` of the recurrent seqkernels provider ``provider``, set to
-    run the recurrence algorithm its name asks for, with the query that
-    fills its ``algorithm`` column (module docstring)."""
+    run the recurrence algorithm its name asks for, its ``algorithm``
+    column from ``seqkernels.explain(module, input)`` for that algorithm
+    (module docstring)."""
+    import seqkernels
     backend, algorithm = seqkernels_provider(provider)
     case.env[RECURRENCE_ENV] = algorithm
-    if algorithm == "persistent":
-        case.algorithm = ALGORITHM_QUERIES.get(
-            backend, lambda: "requested: persistent")
-    else:
-        case.algorithm = lambda: "per_step"
+    case.algorithm = lambda: seqkernels.explain(
+        module, input, recurrence=algorithm).summary()
     return case

@@ -3,7 +3,8 @@
 Drop-in modules (``seqkernels.LSTM``, ``GRU``, ``RNN``, ``LSTMCell``,
 ``GRUCell``, ``RNNCell``, ``MultiheadAttention``), ``seqkernels.AdditiveAttention``,
 ``seqkernels.convert`` (swap the torch.nn modules of a model for these and
-back), a functional API (``seqkernels.functional``) and the registered ops
+back), ``seqkernels.explain`` (which recurrence algorithm each layer runs, and
+why), a functional API (``seqkernels.functional``) and the registered ops
 underneath (``torch.ops.seqkernels.*``). See the README for backends and
 support.
 """
@@ -15,6 +16,7 @@ from . import ops  # noqa: F401  (registers fakes and autograd)
 from . import functional
 from ._backend import BACKENDS
 from .convert import convert
+from .explain import explain
 from .nn import (GRU, LSTM, RNN, AdditiveAttention, GRUCell, LSTMCell,
                  MultiheadAttention, RNNCell)
 
@@ -22,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "RNN", "RNNCell",
            "MultiheadAttention", "AdditiveAttention", "convert", "functional",
-           "ops", "BACKENDS", "build_info"]
+           "ops", "BACKENDS", "build_info", "explain"]
 
 
 def build_info() -> dict:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import seqkernels
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import cases, harness, lstm, report  # noqa: E402
@@ -519,16 +521,22 @@ def test_provider_names_and_algorithm_hook(monkeypatch):
     assert plan.seqkernels_provider("seqkernels-cuda") == ("cuda", "per_step")
     assert plan.seqkernels_provider("seqkernels-triton-persistent") == (
         "triton", "persistent")
-    per_step = plan.recurrent_case(cases.Case(list), "seqkernels-cuda")
+    module = seqkernels.GRU(3, 16, backend="cpu")
+    x = torch.randn(4, 2, 3)
+    per_step = plan.recurrent_case(cases.Case(list), "seqkernels-cpu",
+                                   module, x)
     assert per_step.env == {"SEQKERNELS_RECURRENCE": "per_step"}
     assert per_step.algorithm() == "per_step"
-    asked = plan.recurrent_case(cases.Case(list), "seqkernels-cuda-persistent")
+    asked = plan.recurrent_case(cases.Case(list), "seqkernels-cpu-persistent",
+                                module, x)
     assert asked.env == {"SEQKERNELS_RECURRENCE": "persistent"}
-    assert asked.algorithm() == "requested: persistent"
-    monkeypatch.setitem(plan.ALGORITHM_QUERIES, "cuda",
-                        lambda: "forward persistent, backward per_step")
-    told = plan.recurrent_case(cases.Case(list), "seqkernels-cuda-persistent")
-    assert told.algorithm() == "forward persistent, backward per_step"
+    # What explain says for the algorithm asked for, whatever the shell's
+    # SEQKERNELS_RECURRENCE.
+    monkeypatch.setenv("SEQKERNELS_RECURRENCE", "per_step")
+    assert asked.algorithm() == seqkernels.explain(
+        module, x, recurrence="persistent").summary() == (
+        "per_step (persistent declined: the cpu backend has no persistent "
+        "kernel)")
 
 
 _SEEN: list[tuple[str, str]] = []   # (pass, SEQKERNELS_RECURRENCE)
@@ -555,7 +563,7 @@ def test_recurrence_env_is_set_around_each_call_and_restored(monkeypatch):
     x = torch.randn(3, requires_grad=True)
     case = plan.recurrent_case(
         cases.Case(lambda: [_Recorder.apply(x)], {"x": x}),
-        "seqkernels-cuda-persistent")
+        "seqkernels-cuda-persistent", seqkernels.RNN(3, 3), x)
     for mode in cases.MODES:
         _SEEN.clear()
         fn, _ = cases.runner(case, mode)
@@ -578,7 +586,7 @@ def test_recurrence_env_is_set_around_each_call_and_restored(monkeypatch):
 def test_algorithm_column_and_label(tmp_path, monkeypatch):
     """A persistent provider on the CPU (the cpu backend has no persistent
     kernel, so the per-step one runs): checked, timed, and its rows and
-    table line say what was asked for, or what the backend's query says."""
+    table line say what ran and why (seqkernels.explain)."""
     build = lstm.plan
 
     def with_persistent(device, configs, *, compile):
@@ -594,16 +602,12 @@ def test_algorithm_column_and_label(tmp_path, monkeypatch):
     assert by_provider["seqkernels-cpu"]["algorithm"] == "per_step"
     asked = by_provider["seqkernels-cpu-persistent"]
     assert asked["status"] == "ok" and asked["check"] == "ok"
-    assert asked["algorithm"] == "requested: persistent"
+    declined = ("per_step (persistent declined: the cpu backend has no "
+                "persistent kernel)")
+    assert asked["algorithm"] == declined
     assert by_provider["torch-nn-lstm"]["algorithm"] == ""
     table = (tmp_path / "table.md").read_text()
-    assert "seqkernels-cpu-persistent float32 [requested: persistent]" in table
-
-    monkeypatch.setitem(plan.ALGORITHM_QUERIES, "cpu", lambda: "per_step")
-    _run(tmp_path / "again", [TARGET_ROW])
-    again = [r for r in report.read_csv(tmp_path / "again" / "results.csv")
-             if r["provider"] == "seqkernels-cpu-persistent"]
-    assert again and all(r["algorithm"] == "per_step" for r in again)
+    assert f"seqkernels-cpu-persistent float32 [{declined}]" in table
 
 
 def test_flashrnn_rows_and_skip_reasons(monkeypatch):
