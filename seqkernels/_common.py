@@ -14,6 +14,28 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+# The device types whose autocast the ops follow (ops/_autocast.py).
+AUTOCAST_DEVICE_TYPES = ("cpu", "cuda")
+
+
+def autocast_dtype(t: Tensor) -> "torch.dtype | None":
+    """The dtype the ops cast ``t`` to under ``torch.autocast``
+    (ops/_autocast.py): autocast's dtype where autocast is on for ``t``'s
+    device type and ``t`` is a floating-point tensor other than float64
+    (which autocast never casts), else None."""
+    kind = t.device.type
+    if (kind in AUTOCAST_DEVICE_TYPES and t.is_floating_point()
+            and t.dtype != torch.float64 and torch.is_autocast_enabled(kind)):
+        return torch.get_autocast_dtype(kind)
+    return None
+
+
+def op_dtype(t: Tensor) -> torch.dtype:
+    """The dtype an op computes ``t`` in: :func:`autocast_dtype`, else
+    ``t``'s own. The argument checks that run before an op compare these."""
+    return autocast_dtype(t) or t.dtype
+
+
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1)."""
     return 1 << max(n - 1, 0).bit_length()

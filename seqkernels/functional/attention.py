@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._common import op_dtype
 from ..ops import additive_attention as _additive_attention_op
 from ..ops import attention_scores as _attention_scores_op
 from ..ops import sdpa as _sdpa_op
@@ -29,7 +30,7 @@ def _heads_4d(t: Tensor, name: str) -> Tensor:
 
 
 def _check_same(name: str, t: Tensor, ref: Tensor) -> None:
-    if t.dtype != ref.dtype or t.device != ref.device:
+    if op_dtype(t) != op_dtype(ref) or t.device != ref.device:
         raise ValueError(
             f"seqkernels: {name} must have query's dtype and device "
             f"({ref.dtype}, {ref.device}), got ({t.dtype}, {t.device})")
@@ -40,7 +41,7 @@ def _broadcast_mask(attn_mask: Optional[Tensor], target: tuple[int, ...],
     """The mask broadcast (a view, no copy) to ``target``."""
     if attn_mask is None:
         return None
-    if attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+    if attn_mask.dtype != torch.bool and op_dtype(attn_mask) != op_dtype(query):
         raise ValueError(
             f"seqkernels: attn_mask must be bool or query's dtype "
             f"({query.dtype}), got {attn_mask.dtype}")

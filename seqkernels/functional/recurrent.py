@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._common import op_dtype
 from ..cell_table import check_nonlinearity
 from ..ops import gru_cell as _gru_cell_op
 from ..ops import gru_seq as _gru_seq_op
@@ -98,7 +99,7 @@ def _stack(layer_fn: LayerFn, input: Tensor,
                 raise ValueError(
                     f"seqkernels: {name} must have shape "
                     f"{(num_layers * D, B, size)}, got {tuple(t.shape)}")
-            if t.dtype != x.dtype or t.device != x.device:
+            if op_dtype(t) != op_dtype(x) or t.device != x.device:
                 raise ValueError(
                     f"seqkernels: {name} must have input's dtype and device "
                     f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")

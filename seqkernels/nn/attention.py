@@ -90,8 +90,9 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
             attn_mask, key_padding_mask = self._pad_masks(attn_mask,
                                                           key_padding_mask)
         S = k.shape[2]
+        # In the projections' dtype, which autocast may have lowered.
         mask = self._merged_mask(attn_mask, key_padding_mask, N, L, S,
-                                 query.dtype)
+                                 q.dtype)
         p_drop = self.dropout if self.training else 0.0
         if need_weights:
             w = F.attention_scores(q, k, mask, scale=1.0 / math.sqrt(hd),

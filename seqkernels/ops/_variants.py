@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from ._autocast import register_autocast
+
 # The variants' suffixes, as csrc/ops.cpp defines them.
 _SUFFIXES = ("", "_triton", "_reference")
 
@@ -84,8 +86,8 @@ def register_family(name: str, fake: tuple[Callable, Callable],
                     reference: tuple[Callable, Callable],
                     triton: Callable[[], tuple[Callable, Callable]],
                     check: tuple[Callable, Callable]) -> Variants:
-    """Register fakes, autograd and the Python variants' kernels of the op
-    family ``name``; return its ops by backend.
+    """Register fakes, autograd, autocast (``_autocast.py``) and the Python
+    variants' kernels of the op family ``name``; return its ops by backend.
 
     ``fake`` holds the fake functions of the forward and the backward op.
     ``backward(ctx, backward_op, *grads)`` receives the backward op of the
@@ -103,6 +105,7 @@ def register_family(name: str, fake: tuple[Callable, Callable],
             fwd.default,
             lambda ctx, *grads, _op=bwd: backward(ctx, _op, *grads),
             setup_context=_unmaterialized(setup_context))
+        register_autocast(fwd)
     for i, ops in enumerate((variants.forward, variants.backward)):
         torch.library.impl(ops["reference"].default.name(), "default",
                            _checked(check[i], reference[i]))
