@@ -94,7 +94,8 @@ class ConvertEntry:
 @dataclass
 class ConvertReport:
     """What :func:`convert` replaced, changed and left; ``print`` it for a
-    table. ``entries`` in the order of the model's modules."""
+    table. ``entries`` in the order of the model's modules, except that a
+    module's "adjusted" entry follows those of the modules inside it."""
 
     to: str
     backend: Optional[str]
@@ -225,13 +226,15 @@ def convert(module: torch.nn.Module, backend: Optional[str] = "auto",
                 report.add(name, "left", f"{_qualname(type(m))}: no "
                            f"torch.nn class to convert it to")
             else:
+                _report_subclass(m, name, to, report)
                 for child_name, child in list(m._modules.items()):
                     if child is not None:
                         new_child = swap(child, f"{name}.{child_name}"
                                          if name else child_name)
                         if new_child is not child:
                             setattr(m, child_name, new_child)
-                _report_subclass(m, name, to, report)
+                # After the children: whether a seqkernels attention is
+                # inside is known only once they are converted.
                 _set_fused_path(m, name, report)
         memo[id(m)] = new
         return new

@@ -156,6 +156,18 @@ def test_convert_back_restores_torchs_fused_paths(calls):
     assert calls == {"ours": 0, "fused": 2, "nested": 1}
 
 
+def test_converted_encoder_layer_compiles_with_our_attention(calls):
+    torch.manual_seed(seed())
+    layer = seqkernels.convert(_encoder_layer(), backend="cpu").eval()
+    inputs, _ = _inputs("encoder_layer", torch.float32)
+    with torch.no_grad():
+        eager = layer(**inputs)
+        compiled = torch.compile(layer, fullgraph=True,
+                                 backend="aot_eager")(**inputs)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    assert calls["ours"] >= 2 and calls["fused"] == 0
+
+
 def test_warns_where_it_cannot_switch_a_fused_path_off():
     layer = _encoder_layer()
     del layer.activation_relu_or_gelu  # as in a torch without this gate
