@@ -48,8 +48,8 @@ _HOOK_DICTS = (
 #   unfused path applies ``self.activation`` (torch 2.11 to 2.15 read it
 #   nowhere else but TransformerEncoder.__init__'s own nested-tensor check).
 #   At 0 the layer runs torch's own unfused forward, self_attn included, in
-#   every mode: masks canonicalized, is_causal handled, hooks called, exactly
-#   as in training.
+#   every mode: masks canonicalized and is_causal handled exactly as in
+#   training.
 # * TransformerEncoder.forward, on the same conditions and a
 #   src_key_padding_mask, packs src into a NestedTensor for its layers.
 #   seqkernels.MultiheadAttention takes dense tensors with a
