@@ -269,6 +269,8 @@ def _set_backend(m: torch.nn.Module, name: str, backend: Optional[str],
 
 def _report_subclass(m: torch.nn.Module, name: str, to: str,
                      report: ConvertReport) -> None:
+    """With to="seqkernels", a user's subclass of a torch.nn class that has
+    a twin is left (its forward is its own)."""
     base = next((b for b in _TWINS if isinstance(m, b)), None)
     if to == "seqkernels" and base is not None:
         report.add(name, "left", f"{_qualname(type(m))}: a subclass of "
@@ -290,10 +292,11 @@ def _set_fused_path(m: torch.nn.Module, name: str,
     saved = m.__dict__.get(_SAVED)
     if ours_inside:
         if not hasattr(m, attr):
-            message = (f"{_qualname(type(m))} {name or '(root)'}: this torch "
-                       f"has no {attr!r}, through which seqkernels.convert "
-                       f"switches off {what}; in eval() that path may bypass "
-                       f"its seqkernels.MultiheadAttention")
+            message = (f"{_qualname(type(m))} {name or '(root)'} has no "
+                       f"attribute {attr!r} (in this torch version), through "
+                       f"which seqkernels.convert switches off {what}; in "
+                       f"eval() that path may bypass its "
+                       f"seqkernels.MultiheadAttention")
             warnings.warn(f"seqkernels.convert: {message}")
             report.add(name, "left", message)
         elif getattr(m, attr) != off:
