@@ -4,10 +4,10 @@ Drop-in modules (``seqkernels.LSTM``, ``GRU``, ``RNN``, ``LSTMCell``,
 ``GRUCell``, ``RNNCell``, ``MultiheadAttention``), ``seqkernels.AdditiveAttention``,
 ``seqkernels.convert`` (swap the torch.nn modules of a model for these and
 back), ``seqkernels.explain`` (which recurrence algorithm each layer runs, and
-why), ``seqkernels.serialization_globals`` (what ``torch.load(weights_only=True)``
-of a whole model needs), a functional API (``seqkernels.functional``) and the registered ops
-underneath (``torch.ops.seqkernels.*``). See the README for backends and
-support.
+why), ``seqkernels.serialization_globals`` (what
+``torch.load(weights_only=True)`` of a whole model needs), a functional API
+(``seqkernels.functional``) and the registered ops underneath
+(``torch.ops.seqkernels.*``). See the README for backends and support.
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)

@@ -64,7 +64,8 @@ _HOOK_DICTS = (
 _FUSED_PATHS: dict[type, tuple[str, object, str]] = {
     torch.nn.TransformerEncoderLayer: (
         "activation_relu_or_gelu", 0,
-        "torch's fused inference kernel (torch._transformer_encoder_layer_fwd)"),
+        "torch's fused inference kernel "
+        "(torch._transformer_encoder_layer_fwd)"),
     torch.nn.TransformerEncoder: (
         "use_nested_tensor", False,
         "torch's NestedTensor packing of src (use_nested_tensor)"),

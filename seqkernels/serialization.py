@@ -12,7 +12,8 @@ def serialization_globals() -> list[type]:
     classes, and torch's NonDynamicallyQuantizableLinear (the ``out_proj``
     of every MultiheadAttention, seqkernels' as torch's)::
 
-        torch.serialization.add_safe_globals(seqkernels.serialization_globals())
+        torch.serialization.add_safe_globals(
+            seqkernels.serialization_globals())
         model = torch.load(path)  # weights_only=True, the default
 
     or, for one load, ``with torch.serialization.safe_globals(

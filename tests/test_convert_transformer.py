@@ -177,7 +177,8 @@ def test_converted_encoder_layer_compiles_with_our_attention(calls):
 def test_warns_where_it_cannot_switch_a_fused_path_off():
     layer = _encoder_layer()
     del layer.activation_relu_or_gelu  # as in a torch without this gate
-    with pytest.warns(UserWarning, match="has no attribute 'activation_relu_or_gelu'"):
+    with pytest.warns(UserWarning,
+                      match="has no attribute 'activation_relu_or_gelu'"):
         _, report = seqkernels.convert(torch.nn.Sequential(layer),
                                        return_report=True)
     [left] = [e for e in report.entries if e.action == "left"]
