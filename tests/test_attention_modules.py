@@ -2,6 +2,7 @@
 the same weights, seqkernels.AdditiveAttention against plain PyTorch, the
 module contracts, torch.compile, and bad input."""
 
+import copy
 import math
 
 import pytest
@@ -141,6 +142,63 @@ def test_additive_attention_module(backend, device, dtype, case):
     c, _ = ours(inputs[0].to(device, dtype), inputs[1].to(device, dtype))
     grads = torch.autograd.grad(c.float().sum(), list(ours_params.values()))
     assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+
+
+class TutorialBahdanau(torch.nn.Module):
+    """The attention of PyTorch's translation tutorial (seq2seq with
+    attention): three Linear layers and its own formula."""
+
+    def __init__(self, hidden, key_bias=True, dtype=torch.float64):
+        super().__init__()
+        self.Wa = torch.nn.Linear(hidden, hidden, dtype=dtype)
+        self.Ua = torch.nn.Linear(hidden, hidden, bias=key_bias, dtype=dtype)
+        self.Va = torch.nn.Linear(hidden, 1, dtype=dtype)
+
+    def forward(self, query, keys):
+        scores = self.Va(torch.tanh(self.Wa(query) + self.Ua(keys)))
+        weights = torch.softmax(scores.squeeze(2).unsqueeze(1), dim=-1)
+        return [torch.bmm(weights, keys), weights]
+
+
+@pytest.mark.parametrize("backend,device,dtype,case",
+                         backend_params(["biases", "no_key_bias"],
+                                        with_dtypes=True))
+def test_additive_attention_from_tutorial_linears(backend, device, dtype,
+                                                  case):
+    torch.manual_seed(seed())
+    hidden, B, T = 6, 3, 7
+    ref = TutorialBahdanau(hidden, key_bias=case == "biases")
+    with torch.no_grad():
+        ref.Va.bias.fill_(3.0)  # cancels in the softmax
+    tutorial = copy.deepcopy(ref).to(device, dtype)
+    ours = seqkernels.AdditiveAttention.from_linear(
+        tutorial.Wa, tutorial.Ua, tutorial.Va, backend=backend)
+    assert ours.bias is not None and ours.v.shape == (hidden,)
+    assert ours.w_query.device == device and ours.w_query.dtype == dtype
+    g = torch.Generator().manual_seed(seed(1))
+    inputs = [torch.randn(B, 1, hidden, generator=g, dtype=torch.float64),
+              torch.randn(B, T, hidden, generator=g, dtype=torch.float64)]
+
+    def run(query, keys):
+        return list(ours(query, keys, need_weights=True))
+
+    compare_fn(run, tutorial, ref, inputs, dtype, device)
+    # Copies: training the new module leaves the tutorial's layers alone.
+    assert ours.w_query.data_ptr() != tutorial.Wa.weight.data_ptr()
+
+
+def test_additive_attention_from_linear_names_the_bad_layer():
+    Wa, Ua, Va = (torch.nn.Linear(4, 4), torch.nn.Linear(4, 4),
+                  torch.nn.Linear(4, 1))
+    with pytest.raises(ValueError, match=r"v must be Linear\(4, 1\)"):
+        seqkernels.AdditiveAttention.from_linear(Wa, Ua, torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="w_key must map to w_query's 4"):
+        seqkernels.AdditiveAttention.from_linear(Wa, torch.nn.Linear(4, 5),
+                                                 Va)
+    with pytest.raises(ValueError, match="w_key is on cpu in torch.float64"):
+        seqkernels.AdditiveAttention.from_linear(Wa, Ua.double(), Va)
+    with pytest.raises(TypeError, match="w_query must be a torch.nn.Linear"):
+        seqkernels.AdditiveAttention.from_linear(Wa.weight, Ua, Va)
 
 
 def test_multihead_attention_compiles_fullgraph():

@@ -133,7 +133,59 @@ def test_convert_the_root_module():
     assert type(twin) is seqkernels.GRU and twin.weight_hh_l0 is gru.weight_hh_l0
     assert type(seqkernels.convert(twin, to="torch")) is torch.nn.GRU
     # Modules that are already converted (or never convertible) stay.
-    assert seqkernels.convert(twin) is twin
+    assert seqkernels.convert(twin, backend="cpu") is twin
+
+
+def test_converting_again_changes_the_backend():
+    torch.manual_seed(0)
+    model = Mixed(dtype=torch.float64).eval()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    before = _outputs_and_grads(model, x)
+    seqkernels.convert(model, backend="cpu")
+    model, report = seqkernels.convert(model, backend="reference",
+                                       return_report=True)
+    ours = [m for m in model.modules() if hasattr(m, "backend")]
+    assert len(ours) == 7 and all(m.backend == "reference" for m in ours)
+    assert {e.action for e in report.entries} == {"backend"}
+    assert sorted(e.name for e in report.entries) == sorted(
+        name for name, m in model.named_modules() if m in ours)
+    _assert_same(_outputs_and_grads(model, x), before)
+    _, report = seqkernels.convert(model, backend="reference",
+                                   return_report=True)
+    assert {e.action for e in report.entries} == {"left"}
+
+
+class MyLSTM(torch.nn.LSTM):
+    """A user's subclass: convert leaves it."""
+
+
+def test_report_lists_what_was_replaced_changed_and_left(capsys):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.GRU(3, 4),
+                                MyLSTM(3, 4), seqkernels.AdditiveAttention(
+                                    3, 3, 2))
+    model[1].register_forward_hook(lambda *args: None)
+    converted, report = seqkernels.convert(model, backend="cpu",
+                                           return_report=True)
+    assert converted is model
+    assert [(e.name, e.action) for e in report.entries] == [
+        ("1", "replaced"), ("2", "left"), ("3", "backend")]
+    assert report.entries[0].detail == "torch.nn.GRU -> seqkernels.GRU"
+    assert "a subclass of torch.nn.LSTM" in report.entries[1].detail
+    assert report.entries[2].detail == (
+        "seqkernels.AdditiveAttention: None -> 'cpu'")
+    assert capsys.readouterr().out == ""  # quiet unless verbose
+
+    assert seqkernels.convert(model, to="torch", verbose=True) is model
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "seqkernels.convert(to='torch'): 1 replaced, 1 left"
+    assert printed[1].split() == ["replaced", "1", "seqkernels.GRU", "->",
+                                  "torch.nn.GRU"]
+    assert printed[2].split()[:3] == ["left", "3",
+                                      "seqkernels.AdditiveAttention:"]
+    assert str(seqkernels.convert(torch.nn.Linear(2, 2),
+                                  return_report=True)[1]) == (
+        "seqkernels.convert(to='seqkernels', backend='auto'): "
+        "nothing to convert")
 
 
 def test_hooks_carry_over_and_handles_still_remove_them():

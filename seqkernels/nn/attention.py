@@ -34,7 +34,8 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
     contract: ``key_padding_mask`` and ``attn_mask`` (bool True =
     disallowed, or float added), ``need_weights``, ``average_attn_weights``,
     ``is_causal`` (a hint that attn_mask is causal; as in torch it needs
-    attn_mask), batched and unbatched input.
+    attn_mask), batched and unbatched input. NestedTensor input is refused
+    with a ValueError: pad it and pass a ``key_padding_mask``.
     """
 
     def __init__(self, *args, backend: Optional[str] = None, **kwargs):
@@ -59,6 +60,16 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
                 attn_mask: Optional[Tensor] = None,
                 average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if t.is_nested:
+                # torch.nn.MultiheadAttention, too, takes NestedTensors only
+                # on its fused inference path (self-attention, no masks),
+                # which is the path seqkernels replaces.
+                raise ValueError(
+                    f"seqkernels.MultiheadAttention: {name} is a "
+                    f"NestedTensor, which it does not take; pass a padded "
+                    f"tensor (NestedTensor.to_padded_tensor) with a "
+                    f"key_padding_mask instead")
         if query.dim() not in (2, 3):
             raise ValueError(
                 f"seqkernels.MultiheadAttention: query must be 2-D "
@@ -195,6 +206,61 @@ class AdditiveAttention(torch.nn.Module):
         if not bias:
             self.register_parameter("bias", None)
         self.reset_parameters()
+
+    @classmethod
+    def from_linear(cls, w_query: torch.nn.Linear, w_key: torch.nn.Linear,
+                    v: torch.nn.Linear, backend: Optional[str] = None
+                    ) -> "AdditiveAttention":
+        """The attention of three Linear layers, Bahdanau style, as in
+        PyTorch's translation tutorial: ``Wa`` (on the query), ``Ua`` (on
+        the keys) and ``Va`` (hidden -> 1), ``score = Va(tanh(Wa(query) +
+        Ua(keys)))``, weights = softmax of the scores over the keys::
+
+            attention = seqkernels.AdditiveAttention.from_linear(Wa, Ua, Va)
+            context, weights = attention(query, keys, need_weights=True)
+
+        The new module holds copies (on the layers' device and dtype):
+        ``w_query = Wa.weight``, ``w_key = Ua.weight``, ``v = Va.weight[0]``,
+        ``bias = Wa.bias + Ua.bias`` (no bias where neither has one).
+        ``Va.bias`` adds the same number to every score of a query, which
+        the softmax cancels, so the weights and the context do not depend
+        on it (the raw scores, which this module never returns, would).
+        """
+        for name, layer in (("w_query", w_query), ("w_key", w_key), ("v", v)):
+            if not isinstance(layer, torch.nn.Linear):
+                raise TypeError(
+                    f"seqkernels.AdditiveAttention.from_linear: {name} must "
+                    f"be a torch.nn.Linear, got {type(layer).__name__}")
+        hidden = w_query.out_features
+        if w_key.out_features != hidden:
+            raise ValueError(
+                f"seqkernels.AdditiveAttention.from_linear: w_key must map "
+                f"to w_query's {hidden} features, got out_features="
+                f"{w_key.out_features}")
+        if (v.in_features, v.out_features) != (hidden, 1):
+            raise ValueError(
+                f"seqkernels.AdditiveAttention.from_linear: v must be "
+                f"Linear({hidden}, 1), got Linear({v.in_features}, "
+                f"{v.out_features})")
+        weight = w_query.weight
+        for name, layer in (("w_key", w_key), ("v", v)):
+            if (layer.weight.device, layer.weight.dtype) != (weight.device,
+                                                             weight.dtype):
+                raise ValueError(
+                    f"seqkernels.AdditiveAttention.from_linear: {name} is on "
+                    f"{layer.weight.device} in {layer.weight.dtype}, w_query "
+                    f"on {weight.device} in {weight.dtype}; they must agree")
+        biases = [b for b in (w_query.bias, w_key.bias) if b is not None]
+        new = cls(w_query.in_features, w_key.in_features, hidden,
+                  bias=bool(biases), device=weight.device, dtype=weight.dtype,
+                  backend=backend)
+        with torch.no_grad():
+            new.w_query.copy_(w_query.weight)
+            new.w_key.copy_(w_key.weight)
+            new.v.copy_(v.weight[0])
+            if biases:
+                new.bias.copy_(sum(biases))
+        return new
 
     def reset_parameters(self) -> None:
         """Uniform in +-1/sqrt(fan_in), as torch.nn.Linear; bias zero."""
