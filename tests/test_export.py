@@ -47,10 +47,29 @@ class Attend(torch.nn.Module):
         return _flat(self.attention(q, k, **self.kwargs))
 
 
+class WithLengths(torch.nn.Module):
+    """A bidirectional LSTM over a padded batch of variable lengths."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = seqkernels.LSTM(3, 5, bidirectional=True)
+
+    def forward(self, x, lengths):
+        weights = [tuple(getattr(self.lstm, f"{name}_l0{suffix}")
+                         for name in ("weight_ih", "weight_hh", "bias_ih",
+                                      "bias_hh")) + (None,)
+                   for suffix in ("", "_reverse")]
+        return _flat(seqkernels.functional.lstm(
+            x, None, weights, num_layers=1, bidirectional=True,
+            lengths=lengths))
+
+
 def _sdpa(q, k):
     return seqkernels.functional.scaled_dot_product_attention(
         q, k, k, is_causal=True)
 
+
+LENGTHS = "lengths"
 
 # name -> (model, the op it must call, the inputs' shapes). A letter is a
 # dynamic size (T, S: query and key steps, B: batch), a number a static one.
@@ -61,6 +80,8 @@ CASES = {
                 "gru_seq", [("T", "B", 3)]),
     "rnn_seq": (lambda: Recurrent(seqkernels.RNN(3, 5)), "rnn_seq",
                 [("T", "B", 3)]),
+    # LENGTHS: int64 lengths, one per batch element, each in [1, T].
+    "lstm_seq_lengths": (WithLengths, "lstm_seq", [("T", "B", 3), LENGTHS]),
     "lstm_cell": (lambda: Recurrent(seqkernels.LSTMCell(3, 5)), "lstm_cell",
                   [("B", 3)]),
     "gru_cell": (lambda: Recurrent(seqkernels.GRUCell(3, 5)), "gru_cell",
@@ -86,16 +107,28 @@ CASES = {
         "attention_scores", [("B", "T", 4), ("B", "S", 4)]),
 }
 
-# The sizes traced, and other sizes the dynamic program runs (distinct from
-# each other and above 1, so that none is specialized).
-TRACED = dict(T=5, S=6, B=3)
-OTHER = dict(T=7, S=4, B=2)
+# The sizes traced, and other sizes the dynamic program runs. The traced
+# ones are above 1 and differ from each other and from every static size,
+# so that none is specialized (torch.compile takes equal sizes for one).
+TRACED = dict(T=7, S=9, B=8)
+OTHER = dict(T=10, S=4, B=2)
 DIMS = {name: torch.export.Dim(name) for name in TRACED}
 
 
-def _inputs(shapes, sizes):
-    return tuple(torch.randn([sizes.get(d, d) for d in shape])
-                 for shape in shapes)
+def _shape(spec):
+    return ("B",) if spec == LENGTHS else spec
+
+
+def _inputs(specs, sizes):
+    return tuple(torch.randint(1, sizes["T"] + 1, (sizes["B"],))
+                 if spec == LENGTHS
+                 else torch.randn([sizes.get(d, d) for d in spec])
+                 for spec in specs)
+
+
+def _dynamic(specs):
+    return [{i: DIMS[d] for i, d in enumerate(_shape(spec))
+             if isinstance(d, str)} for spec in specs]
 
 
 def _calls(exported):
@@ -106,41 +139,76 @@ def _calls(exported):
 @pytest.mark.parametrize("case", list(CASES))
 def test_exported_program_runs_the_op(case):
     torch.manual_seed(seed())
-    make, op, shapes = CASES[case]
-    model, args = make(), _inputs(shapes, TRACED)
+    make, op, specs = CASES[case]
+    model, args = make(), _inputs(specs, TRACED)
     exported = torch.export.export(model, args)
     assert f"seqkernels.{op}.default" in _calls(exported), \
         sorted(_calls(exported))
     torch.testing.assert_close(exported.module()(*args), model(*args))
 
 
-def _outputs_and_gradients(module, args, cotangents):
-    args = [a.clone().requires_grad_() for a in args]
-    params = dict(module.named_parameters())
-    outs = module(*args)
+def _outputs_and_gradients(run, params, args, cotangents):
+    # run(*args), and the gradients of its outputs' dot product with
+    # cotangents, by floating input ("input i") and by parameter name.
+    args = [a.clone().requires_grad_() if a.is_floating_point() else a
+            for a in args]
+    outs = run(*args)
     loss = sum((o * c).sum() for o, c in zip(outs, cotangents))
-    grads = torch.autograd.grad(loss, args + list(params.values()))
-    return outs, dict(zip([f"input {i}" for i in range(len(args))]
-                          + list(params), grads))
+    leaves = {f"input {i}": a for i, a in enumerate(args) if a.requires_grad}
+    leaves.update(params)
+    return outs, dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_dynamic_export_saved_and_loaded_runs_other_sizes(case):
-    torch.manual_seed(seed())
-    make, op, shapes = CASES[case]
+def _against_eager(model, run, params, args):
+    cotangents = [torch.randn(o.shape) for o in model(*args)]
+    outs, grads = _outputs_and_gradients(run, params, args, cotangents)
+    eager_outs, eager_grads = _outputs_and_gradients(
+        model, dict(model.named_parameters()), args, cotangents)
+    torch.testing.assert_close(outs, eager_outs)
+    torch.testing.assert_close(grads, eager_grads)
+
+
+def _dynamic_export_saved_and_loaded(case):
+    make, op, specs = CASES[case]
     model = make()
-    dynamic = [{i: DIMS[d] for i, d in enumerate(shape)
-                if isinstance(d, str)} for shape in shapes]
-    exported = torch.export.export(model, _inputs(shapes, TRACED),
-                                   dynamic_shapes=dynamic)
+    exported = torch.export.export(model, _inputs(specs, TRACED),
+                                   dynamic_shapes=_dynamic(specs))
     buffer = io.BytesIO()
     torch.export.save(exported, buffer)
     buffer.seek(0)
     loaded = torch.export.load(buffer)
     assert f"seqkernels.{op}.default" in _calls(loaded), sorted(_calls(loaded))
-    args = _inputs(shapes, OTHER)
-    cotangents = [torch.randn(o.shape) for o in model(*args)]
-    eager_outs, eager_grads = _outputs_and_gradients(model, args, cotangents)
-    outs, grads = _outputs_and_gradients(loaded.module(), args, cotangents)
-    torch.testing.assert_close(outs, eager_outs)
-    torch.testing.assert_close(grads, eager_grads)
+    return model, loaded.module()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_dynamic_export_saved_and_loaded_runs_other_sizes(case):
+    torch.manual_seed(seed())
+    model, program = _dynamic_export_saved_and_loaded(case)
+    _against_eager(model, program, dict(program.named_parameters()),
+                   _inputs(CASES[case][2], OTHER))
+
+
+def test_exported_program_checks_the_lengths():
+    # Lengths are checked when the program runs: tracing did not see them.
+    torch.manual_seed(seed())
+    _, program = _dynamic_export_saved_and_loaded("lstm_seq_lengths")
+    x, lengths = _inputs(CASES["lstm_seq_lengths"][2], OTHER)
+    with pytest.raises(RuntimeError, match=r"every length must be in \[1, T\]"):
+        program(x, lengths.index_fill(0, torch.tensor([0]), OTHER["T"] + 1))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_compiled_with_dynamic_sizes_runs_other_sizes(case):
+    # One graph (fullgraph) serves the traced and the other sizes: the
+    # second call may not recompile.
+    torch._dynamo.reset()  # the cases share the forward code objects
+    torch.manual_seed(seed())
+    make, _, specs = CASES[case]
+    model = make()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True,
+                             backend="aot_eager")
+    params = dict(model.named_parameters())
+    _against_eager(model, compiled, params, _inputs(specs, TRACED))
+    with torch.compiler.set_stance("fail_on_recompile"):
+        _against_eager(model, compiled, params, _inputs(specs, OTHER))
