@@ -1,10 +1,12 @@
-"""torch.export sees every op family: a model built on each is exported,
-the exported program calls the family's registered op (not a decomposition
-of it), and running the program gives the eager model's outputs. Exported
-with dynamic batch and sequence sizes, saved and loaded, the program runs
-other sizes than those it was traced with and gives the eager model's
-outputs and gradients (the fake functions hold for symbolic shapes, the
-serializer takes the ops' schemas, autograd reaches the ops' backward)."""
+"""torch.export and torch.compile see every op family: a model built on
+each is exported, the exported program calls the family's registered op (not
+a decomposition of it), and running the program gives the eager model's
+outputs. Exported with dynamic batch and sequence sizes, saved and loaded,
+the program runs other sizes than those it was traced with and gives the
+eager model's outputs and gradients (the fake functions hold for symbolic
+shapes, the serializer takes the ops' schemas, autograd reaches the ops'
+backward); so does one graph of torch.compile(dynamic=True). Variable
+lengths, which tracing cannot read, are checked when the program runs."""
 
 import io
 
@@ -69,10 +71,12 @@ def _sdpa(q, k):
         q, k, k, is_causal=True)
 
 
+# An input of int64 lengths, one per batch element, each in [1, T].
 LENGTHS = "lengths"
 
-# name -> (model, the op it must call, the inputs' shapes). A letter is a
-# dynamic size (T, S: query and key steps, B: batch), a number a static one.
+# name -> (model, the op it must call, its inputs: LENGTHS, or the shape of
+# a float tensor, where a letter is a dynamic size (T, S: query and key
+# steps, B: batch) and a number a static one).
 CASES = {
     "lstm_seq": (lambda: Recurrent(seqkernels.LSTM(3, 5, num_layers=2)),
                  "lstm_seq", [("T", "B", 3)]),
@@ -80,7 +84,6 @@ CASES = {
                 "gru_seq", [("T", "B", 3)]),
     "rnn_seq": (lambda: Recurrent(seqkernels.RNN(3, 5)), "rnn_seq",
                 [("T", "B", 3)]),
-    # LENGTHS: int64 lengths, one per batch element, each in [1, T].
     "lstm_seq_lengths": (WithLengths, "lstm_seq", [("T", "B", 3), LENGTHS]),
     "lstm_cell": (lambda: Recurrent(seqkernels.LSTMCell(3, 5)), "lstm_cell",
                   [("B", 3)]),
@@ -156,7 +159,8 @@ def _outputs_and_gradients(run, params, args, cotangents):
     loss = sum((o * c).sum() for o, c in zip(outs, cotangents))
     leaves = {f"input {i}": a for i, a in enumerate(args) if a.requires_grad}
     leaves.update(params)
-    return outs, dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return outs, dict(zip(leaves, grads))
 
 
 def _against_eager(model, run, params, args):
@@ -194,7 +198,7 @@ def test_exported_program_checks_the_lengths():
     torch.manual_seed(seed())
     _, program = _dynamic_export_saved_and_loaded("lstm_seq_lengths")
     x, lengths = _inputs(CASES["lstm_seq_lengths"][2], OTHER)
-    with pytest.raises(RuntimeError, match=r"every length must be in \[1, T\]"):
+    with pytest.raises(RuntimeError, match=r"length must be in \[1, T\]"):
         program(x, lengths.index_fill(0, torch.tensor([0]), OTHER["T"] + 1))
 
 
