@@ -1,8 +1,9 @@
 """AOTInductor: a converted model with a recurrent encoder and attention
-(the lstm_seq, sdpa and gru_cell ops) is exported, compiled and packaged
-(``torch._inductor.aoti_compile_and_package``), and the package runs in a
-fresh process that loads only seqkernels' op library, with the eager
-model's outputs.
+(the lstm_seq, sdpa and gru_cell ops) is exported with dynamic batch and
+sequence sizes, compiled and packaged
+(``torch._inductor.aoti_compile_and_package``), and the package runs two
+sizes in a fresh process that loads only seqkernels' op library, with the
+eager model's outputs.
 
 The compiled package calls our ops through torch's proxy executor, which
 looks their schemas up in the dispatcher when the package is loaded: a
@@ -36,7 +37,7 @@ except RuntimeError as e:
     missing = str(e)
 torch.ops.load_library(library)
 run = torch._inductor.aoti_load_package(package)
-torch.save((missing, run(*torch.load(inputs))), outputs)
+torch.save((missing, [run(*args) for args in torch.load(inputs)]), outputs)
 """
 
 
@@ -44,17 +45,22 @@ torch.save((missing, run(*torch.load(inputs))), outputs)
 def test_aoti_package_runs_with_only_the_op_library(tmp_path):
     state, batches = setup()
     model = converted_tagger("cpu", state)
-    args = (batches[0][0],)
+    x = batches[0][0]
+    # The model reads the last two steps: T >= 2.
+    dims = {0: torch.export.Dim("T", min=2), 1: torch.export.Dim("B")}
     package = torch._inductor.aoti_compile_and_package(
-        torch.export.export(model, args),
+        torch.export.export(model, (x,), dynamic_shapes=(dims,)),
         package_path=str(tmp_path / "tagger.pt2"))
-    torch.save(args, tmp_path / "inputs.pt")
+    inputs = [(x,), (torch.randn(8, 3, 3, dtype=torch.float64),)]
+    torch.save(inputs, tmp_path / "inputs.pt")
     done = subprocess.run(
         [sys.executable, "-c", _RUN_PACKAGE, seqkernels._C.__file__, package,
          str(tmp_path / "inputs.pt"), str(tmp_path / "outputs.pt")],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    missing, out = torch.load(tmp_path / "outputs.pt")
+    missing, outs = torch.load(tmp_path / "outputs.pt")
     assert missing is not None and "seqkernels::" in missing, missing
-    eager = model(*args).detach()
-    assert_matches("AOTI output", out, eager, eager, torch.float64)
+    for args, out in zip(inputs, outs, strict=True):
+        eager = model(*args).detach()
+        assert_matches(f"AOTI output at {tuple(args[0].shape)}", out, eager,
+                       eager, torch.float64)
