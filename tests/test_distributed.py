@@ -1,9 +1,9 @@
 """A converted model trained on two CPU processes (gloo), under
-DistributedDataParallel and under FSDP2 (``fully_shard``), ends with the
-parameters of one process trained over the whole batches: each rank's
-share of a batch and the averaging of the gradients give the same update.
-Everything runs in float64, so the comparison is the tolerance rule's
-float64 one (agreement to ~1e-10)."""
+DistributedDataParallel (eager and torch.compile'd) and under FSDP2
+(``fully_shard``), ends with the parameters of one process trained over the
+whole batches: each rank's share of a batch and the averaging of the
+gradients give the same update. Everything runs in float64, so the
+comparison is the tolerance rule's float64 one (agreement to ~1e-10)."""
 
 import pytest
 import torch
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(
 
 def test_ddp_and_fsdp2_match_one_process(tmp_path):
     # One spawn runs every job: starting the processes is most of the time.
-    jobs = [("ddp", "cpu"), ("ddp", "reference"), ("fsdp2", "cpu")]
+    jobs = [("ddp", "cpu"), ("ddp", "reference"), ("ddp_compiled", "cpu"),
+            ("fsdp2", "cpu")]
     state, batches = setup()
     trained = train_distributed(jobs, state, batches, tmp_path)
     rows = []
