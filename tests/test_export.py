@@ -195,11 +195,16 @@ def test_dynamic_export_saved_and_loaded_runs_other_sizes(case):
 
 def test_exported_program_checks_the_lengths():
     # Lengths are checked when the program runs: tracing did not see them.
+    # Eager code checks them before the op, naming the padded length.
     torch.manual_seed(seed())
-    _, program = _dynamic_export_saved_and_loaded("lstm_seq_lengths")
+    model, program = _dynamic_export_saved_and_loaded("lstm_seq_lengths")
     x, lengths = _inputs(CASES["lstm_seq_lengths"][2], OTHER)
+    T = OTHER["T"]
+    too_long = lengths.index_fill(0, torch.tensor([0]), T + 1)
     with pytest.raises(RuntimeError, match=r"length must be in \[1, T\]"):
-        program(x, lengths.index_fill(0, torch.tensor([0]), OTHER["T"] + 1))
+        program(x, too_long)
+    with pytest.raises(ValueError, match=rf"length must be in \[1, {T}\]"):
+        model(x, too_long)
 
 
 @pytest.mark.parametrize("case", list(CASES))
