@@ -6,6 +6,7 @@ The workers do not import the tests' conftest (nor pytest): a spawned
 process imports this module and seqkernels only.
 """
 
+import datetime
 import os
 
 import torch
@@ -97,8 +98,11 @@ def _full_state(model):
 
 
 def _worker(rank, store_file, job_file, out_file):
+    # A rank that fails leaves the other waiting in a collective: the
+    # timeout ends the wait (gloo's default is 30 minutes).
     dist.init_process_group("gloo", init_method=f"file://{store_file}",
-                            rank=rank, world_size=WORLD_SIZE)
+                            rank=rank, world_size=WORLD_SIZE,
+                            timeout=datetime.timedelta(seconds=120))
     try:
         jobs, state, batches = torch.load(job_file)
         results = {}
