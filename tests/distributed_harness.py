@@ -98,8 +98,9 @@ def _full_state(model):
 
 
 def _worker(rank, store_file, job_file, out_file):
-    # A rank that fails leaves the other waiting in a collective: the
-    # timeout ends the wait (gloo's default is 30 minutes).
+    # Ranks stuck in mismatched collectives fail after the timeout instead
+    # of hanging the suite (gloo's default is 30 minutes); a rank that
+    # raises is ended with the others by mp.spawn.
     dist.init_process_group("gloo", init_method=f"file://{store_file}",
                             rank=rank, world_size=WORLD_SIZE,
                             timeout=datetime.timedelta(seconds=120))
