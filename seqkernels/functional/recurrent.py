@@ -49,7 +49,8 @@ def _check_lengths(lengths: Tensor, T: int, B: int) -> None:
             f"seqkernels: lengths must be an integer tensor, got {lengths.dtype}")
     if torch.compiler.is_compiling():
         # torch.compile and torch.export trace without the values: the graph
-        # checks them when it runs (the kernels would read out of bounds).
+        # checks them when it runs, as eager code does here, rather than
+        # give results for lengths that do not fit the padded input.
         torch._assert_async(((lengths >= 1) & (lengths <= T)).all(),
                             "seqkernels: every length must be in [1, T], T "
                             "the padded length")
