@@ -48,7 +48,14 @@ def _check_lengths(lengths: Tensor, T: int, B: int) -> None:
     if lengths.dtype not in (torch.int32, torch.int64):
         raise ValueError(
             f"seqkernels: lengths must be an integer tensor, got {lengths.dtype}")
-    if bool((lengths < 1).any()) or bool((lengths > T).any()):
+    if torch.compiler.is_compiling():
+        # torch.compile and torch.export trace without the values: the graph
+        # checks them when it runs, as eager code does here, rather than
+        # give results for lengths that do not fit the padded input.
+        torch._assert_async(((lengths >= 1) & (lengths <= T)).all(),
+                            "seqkernels: every length must be in [1, T], T "
+                            "the padded length")
+    elif bool((lengths < 1).any()) or bool((lengths > T).any()):
         raise ValueError(
             f"seqkernels: every length must be in [1, {T}] (the padded "
             f"length), got {lengths.tolist()}")

@@ -108,7 +108,10 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         if need_weights:
             w = F.attention_scores(q, k, mask, scale=1.0 / math.sqrt(hd),
                                    backend=self.backend)
-            out = TF.dropout(w, p_drop, training=p_drop > 0) @ v
+            # A Python branch, not training=(p_drop > 0): under
+            # torch.compile(dynamic=True) p_drop is symbolic, and dropout
+            # takes no symbolic bool.
+            out = (TF.dropout(w, p_drop) if p_drop > 0 else w) @ v
         else:
             w = None
             out = F.scaled_dot_product_attention(
