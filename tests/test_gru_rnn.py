@@ -363,7 +363,7 @@ def _cpu_dropout_cases():
         backend, device = param.values
         if device is None or device.type != "cpu":
             continue  # see the docstring below
-        for dtype in dtypes_for(device):
+        for dtype in dtypes_for(backend, device):
             for kind in ("lstm", "gru", "rnn_tanh"):
                 yield pytest.param(backend, device, dtype, kind,
                                    marks=param.marks,
@@ -409,8 +409,11 @@ def test_nan_propagates_like_torch(cls):
     (lambda: seqkernels.GRU(4, 6)(torch.randn(5, 2, 4),
                                   torch.zeros(1, 2, 6, dtype=torch.float64)),
      "hx must have input's dtype"),
-    (lambda: seqkernels.GRU(4, 6, backend="cpu")(
-        torch.randn(5, 2, 4, dtype=torch.float16)), "float32 and float64|dtype"),
+    (lambda: op("gru_seq", "cpu")(
+        *(torch.zeros(s, dtype=torch.int64)
+          for s in ((5, 2, 4), (2, 6), (18, 4), (18, 6))), None, None, None),
+     "the cpu backend supports float32, float64, float16 and bfloat16; x is "
+     "Long"),
     (lambda: seqkernels.RNN(4, 6)(torch.randint(0, 3, (5, 2, 4))),
      "floating point"),
     (lambda: seqkernels.GRU(4, 6, proj_size=2), "proj_size"),
