@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import seqkernels
-from conftest import (BACKEND_CASES, HAS_CUDA, assert_all_match,
+from conftest import (BACKEND_CASES, CPU, HAS_CUDA, assert_all_match,
                       backend_params, dtypes_for, seed)
 import recurrent_harness
 from recurrent_harness import LinearRNN, compare_recurrent
@@ -65,6 +65,15 @@ def test_long_recurrence_gpu(backend, kind):
                       torch.bfloat16,
                       dict(input_size=64, hidden_size=96, **extra), T=256,
                       B=8)
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
+def test_long_recurrence_cpu_bfloat16(kind):
+    """T = 256 steps in bfloat16 on the cpu backend, as on the GPU above."""
+    oracle, ours, extra, _ = KINDS[kind]
+    compare_recurrent(oracle, ours, "cpu", CPU, torch.bfloat16,
+                      dict(input_size=32, hidden_size=48, **extra), T=256,
+                      B=4)
 
 
 # ---------------------------------------------------------------------------
@@ -227,6 +236,15 @@ def test_gradcheck(backend, device, case):
 def test_opcheck(backend, device, case):
     name, make_args, _ = OP_CASES[case]
     torch.library.opcheck(op(name, backend), make_args(device, torch.float32))
+
+
+@pytest.mark.parametrize("case", ["gru_seq_lengths", "rnn_seq_tanh",
+                                  "gru_cell", "rnn_cell_relu"])
+def test_opcheck_cpu_bfloat16(case):
+    """The cpu backend in bfloat16: the fakes give what its kernels return
+    (the saved values in float32, the gradients in bfloat16)."""
+    name, make_args, _ = OP_CASES[case]
+    torch.library.opcheck(op(name, "cpu"), make_args(CPU, torch.bfloat16))
 
 
 @pytest.mark.parametrize("backend,device,case", backend_params(
