@@ -217,6 +217,12 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
       steps.forward_seq(cell, SeqForward{xg, h_state[0], w_hh, bias_h,
                                          c_state, lengths, saved,
                                          cell_states, y, h_state[1]});
+  // The steps' w_hh and b_hh (SeqSteps::acc_weights), converted once for
+  // all steps where they run.
+  const bool acc_w = steps.acc_weights && !whole;
+  const at::Tensor w_hh_step = acc_w ? w_hh.to(acc) : w_hh;
+  const at::Tensor b_hh_step =
+      acc_w && bias_h.defined() ? bias_h.to(acc) : bias_h;
   for (int64_t s = 0; s < (whole ? 0 : d.T); ++s) {
     at::Tensor& h_in = h_state[s % 2];
     at::Tensor& h_next = h_state[(s + 1) % 2];
@@ -225,8 +231,8 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
     const ForwardStep step{s,
                            xg[s],
                            h_in,
-                           w_hh,
-                           bias_h,
+                           w_hh_step,
+                           b_hh_step,
                            c_state,
                            lengths,
                            saved[s],
@@ -320,7 +326,7 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
       steps.backward(
           cell, BackwardStep{s,
                              s + 1 < d.T ? grad_hg[s + 1] : none,
-                             w_hh,
+                             steps.acc_weights ? w_hh_acc : w_hh,
                              dh_carry,
                              grad_y[s],
                              carry,

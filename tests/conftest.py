@@ -93,11 +93,17 @@ def backend_cases():
 BACKEND_CASES, GPU_DTYPES = backend_cases()
 
 
-def dtypes_for(device):
-    """Dtypes a backend is tested in on ``device``."""
+def dtypes_for(backend, device):
+    """Dtypes ``backend`` is tested in on ``device``: :data:`GPU_DTYPES` on
+    CUDA; float32 and float64 on the CPU, and the GPU's 16-bit dtypes too
+    for the cpu backend (whose C++ kernels serve them as the GPU's do). The
+    Python backends' 16-bit CPU runs are test_low_precision_cpu.py's."""
     if device is not None and device.type == "cuda":
         return GPU_DTYPES
-    return (torch.float32, torch.float64)
+    cpu = (torch.float32, torch.float64)
+    if backend == "cpu":
+        return cpu + tuple(d for d in GPU_DTYPES if d not in cpu)
+    return cpu
 
 
 def backend_params(cases, with_dtypes=False):
@@ -108,7 +114,7 @@ def backend_params(cases, with_dtypes=False):
     params = []
     for param in BACKEND_CASES:
         backend, device = param.values
-        for dtype in dtypes_for(device) if with_dtypes else (None,):
+        for dtype in dtypes_for(backend, device) if with_dtypes else (None,):
             for case in cases:
                 case = case if isinstance(case, tuple) else (case,)
                 head = (backend, device) + ((dtype,) if with_dtypes else ())

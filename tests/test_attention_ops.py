@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import seqkernels  # noqa: F401
-from conftest import backend_params
+from conftest import CPU, backend_params
 from seqkernels.ops._variants import op
 
 
@@ -114,6 +114,23 @@ def test_additive_attention_opcheck(backend, device, case):
     args, m = additive_op_args(device, torch.float32)
     torch.library.opcheck(op("additive_attention", backend),
                           (*args, m, True))
+
+
+@pytest.mark.parametrize("name", ["sdpa", "attention_scores",
+                                  "additive_attention"])
+def test_opcheck_cpu_bfloat16(name):
+    """The cpu backend in bfloat16: the fakes give what its kernels return
+    (lse and stats in float32, everything else in bfloat16); an expanded
+    float mask and an expanded bool mask."""
+    if name == "additive_attention":
+        args, m = additive_op_args(CPU, torch.bfloat16)
+        args = (*args, m, True)
+    else:
+        q, k, v, m, p, causal, scale, rng = sdpa_op_args(CPU, torch.bfloat16,
+                                                         "float_mask")
+        args = ((q, k, v, m, p, causal, scale, rng) if name == "sdpa"
+                else (q, k, m, causal, scale))
+    torch.library.opcheck(op(name, "cpu"), args)
 
 
 @pytest.mark.parametrize("backend,device,case", backend_params(["dropout"]))

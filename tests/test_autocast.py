@@ -28,12 +28,7 @@ def _cpu_cases():
     """(backend, device, dtype) on the CPU: both dtypes, but bfloat16 only
     for the Triton interpreter (slow; the rule does not depend on the
     dtype)."""
-    # Until the cpu backend takes 16-bit dtypes (issue 13, item 2).
-    no_16bit = pytest.mark.skip(reason="the cpu backend does not take "
-                                "float16/bfloat16 yet")
-    return [pytest.param(*p.values, dtype,
-                         marks=list(p.marks) + ([no_16bit] if p.id == "cpu"
-                                                else []),
+    return [pytest.param(*p.values, dtype, marks=p.marks,
                          id=f"{p.id}-{str(dtype)[6:]}")
             for p in BACKEND_CASES
             if p.values[1] is not None and p.values[1].type == "cpu"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import seqkernels
-from conftest import (BACKEND_CASES, HAS_CUDA, assert_all_match,
+from conftest import (BACKEND_CASES, CPU, HAS_CUDA, assert_all_match,
                       backend_params, dtypes_for, seed)
 import recurrent_harness
 from recurrent_harness import LinearRNN, compare_recurrent
@@ -65,6 +65,15 @@ def test_long_recurrence_gpu(backend, kind):
                       torch.bfloat16,
                       dict(input_size=64, hidden_size=96, **extra), T=256,
                       B=8)
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
+def test_long_recurrence_cpu_bfloat16(kind):
+    """T = 256 steps in bfloat16 on the cpu backend, as on the GPU above."""
+    oracle, ours, extra, _ = KINDS[kind]
+    compare_recurrent(oracle, ours, "cpu", CPU, torch.bfloat16,
+                      dict(input_size=32, hidden_size=48, **extra), T=256,
+                      B=4)
 
 
 # ---------------------------------------------------------------------------
@@ -229,6 +238,15 @@ def test_opcheck(backend, device, case):
     torch.library.opcheck(op(name, backend), make_args(device, torch.float32))
 
 
+@pytest.mark.parametrize("case", ["gru_seq_lengths", "rnn_seq_tanh",
+                                  "gru_cell", "rnn_cell_relu"])
+def test_opcheck_cpu_bfloat16(case):
+    """The cpu backend in bfloat16: the fakes give what its kernels return
+    (the saved values in float32, the gradients in bfloat16)."""
+    name, make_args, _ = OP_CASES[case]
+    torch.library.opcheck(op(name, "cpu"), make_args(CPU, torch.bfloat16))
+
+
 @pytest.mark.parametrize("backend,device,case", backend_params(
     ["gru_seq_lengths", "rnn_seq_tanh"]))
 def test_deterministic(backend, device, case):
@@ -363,7 +381,7 @@ def _cpu_dropout_cases():
         backend, device = param.values
         if device is None or device.type != "cpu":
             continue  # see the docstring below
-        for dtype in dtypes_for(device):
+        for dtype in dtypes_for(backend, device):
             for kind in ("lstm", "gru", "rnn_tanh"):
                 yield pytest.param(backend, device, dtype, kind,
                                    marks=param.marks,
@@ -409,8 +427,11 @@ def test_nan_propagates_like_torch(cls):
     (lambda: seqkernels.GRU(4, 6)(torch.randn(5, 2, 4),
                                   torch.zeros(1, 2, 6, dtype=torch.float64)),
      "hx must have input's dtype"),
-    (lambda: seqkernels.GRU(4, 6, backend="cpu")(
-        torch.randn(5, 2, 4, dtype=torch.float16)), "float32 and float64|dtype"),
+    (lambda: op("gru_seq", "cpu")(
+        *(torch.zeros(s, dtype=torch.int64)
+          for s in ((5, 2, 4), (2, 6), (18, 4), (18, 6))), None, None, None),
+     "the cpu backend supports float32, float64, float16 and bfloat16; x is "
+     "Long"),
     (lambda: seqkernels.RNN(4, 6)(torch.randint(0, 3, (5, 2, 4))),
      "floating point"),
     (lambda: seqkernels.GRU(4, 6, proj_size=2), "proj_size"),

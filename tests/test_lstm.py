@@ -54,6 +54,8 @@ def test_tf32_when_cudnn_allows_it(backend):
                                                          allow_tf32=True))
 
 
-def test_long_recurrence_cpu():
-    compare_lstm("cpu", torch.device("cpu"), torch.float32,
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16],
+                         ids=["float32", "bfloat16"])
+def test_long_recurrence_cpu(dtype):
+    compare_lstm("cpu", torch.device("cpu"), dtype,
                  dict(input_size=32, hidden_size=48), T=256, B=4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import seqkernels  # noqa: F401
-from conftest import backend_params
+from conftest import CPU, backend_params
 from seqkernels.ops._variants import op
 
 SEQ_CASES = {
@@ -71,6 +71,15 @@ def test_lstm_seq_opcheck(backend, device, case):
 def test_lstm_cell_opcheck(backend, device, case):
     torch.library.opcheck(op("lstm_cell", backend),
                           cell_args(device, torch.float32))
+
+
+@pytest.mark.parametrize("name", ["lstm_seq", "lstm_cell"])
+def test_opcheck_cpu_bfloat16(name):
+    """The cpu backend in bfloat16: the fakes give what its kernels return
+    (the saved values in float32, the gradients in bfloat16)."""
+    args = (seq_args(CPU, torch.bfloat16, **SEQ_CASES["projection_lengths"])
+            if name == "lstm_seq" else cell_args(CPU, torch.bfloat16))
+    torch.library.opcheck(op(name, "cpu"), args)
 
 
 @pytest.mark.parametrize("backend,device,case",

@@ -57,11 +57,13 @@ def test_per_step_is_the_default(monkeypatch):
                  and a.is_floating_point() else a
                  for a in inputs64("lstm_seq", None, "odd", False))
     # Without the setting the kernel is not offered the loop: the CPU's
-    # per-step kernels run, and they take no bfloat16.
+    # per-step kernels run, with the CPU backend's results.
     before = EMU.launches()
-    with pytest.raises(NotImplementedError, match="BFloat16"):
-        EMU.lstm_seq(*args)
+    ours = EMU.lstm_seq(*args)
+    cpu = FAMILIES["lstm_seq"].forward["cpu"](*args)
     assert EMU.launches() == before
+    for a, b in zip(ours, cpu):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_both_drivers_read_the_same_setting(monkeypatch):

@@ -272,26 +272,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> additive_attention_cpu(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& value_in,
     const at::Tensor& v_in, const c10::optional<at::Tensor>& bias_in,
     const c10::optional<at::Tensor>& attn_mask, bool need_weights) {
-  cpu::check_cpu_dtype(q_in, "q");
+  check_cpu_dtype(q_in, "q");
   const AdditiveDims d =
       check_additive_attention(q_in, k_in, value_in, v_in, bias_in, attn_mask);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  const at::Tensor value = value_in.contiguous(), v = v_in.contiguous();
+  // In the accumulation dtype (attention_cpu.h): context and weights are
+  // rounded to q's dtype at the end, stats stay.
+  const at::Tensor q = cpu::to_acc(q_in), k = cpu::to_acc(k_in);
+  const at::Tensor value = cpu::to_acc(value_in), v = cpu::to_acc(v_in);
   const at::Tensor bias =
-      bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+      bias_in.has_value() ? cpu::to_acc(*bias_in) : at::Tensor();
+  const auto mask = cpu::mask_to_acc(attn_mask);
   at::Tensor context = at::empty({d.B, d.Tq, d.Dv}, q.options());
   at::Tensor weights = need_weights
                            ? at::empty({d.B, d.Tq, d.Tk}, q.options())
                            : at::empty({0}, q.options());
   at::Tensor stats = at::empty({d.B, d.Tq, 2}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_cpu", [&] {
-    const auto in = make_inputs<scalar_t>(d, q, k, value, v, bias, attn_mask);
+    const auto in = make_inputs<scalar_t>(d, q, k, value, v, bias, mask);
     additive_forward_kernel(
         in, context.data_ptr<scalar_t>(),
         need_weights ? weights.data_ptr<scalar_t>() : nullptr,
         stats.data_ptr<scalar_t>());
   });
-  return {context, weights, stats};
+  const at::ScalarType st = q_in.scalar_type();
+  return {context.to(st), weights.to(st), stats};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -302,17 +306,20 @@ additive_attention_backward_cpu(
     const c10::optional<at::Tensor>& bias_in,
     const c10::optional<at::Tensor>& attn_mask, const at::Tensor& context_in,
     const at::Tensor& stats_in) {
-  cpu::check_cpu_dtype(q_in, "q");
+  check_cpu_dtype(q_in, "q");
   const AdditiveDims d = check_additive_attention_backward(
       grad_context_in, grad_weights_in, q_in, k_in, value_in, v_in, bias_in,
       attn_mask, context_in, stats_in);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  const at::Tensor value = value_in.contiguous(), v = v_in.contiguous();
+  // In the accumulation dtype (attention_cpu.h); the gradients are rounded
+  // to q's dtype at the end.
+  const at::Tensor q = cpu::to_acc(q_in), k = cpu::to_acc(k_in);
+  const at::Tensor value = cpu::to_acc(value_in), v = cpu::to_acc(v_in);
   const at::Tensor bias =
-      bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
-  const at::Tensor dctx = grad_context_in.contiguous();
+      bias_in.has_value() ? cpu::to_acc(*bias_in) : at::Tensor();
+  const auto mask = cpu::mask_to_acc(attn_mask);
+  const at::Tensor dctx = cpu::to_acc(grad_context_in);
   const at::Tensor gw = grad_weights_in.has_value()
-                            ? grad_weights_in->contiguous()
+                            ? cpu::to_acc(*grad_weights_in)
                             : at::Tensor();
   // context (checked above) is not read: delta comes from P and dP.
   const at::Tensor stats = stats_in.contiguous();
@@ -324,7 +331,7 @@ additive_attention_backward_cpu(
                                         : at::empty({0}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "additive_attention_backward_cpu",
                              [&] {
-    const auto in = make_inputs<scalar_t>(d, q, k, value, v, bias, attn_mask);
+    const auto in = make_inputs<scalar_t>(d, q, k, value, v, bias, mask);
     additive_backward_kernel(
         in, dctx.data_ptr<scalar_t>(),
         gw.defined() ? gw.data_ptr<scalar_t>() : nullptr,
@@ -333,7 +340,9 @@ additive_attention_backward_cpu(
         grad_value.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
         bias.defined() ? grad_bias.data_ptr<scalar_t>() : nullptr);
   });
-  return {grad_q, grad_k, grad_value, grad_v, grad_bias};
+  const at::ScalarType st = q_in.scalar_type();
+  return {grad_q.to(st), grad_k.to(st), grad_value.to(st), grad_v.to(st),
+          grad_bias.to(st)};
 }
 
 }  // namespace

@@ -152,27 +152,32 @@ void scores_backward_kernel(const AttentionDims& d, const T* gp, const T* q,
 at::Tensor attention_scores_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
                                 const c10::optional<at::Tensor>& attn_mask,
                                 bool is_causal, double scale) {
-  cpu::check_cpu_dtype(q_in, "q");
+  check_cpu_dtype(q_in, "q");
   const AttentionDims d = check_attention_scores(q_in, k_in, attn_mask);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
+  // In the accumulation dtype (attention_cpu.h); p is rounded to q's dtype
+  // at the end.
+  const at::Tensor q = cpu::to_acc(q_in), k = cpu::to_acc(k_in);
+  const auto mask = cpu::mask_to_acc(attn_mask);
   at::Tensor p = at::empty({d.B, d.Hq, d.Tq, d.Tk}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_scores_cpu", [&] {
     scores_forward_kernel(d, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                          cpu::MaskView<scalar_t>::make(attn_mask), is_causal,
+                          cpu::MaskView<scalar_t>::make(mask), is_causal,
                           static_cast<scalar_t>(scale),
                           p.data_ptr<scalar_t>());
   });
-  return p;
+  return p.to(q_in.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_scores_backward_cpu(
     const at::Tensor& grad_p_in, const at::Tensor& q_in,
     const at::Tensor& k_in, const at::Tensor& p_in, double scale) {
-  cpu::check_cpu_dtype(q_in, "q");
+  check_cpu_dtype(q_in, "q");
   const AttentionDims d =
       check_attention_scores_backward(grad_p_in, q_in, k_in, p_in);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  const at::Tensor gp = grad_p_in.contiguous(), p = p_in.contiguous();
+  // In the accumulation dtype (attention_cpu.h); the gradients are rounded
+  // to q's dtype at the end.
+  const at::Tensor q = cpu::to_acc(q_in), k = cpu::to_acc(k_in);
+  const at::Tensor gp = cpu::to_acc(grad_p_in), p = cpu::to_acc(p_in);
   at::Tensor grad_q = at::empty(q.sizes(), q.options());
   at::Tensor grad_k = at::empty(k.sizes(), k.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_scores_backward_cpu",
@@ -183,7 +188,8 @@ std::tuple<at::Tensor, at::Tensor> attention_scores_backward_cpu(
                            grad_q.data_ptr<scalar_t>(),
                            grad_k.data_ptr<scalar_t>());
   });
-  return {grad_q, grad_k};
+  const at::ScalarType st = q_in.scalar_type();
+  return {grad_q.to(st), grad_k.to(st)};
 }
 
 }  // namespace

@@ -6,7 +6,14 @@
 // steps and the pointwise cell ops run that math row by row in loops the
 // compiler vectorizes (forward_row, backward_row), compiled for AVX-512,
 // AVX2 and the baseline with one chosen at load time (cpu_isa.h).
+//
+// float16 and bfloat16 (recurrent_host.h): the math runs in float32, the
+// accumulation dtype. The recurrent GEMM runs in float32 too, on w_hh
+// converted once per op by the driver (SeqSteps::acc_weights) and h
+// converted per step, so the gate pre-activations are never rounded to 16
+// bits; the rows read and write each tensor in its own dtype.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -19,12 +26,6 @@
 
 namespace seqkernels {
 namespace {
-
-void check_cpu_dtype(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "seqkernels: the cpu backend supports float32 and float64; ",
-              name, " is ", t.scalar_type());
-}
 
 template <typename T>
 T* ptr(const at::Tensor& t) {
@@ -57,58 +58,69 @@ int64_t row_grain(int gates, int64_t H) {
 // be the same row, and so may xg and saved (SeqSteps::saved_over_xg): each
 // unit reads c_in and xg before it writes the others, and ivdep says no
 // other unit's values are involved.
-template <typename Cell, typename T>
-SK_CPU_KERNEL void forward_row(Activation act, int64_t H, const T* xg,
-                               const T* __restrict__ hg,
-                               const T* __restrict__ h_prev, const T* c_in,
-                               T* c_out, T* cs, T* saved,
+// Dtypes: A, the accumulation dtype, of the pre-activations, the saved
+// values and the math; T, the storage dtype, of h; C, of the cell state:
+// A in a sequence step, T in the cell op.
+template <typename Cell, typename A, typename T, typename C>
+SK_CPU_KERNEL void forward_row(Activation act, int64_t H, const A* xg,
+                               const A* __restrict__ hg,
+                               const T* __restrict__ h_prev, const C* c_in,
+                               C* c_out, C* cs, A* saved,
                                T* __restrict__ out) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
 #pragma GCC ivdep
   for (int64_t j = 0; j < H; ++j) {
-    T x[G], h[G], sk[S];
+    A x[G], h[G], sk[S];
     for (int g = 0; g < G; ++g) {
       x[g] = xg[g * H + j];
       h[g] = hg[g * H + j];
     }
-    T hp = 0, cv = 0, hv;
-    if constexpr (Cell::kDirectH) hp = h_prev[j];
-    if constexpr (Cell::kHasC) cv = c_in[j];
+    A hp = 0, cv = 0, hv;
+    if constexpr (Cell::kDirectH) hp = static_cast<A>(h_prev[j]);
+    if constexpr (Cell::kHasC) cv = static_cast<A>(c_in[j]);
     Cell::forward(x, h, hp, act, cv, sk, hv);
     for (int k = 0; k < S; ++k) saved[k * H + j] = sk[k];
-    if constexpr (Cell::kHasC) c_out[j] = cs[j] = cv;
-    out[j] = hv;
+    if constexpr (Cell::kHasC) c_out[j] = cs[j] = static_cast<C>(cv);
+    out[j] = static_cast<T>(hv);
   }
 }
 
 void forward_step(const CellDesc& cell, const ForwardStep& step) {
   const int64_t s = step.s;
-  const at::Tensor hg = gemm(step.h_in, step.w_hh.t(), step.b_hh);
+  // w_hh and b_hh come in the accumulation dtype (acc_weights).
+  const at::Tensor hg =
+      gemm(step.h_in.to(acc_dtype(step.h_in.scalar_type())), step.w_hh.t(),
+           step.b_hh);
   const int64_t B = step.out.size(0), H = step.out.size(1);
   const int64_t P = step.h_in.size(1);
   const int64_t* len = lengths_ptr(step.lengths);
-  AT_DISPATCH_FLOATING_TYPES(hg.scalar_type(), "seq_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, step.out.scalar_type(), "seq_forward_cpu",
+      [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     dispatch_cell(cell.kind, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
       constexpr int G = Cell::kGates, S = Cell::kSaved;
-      const scalar_t* xp = ptr<scalar_t>(step.xg);
-      const scalar_t* hp = ptr<scalar_t>(hg);
+      const acc_t* xp = ptr<acc_t>(step.xg);
+      const acc_t* hp = ptr<acc_t>(hg);
       const scalar_t* hi = ptr<scalar_t>(step.h_in);
-      scalar_t* c = ptr<scalar_t>(step.c_state);
-      scalar_t* sv = ptr<scalar_t>(step.saved);
-      scalar_t* cs = ptr<scalar_t>(step.cell_state);
+      acc_t* c = ptr<acc_t>(step.c_state);
+      acc_t* sv = ptr<acc_t>(step.saved);
+      acc_t* cs = ptr<acc_t>(step.cell_state);
       scalar_t* out = ptr<scalar_t>(step.out);
       scalar_t* ho = ptr<scalar_t>(step.h_out);
       at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
-          scalar_t* saved = sv + b * S * H;
+          acc_t* saved = sv + b * S * H;
           scalar_t* out_b = out + b * H;
           if (!active(len, b, s)) {
-            std::fill(saved, saved + S * H, scalar_t(0));
-            if (cs != nullptr) std::fill(cs + b * H, cs + (b + 1) * H, 0);
+            std::fill(saved, saved + S * H, acc_t(0));
+            if (cs != nullptr) {
+              std::fill(cs + b * H, cs + (b + 1) * H, acc_t(0));
+            }
             std::fill(out_b, out_b + H, scalar_t(0));
           } else {
-            scalar_t* c_b = c != nullptr ? c + b * H : nullptr;
+            acc_t* c_b = c != nullptr ? c + b * H : nullptr;
             forward_row<Cell>(cell.act, H, xp + b * G * H, hp + b * G * H,
                               hi + b * P, c_b, c_b,
                               cs != nullptr ? cs + b * H : nullptr, saved,
@@ -129,32 +141,36 @@ void forward_step(const CellDesc& cell, const ForwardStep& step) {
 // One row of the cell backward (an active row of a sequence step, or a row
 // of the cell op), vectorizable as forward_row. dh_later: the gradient
 // reaching h from later steps; carry as in Cell::backward, in place.
-template <typename Cell, typename T>
-SK_CPU_KERNEL void backward_row(Activation act, int64_t H, const T* __restrict__ saved,
-                  const T* __restrict__ h_prev, const T* __restrict__ c_prev,
-                  const T* __restrict__ c, const T* __restrict__ dh_in,
-                  const T* __restrict__ dh_later, T* __restrict__ carry,
-                  T* __restrict__ gx, T* __restrict__ gh) {
+// Dtypes: A of the saved values and the math; T of h and dh_in; C of the
+// cell states, dh_later, the carry and the gate gradients: A in a sequence
+// step, T in the cell op.
+template <typename Cell, typename A, typename T, typename C>
+SK_CPU_KERNEL void backward_row(Activation act, int64_t H, const A* __restrict__ saved,
+                  const T* __restrict__ h_prev, const C* __restrict__ c_prev,
+                  const C* __restrict__ c, const T* __restrict__ dh_in,
+                  const C* __restrict__ dh_later, C* __restrict__ carry,
+                  C* __restrict__ gx, C* __restrict__ gh) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
   constexpr bool kCarry = Cell::kHasC || Cell::kDirectH;
 #pragma GCC ivdep
   for (int64_t j = 0; j < H; ++j) {
-    T sk[S], dxg[G], dhg[G];
+    A sk[S], dxg[G], dhg[G];
     for (int k = 0; k < S; ++k) sk[k] = saved[k * H + j];
-    T hp = 0, cp = 0, cv = 0, pc = 0;
-    if constexpr (Cell::kDirectH) hp = h_prev[j];
+    A hp = 0, cp = 0, cv = 0, pc = 0;
+    if constexpr (Cell::kDirectH) hp = static_cast<A>(h_prev[j]);
     if constexpr (Cell::kHasC) {
-      cp = c_prev[j];
-      cv = c[j];
+      cp = static_cast<A>(c_prev[j]);
+      cv = static_cast<A>(c[j]);
     }
-    if constexpr (kCarry) pc = carry[j];
-    Cell::backward(sk, hp, cp, cv, dh_in[j] + dh_later[j], act, pc, dxg,
-                   dhg);
+    if constexpr (kCarry) pc = static_cast<A>(carry[j]);
+    Cell::backward(sk, hp, cp, cv,
+                   static_cast<A>(dh_in[j]) + static_cast<A>(dh_later[j]),
+                   act, pc, dxg, dhg);
     for (int g = 0; g < G; ++g) {
-      gx[g * H + j] = dxg[g];
-      if constexpr (Cell::kSplitGrad) gh[g * H + j] = dhg[g];
+      gx[g * H + j] = static_cast<C>(dxg[g]);
+      if constexpr (Cell::kSplitGrad) gh[g * H + j] = static_cast<C>(dhg[g]);
     }
-    if constexpr (kCarry) carry[j] = pc;
+    if constexpr (kCarry) carry[j] = static_cast<C>(pc);
   }
 }
 
@@ -166,41 +182,42 @@ void backward_step(const CellDesc& cell, const BackwardStep& step) {
   }
   const int64_t B = step.dh_in.size(0), H = step.dh_in.size(1);
   const int64_t* len = lengths_ptr(step.lengths);
-  const at::ScalarType dtype = step.dh_in.scalar_type();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "seq_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, step.dh_in.scalar_type(), "seq_backward_cpu",
+      [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     dispatch_cell(cell.kind, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
       constexpr int G = Cell::kGates, S = Cell::kSaved;
-      const scalar_t* fn = ptr<scalar_t>(from_next);
-      scalar_t* dhc =
-          step.w_hh.defined() ? ptr<scalar_t>(step.dh_carry) : nullptr;
+      const acc_t* fn = ptr<acc_t>(from_next);
+      acc_t* dhc = step.w_hh.defined() ? ptr<acc_t>(step.dh_carry) : nullptr;
       const scalar_t* dhi = ptr<scalar_t>(step.dh_in);
-      scalar_t* carry = ptr<scalar_t>(step.carry);
-      const scalar_t* sv = ptr<scalar_t>(step.saved);
+      acc_t* carry = ptr<acc_t>(step.carry);
+      const acc_t* sv = ptr<acc_t>(step.saved);
       const scalar_t* hp = ptr<scalar_t>(step.h_prev);
-      const scalar_t* cp = ptr<scalar_t>(step.c_prev);
-      const scalar_t* cs = ptr<scalar_t>(step.cell_state);
-      scalar_t* gx = ptr<scalar_t>(step.grad_xg);
-      scalar_t* gh = ptr<scalar_t>(step.grad_hg);
+      const acc_t* cp = ptr<acc_t>(step.c_prev);
+      const acc_t* cs = ptr<acc_t>(step.cell_state);
+      acc_t* gx = ptr<acc_t>(step.grad_xg);
+      acc_t* gh = ptr<acc_t>(step.grad_hg);
       at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         // The gradient from later steps where the step has none (no w_hh:
         // the projection path feeds it through dh_in).
-        const std::vector<scalar_t> zeros(dhc == nullptr ? H : 0);
+        const std::vector<acc_t> zeros(dhc == nullptr ? H : 0, acc_t(0));
         for (int64_t b = b0; b < b1; ++b) {
-          scalar_t* dhc_b = dhc != nullptr ? dhc + b * H : nullptr;
+          acc_t* dhc_b = dhc != nullptr ? dhc + b * H : nullptr;
           if (dhc_b != nullptr && fn != nullptr && active(len, b, s + 1)) {
-            const scalar_t* fn_b = fn + b * H;
+            const acc_t* fn_b = fn + b * H;
             for (int64_t j = 0; j < H; ++j) {
-              scalar_t from_later = fn_b[j];
+              acc_t from_later = fn_b[j];
               if constexpr (Cell::kDirectH) from_later += carry[b * H + j];
               dhc_b[j] = from_later;
             }
           }
-          scalar_t* gx_b = gx + b * G * H;
-          scalar_t* gh_b = Cell::kSplitGrad ? gh + b * G * H : nullptr;
+          acc_t* gx_b = gx + b * G * H;
+          acc_t* gh_b = Cell::kSplitGrad ? gh + b * G * H : nullptr;
           if (!active(len, b, s)) {
-            std::fill(gx_b, gx_b + G * H, scalar_t(0));
-            if (gh_b != nullptr) std::fill(gh_b, gh_b + G * H, scalar_t(0));
+            std::fill(gx_b, gx_b + G * H, acc_t(0));
+            if (gh_b != nullptr) std::fill(gh_b, gh_b + G * H, acc_t(0));
             continue;
           }
           backward_row<Cell>(
@@ -225,21 +242,26 @@ void cell_forward(const CellDesc& cell, const at::Tensor& x_proj,
                   const at::Tensor& c, at::Tensor& h_new, at::Tensor& c_new,
                   at::Tensor& saved) {
   const int64_t B = h_new.size(0), H = h_new.size(1);
-  // The biases join their side first (the same additions, in the same
-  // dtype, as the per-unit code did), so the rows run forward_row.
-  const at::Tensor xg = b_x.defined() ? x_proj + b_x : x_proj;
-  const at::Tensor hg = b_h.defined() ? h_proj + b_h : h_proj;
-  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "cell_forward_cpu", [&] {
+  // The biases join their side first, in the accumulation dtype (as the
+  // CUDA kernel adds them), so the rows run forward_row.
+  const at::ScalarType acc = acc_dtype(x_proj.scalar_type());
+  const at::Tensor x_acc = x_proj.to(acc), h_acc = h_proj.to(acc);
+  const at::Tensor xg = b_x.defined() ? x_acc + b_x : x_acc;
+  const at::Tensor hg = b_h.defined() ? h_acc + b_h : h_acc;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x_proj.scalar_type(), "cell_forward_cpu",
+      [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     dispatch_cell(cell.kind, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
       constexpr int G = Cell::kGates, S = Cell::kSaved;
-      const scalar_t* xp = ptr<scalar_t>(xg);
-      const scalar_t* hp = ptr<scalar_t>(hg);
+      const acc_t* xp = ptr<acc_t>(xg);
+      const acc_t* hp = ptr<acc_t>(hg);
       const scalar_t* hv = ptr<scalar_t>(h);
       const scalar_t* cv = ptr<scalar_t>(c);
       scalar_t* hn = ptr<scalar_t>(h_new);
       scalar_t* cn = ptr<scalar_t>(c_new);
-      scalar_t* sv = ptr<scalar_t>(saved);
+      acc_t* sv = ptr<acc_t>(saved);
       at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           scalar_t* cn_b = cn != nullptr ? cn + b * H : nullptr;
@@ -259,13 +281,16 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
                    const at::Tensor& c_new, at::Tensor& grad_xg,
                    at::Tensor& grad_hg, at::Tensor& grad_carry) {
   const int64_t B = grad_h.size(0), H = grad_h.size(1);
-  AT_DISPATCH_FLOATING_TYPES(grad_h.scalar_type(), "cell_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_h.scalar_type(), "cell_backward_cpu",
+      [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     dispatch_cell(cell.kind, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
       constexpr int G = Cell::kGates, S = Cell::kSaved;
       const scalar_t* dh = ptr<scalar_t>(grad_h);
       const scalar_t* dc = ptr<scalar_t>(grad_c);
-      const scalar_t* sv = ptr<scalar_t>(saved);
+      const acc_t* sv = ptr<acc_t>(saved);
       const scalar_t* hv = ptr<scalar_t>(h);
       const scalar_t* cv = ptr<scalar_t>(c);
       const scalar_t* cn = ptr<scalar_t>(c_new);
@@ -274,7 +299,7 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
       scalar_t* gc = ptr<scalar_t>(grad_carry);
       at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         // A single step: nothing reaches h from later ones.
-        const std::vector<scalar_t> zeros(H);
+        const std::vector<scalar_t> zeros(H, scalar_t(0));
         for (int64_t b = b0; b < b1; ++b) {
           // The carry goes in as dc (LSTM) or 0 (GRU's direct path) and
           // comes out as the gradient of c or of h through that path.
@@ -298,7 +323,7 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 }  // namespace
 
 extern const SeqSteps kCpuSteps{check_cpu_dtype, forward_step, backward_step,
-                                 /*saved_over_xg=*/true,
+                                 /*saved_over_xg=*/true, /*acc_weights=*/true,
                                  /*forward_seq=*/nullptr, /*backward_seq=*/nullptr};
 extern const CellKernels kCpuCells{check_cpu_dtype, cell_forward,
                                    cell_backward};

@@ -247,20 +247,23 @@ std::tuple<at::Tensor, at::Tensor> sdpa_cpu(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const c10::optional<at::Tensor>& attn_mask, double dropout_p,
     bool is_causal, double scale, const c10::optional<at::Tensor>& rng) {
-  cpu::check_cpu_dtype(q_in, "q");
+  check_cpu_dtype(q_in, "q");
   const AttentionDims d =
       check_sdpa(q_in, k_in, v_in, attn_mask, dropout_p, rng);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  const at::Tensor v = v_in.contiguous();
+  // In the accumulation dtype (attention_cpu.h): out is rounded to q's
+  // dtype at the end, lse stays.
+  const at::Tensor q = cpu::to_acc(q_in), k = cpu::to_acc(k_in);
+  const at::Tensor v = cpu::to_acc(v_in);
+  const auto mask = cpu::mask_to_acc(attn_mask);
   at::Tensor out = at::empty({d.B, d.Hq, d.Tq, d.Dv}, q.options());
   at::Tensor lse = at::empty({d.B, d.Hq, d.Tq}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sdpa_cpu", [&] {
-    const auto in = make_inputs<scalar_t>(d, q, k, v, attn_mask, dropout_p,
+    const auto in = make_inputs<scalar_t>(d, q, k, v, mask, dropout_p,
                                           is_causal, scale, rng);
     sdpa_forward_kernel(in, out.data_ptr<scalar_t>(),
                         lse.data_ptr<scalar_t>());
   });
-  return {out, lse};
+  return {out.to(q_in.scalar_type()), lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sdpa_backward_cpu(
@@ -269,18 +272,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sdpa_backward_cpu(
     const at::Tensor& lse_in, const c10::optional<at::Tensor>& attn_mask,
     double dropout_p, bool is_causal, double scale,
     const c10::optional<at::Tensor>& rng) {
-  cpu::check_cpu_dtype(q_in, "q");
+  check_cpu_dtype(q_in, "q");
   const AttentionDims d =
       check_sdpa_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in,
                           attn_mask, dropout_p, rng);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  const at::Tensor v = v_in.contiguous(), out = out_in.contiguous();
-  const at::Tensor dout = grad_out_in.contiguous(), lse = lse_in.contiguous();
+  // In the accumulation dtype (attention_cpu.h); the gradients are rounded
+  // to q's dtype at the end.
+  const at::Tensor q = cpu::to_acc(q_in), k = cpu::to_acc(k_in);
+  const at::Tensor v = cpu::to_acc(v_in), out = cpu::to_acc(out_in);
+  const at::Tensor dout = cpu::to_acc(grad_out_in), lse = lse_in.contiguous();
+  const auto mask = cpu::mask_to_acc(attn_mask);
   at::Tensor grad_q = at::empty(q.sizes(), q.options());
   at::Tensor grad_k = at::empty(k.sizes(), k.options());
   at::Tensor grad_v = at::empty(v.sizes(), v.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sdpa_backward_cpu", [&] {
-    const auto in = make_inputs<scalar_t>(d, q, k, v, attn_mask, dropout_p,
+    const auto in = make_inputs<scalar_t>(d, q, k, v, mask, dropout_p,
                                           is_causal, scale, rng);
     sdpa_backward_kernel(in, dout.data_ptr<scalar_t>(),
                          out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
@@ -288,7 +294,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sdpa_backward_cpu(
                          grad_k.data_ptr<scalar_t>(),
                          grad_v.data_ptr<scalar_t>());
   });
-  return {grad_q, grad_k, grad_v};
+  const at::ScalarType st = q_in.scalar_type();
+  return {grad_q.to(st), grad_k.to(st), grad_v.to(st)};
 }
 
 }  // namespace

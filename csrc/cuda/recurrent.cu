@@ -399,6 +399,7 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 // Every CUDA dtype is served; the launches run on the data's device.
 extern const SeqSteps kCudaSteps{nullptr, forward_step, backward_step,
                                   /*saved_over_xg=*/false,
+                                  /*acc_weights=*/false,
                                   cuda_persistent_forward,
                                   cuda_persistent_backward};
 extern const CellKernels kCudaCells{nullptr, cell_forward, cell_backward};

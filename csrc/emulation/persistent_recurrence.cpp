@@ -34,12 +34,13 @@ bool backward_seq(const CellDesc& cell, const SeqBackward& seq) {
 }  // namespace
 
 const SeqSteps& emulated_steps() {
-  // No dtype check: the kernels take float16 and bfloat16, the CPU steps
-  // float32 and float64 (their dispatch rejects the others). The saved
-  // values get their own tensor, as on the GPU.
-  static const SeqSteps steps{nullptr, kCpuSteps.forward,
+  // The CPU's steps and their dtype rule, where the plan declines a layer
+  // or the per-step algorithm is asked for. The saved values get their own
+  // tensor, as on the GPU.
+  static const SeqSteps steps{kCpuSteps.check, kCpuSteps.forward,
                               kCpuSteps.backward, /*saved_over_xg=*/false,
-                              forward_seq, backward_seq};
+                              kCpuSteps.acc_weights, forward_seq,
+                              backward_seq};
   return steps;
 }
 

@@ -2,9 +2,9 @@
 // additive_attention), shared by every backend's entry points: plain host
 // code on at::Tensor metadata, no backend-specific includes. Each message
 // names the argument. Shapes and semantics are those of the references in
-// seqkernels/reference/; the dtype rule of a backend (say, float32 and
-// float64 only on the CPU) is that backend's own check, made first on q, as
-// are its other own limits (the CUDA kernels' head dims, say), made after.
+// seqkernels/reference/; the dtype rule of a backend (the CPU's
+// check_cpu_dtype in checks.h) is that backend's own check, made first on q,
+// as are its other own limits (the CUDA kernels' head dims, say), made after.
 // The checks read metadata only, never tensor data: on CUDA tensors they do
 // not synchronize, and _C.check_<op> (csrc/ops.cpp) runs them for the
 // variants written in Python.

@@ -1,7 +1,15 @@
 // Pieces shared by the CPU attention kernels (csrc/cpu/sdpa.cpp,
-// attention_scores.cpp, additive_attention.cpp): the dtype rule, a strided
-// view of the (expanded) mask, the dropout view, and a small blocked matrix
-// product for the tiles of a flash-style loop.
+// attention_scores.cpp, additive_attention.cpp): the operands in the
+// accumulation dtype, a strided view of the (expanded) mask, the dropout
+// view, and a small blocked matrix product for the tiles of a flash-style
+// loop.
+//
+// The kernels compute in float32 or float64 only. A float16 or bfloat16
+// operand is converted to float32 once per op (to_acc, mask_to_acc) and the
+// results are rounded to the storage dtype once at the end (the saved lse
+// and stats stay float32): every product, sum and exp then runs in float32,
+// the accumulation the GPU kernels use, with one kernel per dtype instead of
+// kernels templated on a storage and a compute type.
 //
 // The dot-product kernels work on tiles: a block of at most kBlockQ query
 // rows against a block of at most kBlockK keys. Tile products run through
@@ -30,10 +38,30 @@ namespace cpu {
 constexpr int64_t kBlockQ = 64;  // query rows of a work item
 constexpr int64_t kBlockK = 64;  // keys of an inner block
 
-inline void check_cpu_dtype(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "seqkernels: the cpu backend supports float32 and float64; ",
-              name, " is ", t.scalar_type());
+// t in its accumulation dtype (float32 for float16 and bfloat16), contiguous;
+// t itself where it already is both.
+inline at::Tensor to_acc(const at::Tensor& t) {
+  return t.to(acc_dtype(t.scalar_type())).contiguous();
+}
+
+// A float mask in its accumulation dtype with its broadcast kept: the
+// dimensions it was expanded along (stride 0) are converted once and
+// expanded again, so an expanded [1, 1, Tq, Tk] mask is not materialized at
+// [B, H, Tq, Tk]. A bool mask, or one already in that dtype, is returned as
+// it is.
+inline c10::optional<at::Tensor> mask_to_acc(
+    const c10::optional<at::Tensor>& mask) {
+  if (!mask.has_value() || mask->scalar_type() == at::kBool ||
+      acc_dtype(mask->scalar_type()) == mask->scalar_type()) {
+    return mask;
+  }
+  at::Tensor base = *mask;
+  for (int64_t dim = 0; dim < base.dim(); ++dim) {
+    if (base.stride(dim) == 0 && base.size(dim) > 1) {
+      base = base.narrow(dim, 0, 1);
+    }
+  }
+  return base.to(acc_dtype(base.scalar_type())).expand(mask->sizes());
 }
 
 template <typename T>

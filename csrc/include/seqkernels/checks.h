@@ -14,6 +14,16 @@ inline at::ScalarType acc_dtype(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
+// The dtypes of the CPU backend's kernels: float32, float64, and float16 and
+// bfloat16 with float32 accumulation (csrc/cpu/).
+inline void check_cpu_dtype(const at::Tensor& t, const char* name) {
+  const at::ScalarType s = t.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kDouble || s == at::kHalf ||
+                  s == at::kBFloat16,
+              "seqkernels: the cpu backend supports float32, float64, "
+              "float16 and bfloat16; ", name, " is ", s);
+}
+
 inline void check_shape(const at::Tensor& t, const char* name,
                         at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes().equals(expected), "seqkernels: ", name,

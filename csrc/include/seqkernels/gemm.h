@@ -4,7 +4,7 @@
 // CPU path, through torch's mkldnn::_linear_pointwise op: on the AMD
 // development machine oneDNN reaches about 470 GFLOP/s where ATen's mm
 // (MKL, which takes its AVX2 path there) reaches about 210. Elsewhere
-// (CUDA, float64, a torch without oneDNN or with
+// (CUDA, float64, float16 and bfloat16, a torch without oneDNN or with
 // torch.backends.mkldnn.enabled = False) they are ATen's mm and addmm.
 // Both follow torch's float32 matmul precision settings as torch.mm does.
 #pragma once

@@ -75,13 +75,14 @@ using OptTensor = c10::optional<at::Tensor>;
 
 // One forward step s of a sequence, as the driver hands it to a backend's
 // step: rows of step s, undefined tensors for absent ones. "acc": in the
-// accumulation dtype (acc_dtype), else in the storage dtype.
+// accumulation dtype (acc_dtype), else in the storage dtype; "w": in the
+// dtype SeqSteps::acc_weights asks for.
 struct ForwardStep {
   int64_t s;
   at::Tensor xg;          // [B, G*H] acc: input side of the pre-activations
   at::Tensor h_in;        // [B, P]: h of step s - 1
-  at::Tensor w_hh;        // [G*H, P]
-  at::Tensor b_hh;        // [G*H]: the recurrent bias (split_grad cells)
+  at::Tensor w_hh;        // [G*H, P] w
+  at::Tensor b_hh;        // [G*H] w: the recurrent bias (split_grad cells)
   at::Tensor c_state;     // [B, H] acc, in place: the cell state (has_c)
   OptTensor lengths;      // [B] int64
   at::Tensor saved;       // [B, S*H] acc, written: the saved values
@@ -94,7 +95,7 @@ struct ForwardStep {
 struct BackwardStep {
   int64_t s;
   at::Tensor grad_hg_next;  // [B, G*H] acc: step s + 1's recurrent side
-  at::Tensor w_hh;          // [G*H, P]; undefined: no recurrent product
+  at::Tensor w_hh;          // [G*H, P] w; undefined: no recurrent product
   at::Tensor dh_carry;      // [B, H] acc, in place: dh from later steps
   at::Tensor dh_in;         // [B, H]: the gradient of this step's output
   at::Tensor carry;         // [B, H] acc, in place: the pointwise carry
@@ -176,6 +177,12 @@ struct SeqSteps {
   // cell saves as many values per unit as it has gates: each unit reads its
   // pre-activations before it writes its saved values.
   bool saved_over_xg;
+  // The steps take w_hh and b_hh in the accumulation dtype, converted by the
+  // driver once per op (the CPU's, whose recurrent product is a float32 or
+  // float64 GEMM); false: in the storage dtype (the CUDA kernels convert
+  // each element as they load it). forward_seq and backward_seq take them in
+  // the storage dtype either way.
+  bool acc_weights;
   // The whole recurrence in one kernel (null: the backend has none). The
   // driver calls them when the persistent algorithm is asked for; they
   // return false, having written nothing, where the kernel does not serve
