@@ -17,12 +17,7 @@
 
 #include "seqkernels/attention_checks.h"
 #include "seqkernels/dropout_hash.h"
-
-#if defined(__CUDACC__)
-#define SK_HD __host__ __device__ __forceinline__
-#else
-#define SK_HD inline
-#endif
+#include "seqkernels/host_device.h"
 
 namespace seqkernels {
 namespace attn {

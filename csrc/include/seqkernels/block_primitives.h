@@ -118,8 +118,23 @@ inline int block_index() { return int(emu::context().block_idx.x); }
 inline void sync() { emu::sync_block(); }
 inline unsigned char* smem() { return emu::context().smem; }
 
-inline void copy16(void* dst, const void* src) { std::memcpy(dst, src, 16); }
-inline void zero16(void* dst) { std::memset(dst, 0, 16); }
+// The GPU's 16-byte accesses fault when misaligned: so does the emulation.
+inline void check_aligned16(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+    std::fprintf(stderr, "seqkernels host emulation: 16-byte access at %p "
+                 "is not 16-byte aligned\n", p);
+    std::abort();
+  }
+}
+inline void copy16(void* dst, const void* src) {
+  check_aligned16(dst);
+  check_aligned16(src);
+  std::memcpy(dst, src, 16);
+}
+inline void zero16(void* dst) {
+  check_aligned16(dst);
+  std::memset(dst, 0, 16);
+}
 
 template <typename T>
 inline T load_l2(const T* p) {

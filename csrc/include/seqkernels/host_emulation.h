@@ -27,9 +27,11 @@
 // What is not modelled: memory ordering beyond what the C++ memory model
 // gives the same acquire/release operations (the GPU's weak ordering of
 // plain accesses without a barrier or fence may be weaker), warp-level
-// convergence and the order in which a tensor core adds the products of a
-// tile (here: k = 0, 1, ... in float), bank conflicts, occupancy, register
-// limits and timing. A wait that never ends aborts the process with a
+// convergence (a collective here needs only every lane to call it, in the
+// same order), the order in which a tensor core adds the products of a
+// tile (here: k = 0, 1, ... in float), ldmatrix's shared state space (any
+// host address is taken; only its 16-byte alignment is checked), bank
+// conflicts, occupancy, register limits and timing. A wait that never ends aborts the process with a
 // message after kSpinSeconds instead of hanging.
 #pragma once
 

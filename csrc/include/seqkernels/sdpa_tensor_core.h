@@ -37,7 +37,8 @@
 //   - out = O / l (times 1 / (1 - p) with dropout, l being the undropped
 //     sum, as the SIMT kernel does), lse = m + log(l); a row with no
 //     allowed key gets out 0 and lse -inf.
-// Shared memory (dynamic, under the 48 KB that needs no opt-in): the K tile
+// Shared memory (dynamic, so that the emulation gives each block its own;
+// under the 48 KB that needs no opt-in): the K tile
 // (which first holds Q) and the V tile, rows padded by 8 elements so that
 // the 8 rows an ldmatrix reads fall in distinct banks: 34,816 bytes at
 // DP = DVP = 128. Follow-ups: cp.async double buffering of the K/V tiles,

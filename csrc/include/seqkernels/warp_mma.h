@@ -26,6 +26,13 @@
 // elements of matrix i: (row g, cols 2t, 2t+1), or with .trans (rows 2t,
 // 2t+1; col g), the fragment of the transposed matrix.
 //
+// Why hand-written PTX rather than WMMA or CuTe: the attention kernel reuses
+// the S accumulators as the A operand of P V, which needs the fragments'
+// element layout (WMMA's is opaque by contract); CuTe's atoms issue the same
+// instructions, so the emulation would still model them lane by lane, and
+// CUTLASS's headers would be a new build dependency for four instructions
+// whose layouts the PTX ISA documents.
+//
 // The emulated mma adds in a fixed order: for each element of D, c, then
 // the products k = 0, 1, ..., 15 one at a time in float (every product of
 // two bf16 or two f16 values is exact in float). The tensor core's own
@@ -155,6 +162,7 @@ inline uint32_t join(uint16_t lo, uint16_t hi) {
 
 // Matrix i's rows come from the addresses of lanes 8i .. 8i+7.
 inline void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) {
+  blk::check_aligned16(row);  // rows of 16 bytes, 16-byte aligned
   const auto rows = emu::warp_exchange(row);
   const int g = lane() / 4, t = lane() % 4;
   for (int i = 0; i < 4; ++i) {
@@ -164,6 +172,7 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row) {
 }
 
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16_t* row) {
+  blk::check_aligned16(row);  // rows of 16 bytes, 16-byte aligned
   const auto rows = emu::warp_exchange(row);
   const int g = lane() / 4, t = lane() % 4;
   for (int i = 0; i < 4; ++i) {
