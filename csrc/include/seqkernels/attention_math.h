@@ -138,11 +138,14 @@ struct RowBlock {
   int64_t i0;   // the block's first query row
 };
 
+// (Unsigned indices, as blockIdx and threadIdx are: their division by the
+// warp size is a shift.)
 template <int BM, typename acc_t>
-SK_HD RowBlock row_block(const FlashParams<acc_t>& p, int block, int thread) {
+SK_HD RowBlock row_block(const FlashParams<acc_t>& p, unsigned block,
+                         unsigned thread) {
   RowBlock rb;
-  rb.warp = thread / kWarpSize;
-  rb.lane = thread % kWarpSize;
+  rb.warp = static_cast<int>(thread / kWarpSize);
+  rb.lane = static_cast<int>(thread % kWarpSize);
   rb.row0 = rb.warp * (BM / kWarps);
   rb.bh = int64_t(block) / p.n_blocks;
   rb.b = rb.bh / p.Hq;
