@@ -90,6 +90,7 @@ _sources = [
     "csrc/recurrent_host.cpp",
     "csrc/persistent_plan.cpp",
     "csrc/persistent_bindings.cpp",
+    "csrc/attention_bindings.cpp",
     "csrc/gemm.cpp",
 ] + sorted(glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/emulation/*.cpp"))
 # The C++ standard is the one torch asks for. -fno-trapping-math lets the

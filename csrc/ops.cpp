@@ -161,6 +161,7 @@ using OptTensor = c10::optional<at::Tensor>;
 
 namespace seqkernels {
 void bind_persistent(pybind11::module_& m);  // csrc/persistent_bindings.cpp
+void bind_attention(pybind11::module_& m);   // csrc/attention_bindings.cpp
 }
 
 PYBIND11_MODULE(_C, m) {
@@ -171,6 +172,7 @@ PYBIND11_MODULE(_C, m) {
         "{kind: dict(kind_id, gates, saved, has_c, split_grad, direct_h)}: "
         "the cell traits of csrc/include/seqkernels/cell_math.h.");
   seqkernels::bind_persistent(m);
+  seqkernels::bind_attention(m);  // after: it adds to _C.emulated
 
   // Recurrent argument checks (recurrent_host.h), as the attention ones
   // below: check_<op>(*args) takes the op's schema arguments in order and

@@ -13,8 +13,11 @@
 #   GPU_CHECK_WORKERS      pytest-xdist workers (default 8)
 #   GPU_CHECK_SANITIZE     the sanitizer case scripts (default: both) and
 #   GPU_CHECK_SANITIZER_TOOLS  its tools (default: memcheck racecheck)
-#   GPU_CHECK_SANITIZER_S  each compute-sanitizer run (default 600; the four
-#                          run side by side)
+#   GPU_CHECK_SANITIZER_S  each compute-sanitizer run (default 600; they
+#                          run side by side). The attention cases run under
+#                          each tool a second time with
+#                          SEQKERNELS_ATTENTION=tensor_core (the opt-in
+#                          tensor-core sdpa forward).
 #   GPU_CHECK_BENCH_ARGS   arguments of benchmarks/run.py (default --full;
 #                          "skip": no benchmarks)
 #   GPU_CHECK_BENCH_S      the benchmarks, a hard stop (default 3600; give
@@ -56,8 +59,8 @@ if [ $build -ne 0 ]; then
   exit 1
 fi
 
-# The four sanitizer runs go beside the tests: none of them is timed, and
-# the GPU has room for all. The benchmarks run after, alone.
+# The sanitizer runs go beside the tests: none of them is timed, and the
+# GPU has room for all. The benchmarks run after, alone.
 gpu_stamp "tests (budget ${test_s} s) beside compute-sanitizer"
 sanitizer_pids=()
 i=0
@@ -67,6 +70,12 @@ for cases in "${sanitize[@]}"; do
     gpu_sanitize "$out/sanitizer.$i.log" "$sanitizer_s" "$tool" "$cases" &
     sanitizer_pids+=($!)
   done
+done
+for tool in "${tools[@]}"; do
+  i=$((i + 1))
+  SEQKERNELS_ATTENTION=tensor_core gpu_sanitize "$out/sanitizer.$i.log" \
+    "$sanitizer_s" "$tool" scripts/sanitize_attention_cases.py &
+  sanitizer_pids+=($!)
 done
 
 gpu_pytest "$out/tests.log" "$test_s" "${test_args[@]}" \
@@ -102,7 +111,7 @@ fi
   gpu_versions | sed 's/^/- /'
   echo "- build (sm_90a): $(gpu_status $build)"
   echo "- tests: $(gpu_status $tests): $(gpu_test_summary "$out/tests.log")"
-  echo "- compute-sanitizer (${tools[*]} over ${sanitize[*]}): $(gpu_status $sanitizer)"
+  echo "- compute-sanitizer (${tools[*]} over ${sanitize[*]}, and the attention cases with SEQKERNELS_ATTENTION=tensor_core): $(gpu_status $sanitizer)"
   echo "- benchmarks (${bench_args[*]}): $(gpu_status $bench)"
   echo "- wall time: $(( $(date +%s) - gpu_start )) s"
   echo

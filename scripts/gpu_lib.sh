@@ -97,9 +97,9 @@ gpu_sanitize() {
   local log="$1" budget="$2" tool="$3" script="$4"
   shift 4
   {
-    echo "== compute-sanitizer --tool $tool $script $*"
+    echo "== ${SEQKERNELS_ATTENTION:+SEQKERNELS_ATTENTION=$SEQKERNELS_ATTENTION }compute-sanitizer --tool $tool $script $*"
     timeout -k 10 "$budget" compute-sanitizer --tool "$tool" \
       --error-exitcode 1 "$py" "$script" "$@" 2>&1
-    echo "== exit $? ($tool $script)"
+    echo "== exit $? ($tool $script${SEQKERNELS_ATTENTION:+ SEQKERNELS_ATTENTION=$SEQKERNELS_ATTENTION})"
   } >"$log" 2>&1
 }

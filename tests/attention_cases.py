@@ -1,8 +1,15 @@
 """Attention configurations shared by the attention tests: odd sizes,
 Tq != Tk, causal both ways, masks of every kind (with fully masked rows),
-grouped-query attention, value dim != head dim, 3-D input."""
+grouped-query attention, value dim != head dim, 3-D input; and the cases of
+the tensor-core sdpa forward with their check (check_sdpa_forward)."""
+
+import math
 
 import torch
+import torch.nn.functional as TF
+
+from conftest import assert_all_match, seed
+from seqkernels.reference.sdpa import sdpa as ref_sdpa
 
 # name: (B, Hq, Hk, Tq, Tk, D, Dv, mask kind, is_causal)
 SDPA_CASES = {
@@ -53,3 +60,67 @@ ADDITIVE_CASES = {
     "padding": (3, 4, 9, 5, 5, 5, 6, True, True, True),
     "odd_sizes": (1, 13, 29, 7, 11, 5, 59, True, True, True),
 }
+
+
+# The tensor-core sdpa forward's cases (tests/test_sdpa_tensor_core_*.py)
+# name: (B, Hq, Hk, Tq, Tk, D, Dv, mask kind, is_causal, dropout_p). Tq and
+# Tk cross its 64-row and 64-key tiles; D, Dv are padded to 64 or 128.
+TENSOR_CORE_CASES = {
+    "odd_sizes": (1, 1, 1, 70, 97, 59, 37, None, False, 0.0),
+    "wide_heads": (1, 1, 1, 20, 70, 72, 128, None, False, 0.0),
+    "causal_long_q": (1, 1, 1, 80, 40, 24, 40, None, True, 0.0),
+    "causal_short_q": (1, 1, 1, 20, 90, 16, 16, None, True, 0.0),
+    "bool_mask": (2, 2, 2, 9, 70, 8, 8, "bool", False, 0.0),
+    "float_mask": (1, 2, 2, 9, 33, 40, 24, "float", False, 0.0),
+    "gqa": (1, 4, 2, 10, 21, 32, 16, None, False, 0.0),
+    "dropout": (1, 2, 1, 20, 75, 16, 24, None, True, 0.3),
+}
+
+
+def _tensor_core_inputs(case):
+    B, Hq, Hk, Tq, Tk, D, Dv, kind, causal, p = TENSOR_CORE_CASES[case]
+    gen = torch.Generator().manual_seed(seed())
+    q = torch.randn(B, Hq, Tq, D, generator=gen, dtype=torch.float64)
+    k = torch.randn(B, Hk, Tk, D, generator=gen, dtype=torch.float64)
+    v = torch.randn(B, Hk, Tk, Dv, generator=gen, dtype=torch.float64)
+    mask = make_mask(kind, B, Hq, Tq, Tk, gen)
+    if mask is not None:
+        mask = mask.expand(B, Hq, Tq, Tk)  # the op takes it broadcast
+    rng = torch.tensor([20261207, 3]) if p else None
+    return q, k, v, mask, causal, p, 1 / math.sqrt(D), rng
+
+
+def _cast(t, dtype):
+    return t if t is None or t.dtype == torch.bool else t.to(dtype)
+
+
+def check_sdpa_forward(fn, case, dtype, device):
+    """fn(q, k, v, mask, dropout_p, is_causal, scale, rng) -> (out, lse),
+    the op sdpa's forward, on ``device`` in ``dtype`` against the float64
+    reference by the tolerance rule, out and lse."""
+    q, k, v, mask, causal, p, scale, rng = _tensor_core_inputs(case)
+    qd, kd, vd, md = (_cast(t, dtype) for t in (q, k, v, mask))
+    out, lse = fn(*(None if t is None else t.to(device)
+                    for t in (qd, kd, vd, md)), p, causal, scale,
+                  None if rng is None else rng.to(device))
+    out, lse = out.cpu(), lse.cpu()
+    out64, lse64 = ref_sdpa(q, k, v, mask, p, causal, scale, rng)
+    # PyTorch's own error in dtype: its SDPA, or with dropout (whose mask
+    # torch draws otherwise) the reference's formulas run in dtype; the
+    # reference in dtype for lse, which torch does not return.
+    out_d, lse_d = ref_sdpa(qd, kd, vd, md, p, causal, scale, rng)
+    if not p:
+        out_d = TF.scaled_dot_product_attention(
+            qd, kd, vd, md, is_causal=causal, scale=scale,
+            enable_gqa=q.shape[1] != k.shape[1])
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    # A row with no allowed key: out 0 and lse -inf, as the reference; the
+    # other rows' lse by the rule.
+    empty = torch.isneginf(lse64)
+    assert torch.equal(torch.isneginf(lse), empty)
+    assert (out[empty] == 0).all()
+    full = ~empty
+    assert_all_match([("out", out, out_d, out64),
+                      ("lse", lse[full], lse_d[full], lse64[full])], dtype)
+    if mask is not None and mask.dtype == torch.bool:
+        assert empty.any(), "the case has a fully masked row"

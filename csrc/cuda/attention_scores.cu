@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ acc_t qs[BM][LDQ];
   __shared__ acc_t buf[BN][kPad];
 
-  const RowBlock rb = row_block<BM>(p);
+  const RowBlock rb = row_block<BM>(p, blockIdx.x, threadIdx.x);
   const int lane = rb.lane, row0 = rb.row0;
   const int64_t bh = rb.bh, b = rb.b, h = rb.h, i0 = rb.i0;
   const scalar_t* kp = k + rb.bhk * p.Tk * p.D;

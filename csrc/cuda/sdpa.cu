@@ -1,9 +1,12 @@
 // CUDA kernels of scaled dot-product attention: the ops sdpa and
 // sdpa_backward (semantics: seqkernels/reference/sdpa.py).
 //
-// Flash style, SIMT float (double for float64) accumulation, no tensor cores
-// yet; the layout shared by the kernels is described in
-// seqkernels/attention_cuda.cuh.
+// Flash style, SIMT float (double for float64) accumulation, no tensor
+// cores; the layout shared by the kernels is described in
+// seqkernels/attention_cuda.cuh. A tensor-core forward producing the same
+// out and lse (seqkernels/sdpa_tensor_core.h) runs instead where its rule
+// picks it: SEQKERNELS_ATTENTION=tensor_core, float16/bfloat16, D and
+// Dv <= 128.
 //   forward: a block owns BM query rows of one (b, h) and loops over tiles
 //            of BN keys: scores, online softmax, P V in registers; saves the
 //            log-sum-exp.
@@ -19,6 +22,7 @@
 #include <algorithm>
 
 #include "seqkernels/attention_cuda.cuh"
+#include "seqkernels/sdpa_tensor_core.h"
 
 namespace seqkernels {
 namespace {
@@ -49,7 +53,7 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
   __shared__ acc_t buf[BN][kPad];
   __shared__ acc_t ps[kWarps][RPW][BN];
 
-  const RowBlock rb = row_block<BM>(p);
+  const RowBlock rb = row_block<BM>(p, blockIdx.x, threadIdx.x);
   const int warp = rb.warp, lane = rb.lane, row0 = rb.row0;
   const int64_t bh = rb.bh, i0 = rb.i0;
   const scalar_t* kp = k + rb.bhk * p.Tk * p.D;
@@ -130,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, rows_kernel_min_blocks(NC))
   __shared__ acc_t buf[BN][kPad];
   __shared__ acc_t dss[kWarps][RPW][BN];
 
-  const RowBlock rb = row_block<BM>(p);
+  const RowBlock rb = row_block<BM>(p, blockIdx.x, threadIdx.x);
   const int warp = rb.warp, lane = rb.lane, row0 = rb.row0;
   const int64_t bh = rb.bh, i0 = rb.i0;
   const scalar_t* kp = k + rb.bhk * p.Tk * p.D;
@@ -374,7 +378,16 @@ std::tuple<at::Tensor, at::Tensor> sdpa_cuda(
   at::Tensor out = at::empty({d.B, d.Hq, d.Tq, d.Dv}, q.options());
   at::Tensor lse = at::empty({d.B, d.Hq, d.Tq},
                              q.options().dtype(acc_dtype(q.scalar_type())));
+  // The rule of sdpa_tensor_core.h, read at every call.
+  const bool tensor_core =
+      sdpa_tc::sdpa_forward_kernel(q.scalar_type(), d.D, d.Dv) ==
+      sdpa_tc::AttentionKernel::kTensorCore;
   if (d.B * d.Hq * d.Tq == 0) return {out, lse};
+  if (tensor_core) {
+    sdpa_tc::launch_forward(q, k, v, mask, rng_c, d, dropout_p, is_causal,
+                            scale, out, lse);
+    return {out, lse};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "sdpa_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;

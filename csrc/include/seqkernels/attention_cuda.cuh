@@ -2,6 +2,8 @@
 // attention_scores.cu, additive_attention.cu), and their host-side helpers:
 // the CUDA backend's own argument rules, made around the checks every
 // backend shares (attention_checks.h). CUDA only: include from .cu files.
+// What the host emulation also compiles (parameters, masks, dropout key,
+// row blocks) is in attention_math.h.
 //
 // The flash-style kernels share one layout:
 //   - a block of kThreads = 4 warps owns BM = 4 * RPW query rows; warp w owns
@@ -33,15 +35,11 @@
 #include <limits>
 #include <type_traits>
 
-#include "seqkernels/attention_checks.h"
-#include "seqkernels/dropout_hash.h"
+#include "seqkernels/attention_math.h"
 
 namespace seqkernels {
 namespace attn {
 
-constexpr int kWarpSize = 32;
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * kWarpSize;  // threads of a flash-style block
 constexpr int kChunk = 32;                    // columns per shared-memory chunk
 constexpr int kPad = kChunk + 1;              // row pitch of chunk buffers
 constexpr int kMaxHeadDim = 256;              // sdpa / attention_scores D, Dv
@@ -69,49 +67,6 @@ struct FlashTile<double> {
   static constexpr int kRowsPerWarp = 2;
   static constexpr int kKeys = 32;
 };
-
-// Shapes and scalars of the dot-product attention kernels (sdpa,
-// attention_scores): q [B,Hq,Tq,D], k [B,Hk,Tk,D], v [B,Hk,Tk,Dv].
-template <typename acc_t>
-struct FlashParams {
-  int64_t B, Hq, Hk, Tq, Tk, D, Dv;
-  int64_t n_blocks;  // blocks per head: query-row blocks, or key blocks
-  acc_t scale;
-  acc_t inv_keep;    // 1 / (1 - dropout_p); 1 without dropout
-  float dropout_p;   // compared as float, as the reference does
-  bool causal;
-  bool dropout;      // dropout_p > 0
-};
-
-// ---------------------------------------------------------------------------
-// Math wrappers (accurate library functions; no fast-math intrinsics).
-
-__device__ __forceinline__ float sk_exp(float x) { return expf(x); }
-__device__ __forceinline__ double sk_exp(double x) { return exp(x); }
-__device__ __forceinline__ float sk_log(float x) { return logf(x); }
-__device__ __forceinline__ double sk_log(double x) { return log(x); }
-__device__ __forceinline__ float sk_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double sk_tanh(double x) { return tanh(x); }
-
-template <typename T>
-__device__ __forceinline__ T neg_inf();
-template <>
-__device__ __forceinline__ float neg_inf<float>() {
-  return -__int_as_float(0x7f800000);
-}
-template <>
-__device__ __forceinline__ double neg_inf<double>() {
-  return -__longlong_as_double(0x7ff0000000000000LL);
-}
-
-__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) {
-  return a < b ? a : b;
-}
-
-template <typename T>
-__device__ __forceinline__ T max_of(T a, T b) {
-  return a > b ? a : b;
-}
 
 // Every element of a register array set to x (accumulators, running maxima
 // and sums before the first tile).
@@ -146,51 +101,6 @@ __device__ __forceinline__ T warp_max(T x) {
     x = max_of(x, __shfl_xor_sync(0xffffffffu, x, o));
   }
   return x;
-}
-
-// ---------------------------------------------------------------------------
-// Masks. The mask is read through its strides (a broadcast dimension has
-// stride 0), never copied. Logical shape [B, H, Tq, Tk]; additive attention
-// uses H = 1 (sh = 0).
-
-enum MaskKind : int { kMaskNone = 0, kMaskBool = 1, kMaskFloat = 2 };
-
-struct MaskView {
-  const void* ptr = nullptr;
-  int kind = kMaskNone;
-  int64_t sb = 0, sh = 0, si = 0, sj = 0;
-};
-
-// Masked, scaled score of query i and key j: -inf where not allowed (outside
-// [0,Tq) x [0,Tk), a False bool mask entry, j > i under is_causal), else
-// dot * scale plus the float mask entry. The mask is read only inside the
-// bounds. Float masks have the element type scalar_t.
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t masked_score(acc_t dot, acc_t scale,
-                                              const MaskView& mask,
-                                              bool causal, int64_t b,
-                                              int64_t h, int64_t i, int64_t j,
-                                              int64_t Tq, int64_t Tk) {
-  if (i >= Tq || j >= Tk || (causal && j > i)) return neg_inf<acc_t>();
-  acc_t x = dot * scale;
-  if (mask.kind != kMaskNone) {
-    const int64_t off = b * mask.sb + h * mask.sh + i * mask.si + j * mask.sj;
-    if (mask.kind == kMaskBool) {
-      if (static_cast<const uint8_t*>(mask.ptr)[off] == 0) {
-        return neg_inf<acc_t>();
-      }
-    } else {
-      x += static_cast<acc_t>(static_cast<const scalar_t*>(mask.ptr)[off]);
-    }
-  }
-  return x;
-}
-
-// ---------------------------------------------------------------------------
-// Dropout: the per-launch key comes from rng = [seed, offset] (int64, device
-// memory), read here, in the kernel: no host synchronization.
-__device__ __forceinline__ uint32_t dropout_key_from(const int64_t* rng) {
-  return rng == nullptr ? 0u : dropout_key(rng[0], rng[1]);
 }
 
 // ---------------------------------------------------------------------------
@@ -245,33 +155,6 @@ __device__ __forceinline__ void load_rows(acc_t* __restrict__ dst,
     dst[r * LD + c] =
         gr < n_rows ? static_cast<acc_t>(src[gr * n_cols + c]) : acc_t(0);
   }
-}
-
-// ---------------------------------------------------------------------------
-// Where a block of the query-row kernels (sdpa forward and dQ,
-// attention_scores forward) stands: BM query rows of one (b, h), grid x =
-// n_blocks * B * Hq with the row blocks fastest.
-struct RowBlock {
-  int warp, lane;
-  int row0;     // the warp's first row within the block
-  int64_t bh;   // b * Hq + h
-  int64_t b, h;
-  int64_t bhk;  // b * Hk + the kv head of h
-  int64_t i0;   // the block's first query row
-};
-
-template <int BM, typename acc_t>
-__device__ __forceinline__ RowBlock row_block(const FlashParams<acc_t>& p) {
-  RowBlock rb;
-  rb.warp = threadIdx.x / kWarpSize;
-  rb.lane = threadIdx.x % kWarpSize;
-  rb.row0 = rb.warp * (BM / kWarps);
-  rb.bh = int64_t(blockIdx.x) / p.n_blocks;
-  rb.b = rb.bh / p.Hq;
-  rb.h = rb.bh % p.Hq;
-  rb.bhk = rb.b * p.Hk + rb.h / (p.Hq / p.Hk);
-  rb.i0 = (int64_t(blockIdx.x) % p.n_blocks) * BM;
-  return rb;
 }
 
 // ---------------------------------------------------------------------------
@@ -390,12 +273,6 @@ __device__ __forceinline__ acc_t online_softmax_step(acc_t (&s)[NT], acc_t& m,
   return alpha;
 }
 
-// Log-sum-exp of a finished row: -inf for a row with no allowed key.
-template <typename acc_t>
-__device__ __forceinline__ acc_t finish_lse(acc_t m, acc_t l) {
-  return l > acc_t(0) ? m + sk_log(l) : neg_inf<acc_t>();
-}
-
 // Probability from a score and its row's log-sum-exp; 0 for an empty row.
 template <typename acc_t>
 __device__ __forceinline__ acc_t prob_from_lse(acc_t x, acc_t lse) {
@@ -434,26 +311,6 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------
 // Host helpers.
 
-template <typename acc_t>
-FlashParams<acc_t> make_flash_params(const AttentionDims& d, double dropout_p,
-                                     bool is_causal, double scale) {
-  FlashParams<acc_t> p;
-  p.B = d.B;
-  p.Hq = d.Hq;
-  p.Tq = d.Tq;
-  p.D = d.D;
-  p.Hk = d.Hk;
-  p.Tk = d.Tk;
-  p.Dv = d.Dv;
-  p.n_blocks = 0;
-  p.scale = static_cast<acc_t>(scale);
-  p.inv_keep = static_cast<acc_t>(1.0 / (1.0 - dropout_p));
-  p.dropout_p = static_cast<float>(dropout_p);
-  p.causal = is_causal;
-  p.dropout = dropout_p > 0.0;
-  return p;
-}
-
 // Blocks of a 1-D grid; every kernel folds its batch/head dims into x.
 inline unsigned int grid_blocks(int64_t n, const char* what) {
   TORCH_CHECK(n >= 0 && n <= int64_t(std::numeric_limits<int32_t>::max()),
@@ -486,11 +343,6 @@ void dispatch_col_slots(int64_t cols, F&& f) {
   }
 }
 
-template <typename T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
 // The CUDA backend's rules on q, checked before the shared checks of
 // attention_checks.h (which then hold every other tensor to q's dtype and
 // device): a CUDA tensor of a dtype the kernels are instantiated for.
@@ -521,23 +373,6 @@ inline at::Tensor device_rng(double dropout_p,
   TORCH_CHECK(rng->device() == q.device(), "seqkernels: rng must be on the "
               "device of q (", q.device(), "), got ", rng->device());
   return rng->contiguous();
-}
-
-// The kernels' view of a mask that check_attn_mask passed: its own strides
-// (0 along broadcast dims), [B, H, Tq, Tk] or, for additive attention,
-// [B, Tq, Tk] (sh = 0). The mask is read in place.
-inline MaskView make_mask_view(const c10::optional<at::Tensor>& mask) {
-  MaskView view;
-  if (!mask.has_value()) return view;
-  const at::Tensor& m = *mask;
-  const bool four = m.dim() == 4;
-  view.ptr = m.data_ptr();
-  view.kind = m.scalar_type() == at::kBool ? kMaskBool : kMaskFloat;
-  view.sb = m.stride(0);
-  view.sh = four ? m.stride(1) : 0;
-  view.si = m.stride(four ? 2 : 1);
-  view.sj = m.stride(four ? 3 : 2);
-  return view;
 }
 
 }  // namespace attn

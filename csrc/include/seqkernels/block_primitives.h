@@ -1,8 +1,10 @@
-// The block- and grid-level primitives of the persistent kernels, for the
-// GPU (nvcc) and for the host emulation that runs the same kernel source on
-// the CPU in CI (host_emulation.h): thread and block indices, the block
-// barrier, dynamic shared memory, L2 loads, the release/acquire flags
-// between blocks, and the tensor-core tiles (nvcuda::wmma).
+// The block- and grid-level primitives of the persistent kernels and the
+// tensor-core attention (sdpa_tensor_core.h), for the GPU (nvcc) and for
+// the host emulation that runs the same kernel source on the CPU in CI
+// (host_emulation.h): thread and block indices, the block barrier, dynamic
+// shared memory, 16-byte copies, L2 loads, the release/acquire flags
+// between blocks, and the tensor-core tiles (nvcuda::wmma). The warp-level
+// primitives (fragments of mma.sync) are in warp_mma.h.
 //
 // Why WMMA rather than CuTe's mma.sync atoms: a block's recurrent product is
 // a handful of 16x16 tiles per warp per step, which WMMA's m16n16k16
@@ -28,6 +30,7 @@
 #define SK_UNROLL _Pragma("unroll")
 #else
 #include <atomic>
+#include <cstring>
 
 #include "seqkernels/host_emulation.h"
 #define SK_DEVICE inline
@@ -47,6 +50,14 @@ SK_DEVICE void sync() { __syncthreads(); }
 SK_DEVICE unsigned char* smem() {
   extern __shared__ __align__(128) unsigned char sk_dynamic_smem[];
   return sk_dynamic_smem;
+}
+
+// 16 bytes from src to dst, both 16-byte aligned: one vector load and store.
+SK_DEVICE void copy16(void* dst, const void* src) {
+  *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
+}
+SK_DEVICE void zero16(void* dst) {
+  *static_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
 }
 
 // A load served by L2 (ld.global.cg): data another block has published is
@@ -106,6 +117,24 @@ inline int thread_index() { return int(emu::context().thread_idx.x); }
 inline int block_index() { return int(emu::context().block_idx.x); }
 inline void sync() { emu::sync_block(); }
 inline unsigned char* smem() { return emu::context().smem; }
+
+// The GPU's 16-byte accesses fault when misaligned: so does the emulation.
+inline void check_aligned16(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+    std::fprintf(stderr, "seqkernels host emulation: 16-byte access at %p "
+                 "is not 16-byte aligned\n", p);
+    std::abort();
+  }
+}
+inline void copy16(void* dst, const void* src) {
+  check_aligned16(dst);
+  check_aligned16(src);
+  std::memcpy(dst, src, 16);
+}
+inline void zero16(void* dst) {
+  check_aligned16(dst);
+  std::memset(dst, 0, 16);
+}
 
 template <typename T>
 inline T load_l2(const T* p) {

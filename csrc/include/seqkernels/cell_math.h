@@ -38,12 +38,7 @@
 #include <cmath>
 
 #include "seqkernels/cpu_math.h"
-
-#if defined(__CUDACC__)
-#define SK_HD __host__ __device__ __forceinline__
-#else
-#define SK_HD inline
-#endif
+#include "seqkernels/host_device.h"
 
 namespace seqkernels {
 

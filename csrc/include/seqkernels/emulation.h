@@ -1,6 +1,7 @@
-// The persistent recurrence kernels run on the CPU through the host
-// emulation (host_emulation.h): test infrastructure, bound in csrc/ops.cpp
-// as _C.emulated. Nothing of it serves users' tensors.
+// The persistent recurrence kernels and the tensor-core sdpa forward run on
+// the CPU through the host emulation (host_emulation.h): test
+// infrastructure, bound as _C.emulated (csrc/persistent_bindings.cpp,
+// csrc/attention_bindings.cpp). Nothing of it serves users' tensors.
 #pragma once
 
 #include "seqkernels/persistent_launch.h"
@@ -23,5 +24,19 @@ const DeviceLimits& emulated_device();
 // Persistent kernels the emulation has run so far (a test's proof that the
 // kernel, not the per-step fallback, produced its results).
 int64_t emulated_launches();
+
+// The op sdpa's forward on CPU tensors by the tensor-core kernel
+// (sdpa_tensor_core.h), for the dtypes and head dims it serves: (out, lse).
+std::tuple<at::Tensor, at::Tensor> emulated_sdpa(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const c10::optional<at::Tensor>& attn_mask, double dropout_p,
+    bool is_causal, double scale, const c10::optional<at::Tensor>& rng);
+
+// The warp primitives (warp_mma.h) on one warp: a, bt, v [16, 16] of
+// float16 or bfloat16; returns S = a bt^T and O = P v in float, P being S
+// rounded to a's dtype and taken straight from S's fragments.
+std::tuple<at::Tensor, at::Tensor> emulated_warp_tiles(const at::Tensor& a,
+                                                       const at::Tensor& bt,
+                                                       const at::Tensor& v);
 
 }  // namespace seqkernels

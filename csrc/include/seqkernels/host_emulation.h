@@ -18,17 +18,24 @@
 //     mma_sync computes the full tile product in float, store_matrix_sync
 //     writes the tile, each lane a disjoint share of its elements (lane l the
 //     elements l, l + 32, ...), so that no lane may read the tile before a
-//     barrier, as on the GPU. __float_to_tf32 rounds as cvt.rna.tf32.f32.
+//     barrier, as on the GPU. __float_to_tf32 rounds as cvt.rna.tf32.f32;
+//   - warp collectives (shuffles, ldmatrix, mma.sync: warp_mma.h) through
+//     warp_exchange: every lane deposits its operands, the warp's 32 lanes
+//     meet at a barrier, and every lane computes its own result from the
+//     deposits, as the instruction's documented semantics define it.
 //
 // What is not modelled: memory ordering beyond what the C++ memory model
 // gives the same acquire/release operations (the GPU's weak ordering of
 // plain accesses without a barrier or fence may be weaker), warp-level
-// convergence and the order in which a tensor core adds the products of a
-// tile (here: k = 0, 1, ... in float), bank conflicts, occupancy, register
-// limits and timing. A wait that never ends aborts the process with a
+// convergence (a collective here needs only every lane to call it, in the
+// same order), the order in which a tensor core adds the products of a
+// tile (here: k = 0, 1, ... in float), ldmatrix's shared state space (any
+// host address is taken; only its 16-byte alignment is checked), bank
+// conflicts, occupancy, register limits and timing. A wait that never ends aborts the process with a
 // message after kSpinSeconds instead of hanging.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -76,11 +83,26 @@ class Barrier {
   uint64_t generation_ = 0;
 };
 
+inline constexpr int kWarpLanes = 32;
+
+// Where the 32 lanes of a warp meet for a collective: a barrier of the warp
+// and two deposit buffers, used in turn. One barrier per collective is
+// enough: a lane can write a buffer again only two collectives later, after
+// the barrier of the collective in between, which every lane reaches only
+// once it has copied out the deposits of the earlier one.
+struct WarpStage {
+  static constexpr size_t kSlotBytes = 32;  // the largest deposit
+  Barrier barrier{kWarpLanes};
+  alignas(16) unsigned char slots[2][kWarpLanes][kSlotBytes];
+};
+
 // The calling host thread's place in the emulated grid.
 struct ThreadContext {
   Dim3 thread_idx, block_idx, block_dim, grid_dim;
   unsigned char* smem = nullptr;
   Barrier* block_barrier = nullptr;
+  WarpStage* warp_stage = nullptr;
+  int stage_turn = 0;  // the buffer of warp_stage the next collective uses
 };
 
 inline ThreadContext& context() {
@@ -90,17 +112,25 @@ inline ThreadContext& context() {
 
 inline constexpr double kSpinSeconds = 30.0;
 
-// Runs body() as a grid of `blocks` blocks of `threads` host threads each,
-// with `smem_bytes` of zeroed dynamic shared memory per block, and returns
-// when every thread has returned.
+// Runs body() as a grid of `blocks` blocks of `threads` host threads each
+// (whole warps), with `smem_bytes` of zeroed dynamic shared memory per
+// block, and returns when every thread has returned.
 inline void launch(int blocks, int threads, size_t smem_bytes,
                    const std::function<void()>& body) {
+  if (threads % kWarpLanes != 0) {
+    std::fprintf(stderr, "seqkernels host emulation: %d threads per block "
+                 "is not a whole number of warps\n", threads);
+    std::abort();
+  }
+  const int warps = threads / kWarpLanes;
   std::vector<std::unique_ptr<unsigned char[]>> smem(blocks);
   std::vector<std::unique_ptr<Barrier>> barriers(blocks);
+  std::vector<std::unique_ptr<WarpStage[]>> stages(blocks);
   for (int b = 0; b < blocks; ++b) {
     smem[b] = std::make_unique<unsigned char[]>(smem_bytes);
     std::memset(smem[b].get(), 0, smem_bytes);
     barriers[b] = std::make_unique<Barrier>(threads);
+    stages[b] = std::make_unique<WarpStage[]>(warps);
   }
   std::vector<std::thread> pool;
   pool.reserve(size_t(blocks) * threads);
@@ -114,6 +144,8 @@ inline void launch(int blocks, int threads, size_t smem_bytes,
         ctx.grid_dim = Dim3{unsigned(blocks), 1, 1};
         ctx.smem = smem[b].get();
         ctx.block_barrier = barriers[b].get();
+        ctx.warp_stage = &stages[b][t / kWarpLanes];
+        ctx.stage_turn = 0;
         body();
       });
     }
@@ -122,6 +154,28 @@ inline void launch(int blocks, int threads, size_t smem_bytes,
 }
 
 inline void sync_block() { context().block_barrier->arrive_and_wait(); }
+
+// A warp collective's exchange: every lane of the calling thread's warp
+// deposits `mine` and receives the 32 deposits in lane order. All 32 lanes
+// must call, in the same order of collectives (as on the GPU, where the
+// .sync.aligned instructions require the whole warp).
+template <typename T>
+std::array<T, kWarpLanes> warp_exchange(const T& mine) {
+  static_assert(sizeof(T) <= WarpStage::kSlotBytes &&
+                    std::is_trivially_copyable<T>::value,
+                "a deposit is a few registers");
+  ThreadContext& ctx = context();
+  unsigned char(*slots)[WarpStage::kSlotBytes] =
+      ctx.warp_stage->slots[ctx.stage_turn];
+  ctx.stage_turn ^= 1;
+  std::memcpy(slots[ctx.thread_idx.x % kWarpLanes], &mine, sizeof(T));
+  ctx.warp_stage->barrier.arrive_and_wait();
+  std::array<T, kWarpLanes> all;
+  for (int l = 0; l < kWarpLanes; ++l) {
+    std::memcpy(&all[l], slots[l], sizeof(T));
+  }
+  return all;
+}
 
 // A spin that yields the core (blocks outnumber cores here) and gives up
 // loudly: a wait that does not end is a protocol bug, never a hang.

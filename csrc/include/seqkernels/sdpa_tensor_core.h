@@ -1,0 +1,370 @@
+// The tensor-core forward of scaled dot-product attention (the op sdpa,
+// float16 and bfloat16): FlashAttention-2's structure on mma.sync
+// m16n8k16 with float accumulation and the softmax in float registers. It
+// produces what the SIMT forward (csrc/cuda/sdpa.cu) produces, out in q's
+// dtype and lse [B, Hq, Tq] in float, so that the SIMT backward serves
+// both. One source for the GPU (csrc/cuda/sdpa_tensor_core.cu) and for the
+// host emulation that runs it on the CPU in CI
+// (csrc/emulation/sdpa_tensor_core.cpp, through warp_mma.h and
+// block_primitives.h).
+//
+// Which forward runs (the rule, read at every call by the CUDA sdpa):
+// SEQKERNELS_ATTENTION=tensor_core asks for this kernel, and it runs when q
+// is float16 or bfloat16 and D, Dv <= kMaxDim; otherwise, and by default
+// (SEQKERNELS_ATTENTION unset or "simt"), the SIMT kernel runs. It is
+// opt-in until a GPU run has passed it (tests/test_sdpa_tensor_core_cuda.py).
+//
+// Layout. A block of kThreads = 4 warps owns kRows = 64 query rows of one
+// (b, h) (attn::row_block: GQA maps h to its kv head); warp w owns rows
+// 16 w .. 16 w + 15, so each row's softmax statistics live in the 4 lanes
+// of one quad (the C layout: lanes 4 g .. 4 g + 3 hold rows g and g + 8 of
+// the warp). Head dims are padded with zeros to DP, DVP (64 or 128,
+// template parameters), the padding skipped 16 columns at a time.
+//   - Q's 64 x DP tile is staged once in shared memory and each warp keeps
+//     its 16 rows as A fragments in registers for the whole key loop;
+//   - the key loop runs over tiles of kKeys = 64 keys (to the block's last
+//     row under is_causal): K and V tiles staged in shared memory (16-byte
+//     copies where a row allows them), S = Q K^T with K as the B operand
+//     (ldmatrix; K rows are B's columns), scale and mask per element
+//     (attn::masked_score), the online softmax in registers (row maxima
+//     over the quad with two xor shuffles; the running sum l per lane,
+//     summed over the quad at the end), dropout with the SIMT kernel's hash
+//     and element index (bh Tq + i) Tk + j, P rounded to q's dtype and used
+//     as the A operand of P V straight from the S accumulators (the C
+//     fragments of two adjacent 8-key blocks are the A fragment of one
+//     16-key chunk), V as the B operand (ldmatrix.trans), O accumulated in
+//     float registers;
+//   - out = O / l (times 1 / (1 - p) with dropout, l being the undropped
+//     sum, as the SIMT kernel does), lse = m + log(l); a row with no
+//     allowed key gets out 0 and lse -inf.
+// Shared memory (dynamic, so that the emulation gives each block its own;
+// under the 48 KB that needs no opt-in): the K tile
+// (which first holds Q) and the V tile, rows padded by 8 elements so that
+// the 8 rows an ldmatrix reads fall in distinct banks: 34,816 bytes at
+// DP = DVP = 128. Follow-ups: cp.async double buffering of the K/V tiles,
+// 16-byte stores of out through shared memory.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
+#include "seqkernels/attention_math.h"
+#include "seqkernels/warp_mma.h"
+
+namespace seqkernels {
+namespace sdpa_tc {
+
+constexpr int kThreads = attn::kThreads;
+constexpr int kRows = 64;    // query rows per block, 16 per warp
+constexpr int kKeys = 64;    // keys per tile
+constexpr int kMaxDim = 128;  // D and Dv served
+
+// Shared memory of a block, in 16-bit elements: K tile [kKeys][kLdK], then
+// V tile [kKeys][kLdV].
+template <int DP, int DVP>
+struct Smem {
+  static constexpr int kLdK = DP + 8;
+  static constexpr int kLdV = DVP + 8;
+  static constexpr int kV = kKeys * kLdK;  // offset of the V tile
+  static constexpr int kBytes = 2 * (kV + kKeys * kLdV);
+};
+
+// dst[r * LD + c] = the bits of src[(row0 + r) * n_cols + c] for r < 64,
+// c < COLS, zero where row0 + r >= n_rows or c >= n_cols. Rows of 8
+// elements go as 16-byte copies when every row allows them (n_cols % 8 ==
+// 0 and src 16-byte aligned), else element by element. All kThreads
+// threads of the block call.
+template <int COLS, int LD, typename scalar_t>
+SK_DEVICE void stage_rows(uint16_t* dst, const scalar_t* src, int64_t n_rows,
+                          int64_t n_cols, int64_t row0) {
+  static_assert(COLS % 8 == 0 && LD % 8 == 0, "16-byte rows");
+  const int tid = blk::thread_index();
+  if (n_cols % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    constexpr int kVecs = COLS / 8;
+    for (int e = tid; e < kRows * kVecs; e += kThreads) {
+      const int r = e / kVecs, c = (e % kVecs) * 8;
+      uint16_t* d = dst + r * LD + c;
+      if (row0 + r < n_rows && c < n_cols) {
+        blk::copy16(d, src + (row0 + r) * n_cols + c);
+      } else {
+        blk::zero16(d);
+      }
+    }
+  } else {
+    for (int e = tid; e < kRows * COLS; e += kThreads) {
+      const int r = e / COLS, c = e % COLS;
+      dst[r * LD + c] = row0 + r < n_rows && c < n_cols
+                            ? warp::bits_of(src[(row0 + r) * n_cols + c])
+                            : uint16_t(0);
+    }
+  }
+}
+
+// q [B,Hq,Tq,D]  k [B,Hk,Tk,D]  v [B,Hk,Tk,Dv]  rng [2] or null
+// out [B,Hq,Tq,Dv]  lse [B,Hq,Tq]; p.n_blocks = ceil(Tq / kRows), grid x =
+// p.n_blocks * B * Hq, kThreads threads, Smem<DP, DVP>::kBytes of dynamic
+// shared memory.
+template <typename scalar_t, int DP, int DVP>
+SK_DEVICE void forward(const attn::FlashParams<float>& p,
+                       const scalar_t* __restrict__ q,
+                       const scalar_t* __restrict__ k,
+                       const scalar_t* __restrict__ v,
+                       const attn::MaskView& mask,
+                       const int64_t* __restrict__ rng,
+                       scalar_t* __restrict__ out, float* __restrict__ lse) {
+  using S = Smem<DP, DVP>;
+  constexpr int KC = DP / 16;    // 16-column chunks of Q and K
+  constexpr int NB = kKeys / 8;  // 8-key blocks of a tile
+  constexpr int VB = DVP / 8;    // 8-column blocks of V and O
+  const float kNegInf = attn::neg_inf<float>();
+  uint16_t* ks = reinterpret_cast<uint16_t*>(blk::smem());
+  uint16_t* vs = ks + S::kV;
+
+  const attn::RowBlock rb =
+      attn::row_block<kRows>(p, blk::block_index(), blk::thread_index());
+  const int g = rb.lane / 4, t = rb.lane % 4;
+  const scalar_t* kp = k + rb.bhk * p.Tk * p.D;
+  const scalar_t* vp = v + rb.bhk * p.Tk * p.Dv;
+  const uint32_t key = p.dropout ? attn::dropout_key_from(rng) : 0u;
+
+  // ldmatrix row addresses (warp_mma.h): Q's rows as A, K's rows (keys)
+  // as the columns of B, V's rows (keys) as the k of B (.trans).
+  const warp::TileCoord xa = warp::x4_rows_a(rb.lane);
+  const warp::TileCoord xk = warp::x4_rows_bt(rb.lane);
+
+  // Q, through the K buffer, into A fragments.
+  stage_rows<DP, S::kLdK>(ks, q + rb.bh * p.Tq * p.D, p.Tq, p.D, rb.i0);
+  blk::sync();
+  uint32_t qf[KC][4];
+  SK_UNROLL
+  for (int kc = 0; kc < KC; ++kc) {
+    if (16 * kc < p.D) {
+      warp::ldmatrix_x4(qf[kc],
+                        ks + (rb.row0 + xa.row) * S::kLdK + 16 * kc + xa.col);
+    }
+  }
+
+  // Row g of the warp is hr = 0, row g + 8 is hr = 1.
+  float o[VB][4], m[2], l[2];
+  SK_UNROLL
+  for (int vb = 0; vb < VB; ++vb) {
+    SK_UNROLL
+    for (int r = 0; r < 4; ++r) o[vb][r] = 0.f;
+  }
+  m[0] = m[1] = kNegInf;
+  l[0] = l[1] = 0.f;
+
+  // Under is_causal, keys past the block's last row are masked for all rows.
+  const int64_t kend = p.causal ? attn::min64(p.Tk, rb.i0 + kRows) : p.Tk;
+  for (int64_t j0 = 0; j0 < kend; j0 += kKeys) {
+    blk::sync();  // every warp is done with the previous tile (or Q)
+    stage_rows<DP, S::kLdK>(ks, kp, p.Tk, p.D, j0);
+    stage_rows<DVP, S::kLdV>(vs, vp, p.Tk, p.Dv, j0);
+    blk::sync();
+
+    // S = Q K^T over the 8-key blocks that hold a key before kend.
+    float s[NB][4];
+    SK_UNROLL
+    for (int nb = 0; nb < NB; ++nb) {
+      SK_UNROLL
+      for (int r = 0; r < 4; ++r) s[nb][r] = 0.f;
+    }
+    SK_UNROLL
+    for (int kc = 0; kc < KC; ++kc) {
+      if (16 * kc < p.D) {
+        SK_UNROLL
+        for (int nb = 0; nb < NB; nb += 2) {
+          if (j0 + 8 * nb < kend) {
+            uint32_t b[4];
+            warp::ldmatrix_x4(
+                b, ks + (8 * nb + xk.row) * S::kLdK + 16 * kc + xk.col);
+            warp::mma_16816<scalar_t>(s[nb], qf[kc], {b[0], b[1]});
+            warp::mma_16816<scalar_t>(s[nb + 1], qf[kc], {b[2], b[3]});
+          }
+        }
+      }
+    }
+
+    // Scores, the online softmax step, dropout: element (hr, nb, e) of this
+    // lane is row g + 8 hr, key j0 + 8 nb + 2 t + e (register 2 hr + e).
+    SK_UNROLL
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t i = rb.i0 + rb.row0 + g + 8 * hr;
+      float mx = kNegInf;
+      SK_UNROLL
+      for (int nb = 0; nb < NB; ++nb) {
+        SK_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nb][2 * hr + e];
+          x = attn::masked_score<scalar_t>(x, p.scale, mask, p.causal, rb.b,
+                                           rb.h, i, j0 + 8 * nb + 2 * t + e,
+                                           p.Tq, p.Tk);
+          mx = attn::max_of(mx, x);
+        }
+      }
+      mx = attn::max_of(mx, warp::shfl_xor(mx, 1));
+      mx = attn::max_of(mx, warp::shfl_xor(mx, 2));
+      const float m_new = attn::max_of(m[hr], mx);
+      // No allowed key so far: probabilities 0, and l, O stay 0.
+      const bool none = m_new == kNegInf;
+      const float alpha = none ? 1.f : attn::sk_exp(m[hr] - m_new);
+      float sum = 0.f;
+      SK_UNROLL
+      for (int nb = 0; nb < NB; ++nb) {
+        SK_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nb][2 * hr + e];
+          x = none ? 0.f : attn::sk_exp(x - m_new);
+          sum += x;
+          const int64_t j = j0 + 8 * nb + 2 * t + e;
+          if (p.dropout && i < p.Tq && j < p.Tk &&
+              !dropout_keep(key, (rb.bh * p.Tq + i) * p.Tk + j,
+                            p.dropout_p)) {
+            x = 0.f;
+          }
+        }
+      }
+      l[hr] = l[hr] * alpha + sum;
+      m[hr] = m_new;
+      SK_UNROLL
+      for (int vb = 0; vb < VB; ++vb) {
+        o[vb][2 * hr] *= alpha;
+        o[vb][2 * hr + 1] *= alpha;
+      }
+    }
+
+    // O += P V, one 16-key chunk at a time, P's A fragment made from the
+    // S accumulators of its two 8-key blocks.
+    SK_UNROLL
+    for (int c = 0; c < kKeys / 16; ++c) {
+      if (j0 + 16 * c < kend) {
+        uint32_t pa[4];
+        warp::a_from_c<scalar_t>(pa, s[2 * c], s[2 * c + 1]);
+        SK_UNROLL
+        for (int vb = 0; vb < VB; vb += 2) {
+          if (8 * vb < p.Dv) {
+            uint32_t b[4];
+            warp::ldmatrix_x4_trans(
+                b, vs + (16 * c + xa.row) * S::kLdV + 8 * vb + xa.col);
+            warp::mma_16816<scalar_t>(o[vb], pa, {b[0], b[1]});
+            warp::mma_16816<scalar_t>(o[vb + 1], pa, {b[2], b[3]});
+          }
+        }
+      }
+    }
+  }
+
+  SK_UNROLL
+  for (int hr = 0; hr < 2; ++hr) {
+    // The quad's partial sums, in an order that leaves the same bits in
+    // its four lanes.
+    float lsum = l[hr] + warp::shfl_xor(l[hr], 1);
+    lsum += warp::shfl_xor(lsum, 2);
+    const int64_t i = rb.i0 + rb.row0 + g + 8 * hr;
+    if (i < p.Tq) {
+      // The undropped sum l normalizes; kept entries carry 1 / (1 - p).
+      const float f = lsum > 0.f ? p.inv_keep / lsum : 0.f;
+      scalar_t* orow = out + (rb.bh * p.Tq + i) * p.Dv;
+      SK_UNROLL
+      for (int vb = 0; vb < VB; ++vb) {
+        SK_UNROLL
+        for (int e = 0; e < 2; ++e) {
+          const int col = 8 * vb + 2 * t + e;
+          if (col < p.Dv) {
+            orow[col] = static_cast<scalar_t>(o[vb][2 * hr + e] * f);
+          }
+        }
+      }
+      if (t == 0) lse[rb.bh * p.Tq + i] = attn::finish_lse(m[hr], lsum);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side: the rule, and the dispatch over dtypes and padded widths.
+
+enum class AttentionKernel : int { kSimt = 0, kTensorCore = 1 };
+
+// What SEQKERNELS_ATTENTION asks for: "simt" (default) or "tensor_core".
+inline AttentionKernel attention_kernel_asked() {
+  const char* name = std::getenv("SEQKERNELS_ATTENTION");
+  if (name == nullptr || std::string(name) == "simt") {
+    return AttentionKernel::kSimt;
+  }
+  TORCH_CHECK(std::string(name) == "tensor_core",
+              "seqkernels: SEQKERNELS_ATTENTION must be 'simt' or "
+              "'tensor_core', got '",
+              name, "'");
+  return AttentionKernel::kTensorCore;
+}
+
+// Whether this kernel serves q's dtype and the head dims.
+inline bool serves(at::ScalarType dtype, int64_t D, int64_t Dv) {
+  return (dtype == at::kHalf || dtype == at::kBFloat16) && D >= 1 &&
+         D <= kMaxDim && Dv >= 1 && Dv <= kMaxDim;
+}
+
+// The forward the CUDA sdpa runs for q's dtype and the head dims (the rule
+// at the top of this file).
+inline AttentionKernel sdpa_forward_kernel(at::ScalarType dtype, int64_t D,
+                                           int64_t Dv) {
+  return attention_kernel_asked() == AttentionKernel::kTensorCore &&
+                 serves(dtype, D, Dv)
+             ? AttentionKernel::kTensorCore
+             : AttentionKernel::kSimt;
+}
+
+inline const char* kernel_name(AttentionKernel k) {
+  return k == AttentionKernel::kTensorCore ? "tensor_core" : "simt";
+}
+
+// Calls f(scalar_t(), std::integral_constant<int, DP>(),
+// std::integral_constant<int, DVP>()) for a shape that serves() accepts:
+// each head dim padded to 64 or 128.
+template <typename F>
+void dispatch(at::ScalarType dtype, int64_t D, int64_t Dv, F&& f) {
+  TORCH_CHECK(serves(dtype, D, Dv), "seqkernels: internal: the tensor-core "
+              "sdpa does not serve ", dtype, " with D = ", D, ", Dv = ", Dv);
+  auto widths = [&](auto type) {
+    auto dv = [&](auto dp) {
+      if (Dv <= 64) {
+        f(type, dp, std::integral_constant<int, 64>());
+      } else {
+        f(type, dp, std::integral_constant<int, 128>());
+      }
+    };
+    if (D <= 64) {
+      dv(std::integral_constant<int, 64>());
+    } else {
+      dv(std::integral_constant<int, 128>());
+    }
+  };
+  if (dtype == at::kHalf) {
+    widths(c10::Half());
+  } else {
+    widths(c10::BFloat16());
+  }
+}
+
+// The kernel's parameters for a checked shape.
+inline attn::FlashParams<float> make_params(const AttentionDims& d,
+                                            double dropout_p, bool is_causal,
+                                            double scale) {
+  auto p = attn::make_flash_params<float>(d, dropout_p, is_causal, scale);
+  p.n_blocks = (d.Tq + kRows - 1) / kRows;
+  return p;
+}
+
+// Runs the kernel on CUDA tensors (csrc/cuda/sdpa_tensor_core.cu; CUDA
+// builds only): q, k, v contiguous and checked, out and lse allocated, mask
+// and rng_c as the CUDA sdpa made them.
+void launch_forward(const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v, const attn::MaskView& mask,
+                    const at::Tensor& rng_c, const AttentionDims& d,
+                    double dropout_p, bool is_causal, double scale,
+                    at::Tensor& out, at::Tensor& lse);
+
+}  // namespace sdpa_tc
+}  // namespace seqkernels

@@ -1,0 +1,106 @@
+"""The tensor-core sdpa forward of the CUDA backend
+(csrc/include/seqkernels/sdpa_tensor_core.h), compiled for the host and run
+on the CPU by the host emulation (host_emulation.h: every GPU thread a host
+thread; ldmatrix, mma.sync and shuffles computed lane by lane from the
+layouts the PTX ISA documents, warp_mma.h): its warp primitives exactly
+against a plain matmul, then out and lse against the float64 reference by
+the tolerance rule on odd shapes, masks, causal with Tq != Tk, GQA and
+dropout (the reference's very mask). What the emulation does not model (the
+tensor cores' order of additions, timing, the GPU's memory system) waits
+for a GPU: tests/test_sdpa_tensor_core_cuda.py."""
+
+import pytest
+import torch
+
+from attention_cases import TENSOR_CORE_CASES, check_sdpa_forward
+from conftest import seed
+from seqkernels import _C
+from seqkernels.reference.dropout import keep_mask
+
+EMU = _C.emulated
+DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _ids(dtype):
+    return str(dtype)[6:]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_warp_tiles_exact(dtype):
+    """ldmatrix (plain and .trans), mma.sync and the reuse of S's
+    accumulators as P's A fragment, on one warp: small integers make every
+    product and sum exact, so any misplaced element shows."""
+    g = torch.Generator().manual_seed(seed())
+    a, bt, v = (torch.randint(-3, 4, (16, 16), generator=g).to(dtype)
+                for _ in range(3))
+    s, o = EMU.warp_tiles(a, bt, v)
+    s_ref = a.double() @ bt.double().T
+    torch.testing.assert_close(s, s_ref.float(), rtol=0, atol=0)
+    torch.testing.assert_close(o, (s_ref @ v.double()).float(), rtol=0,
+                               atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_warp_tiles_round_p(dtype):
+    """With real values, P is S rounded to the operand dtype (to nearest
+    even) before P V; S and O are float sums of exact products."""
+    g = torch.Generator().manual_seed(seed(1))
+    a, bt, v = (torch.randn(16, 16, generator=g).to(dtype) for _ in range(3))
+    s, o = EMU.warp_tiles(a, bt, v)
+    s_ref = a.double() @ bt.double().T
+    # 16 float additions: a few units of float32's rounding.
+    tol = 16 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(s.double(), s_ref, rtol=0,
+                               atol=tol * (a.double().abs() @ bt.double().abs().T).max().item())
+    p = s.to(dtype).double()
+    torch.testing.assert_close(o.double(), p @ v.double(), rtol=0,
+                               atol=tol * (p.abs() @ v.double().abs()).max().item())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("case", list(TENSOR_CORE_CASES))
+def test_emulated_forward_matches_reference(case, dtype):
+    check_sdpa_forward(EMU.sdpa, case, dtype, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_emulated_dropout_keeps_the_reference_mask(dtype):
+    """With V the identity, out[i, j] is P[i, j] / (1 - p) where kept and
+    exactly 0 where dropped: the kernel's kept pattern, bit for bit."""
+    B, H, Tq, Tk, p = 1, 2, 70, 80, 0.4
+    gen = torch.Generator().manual_seed(seed())
+    q = torch.randn(B, H, Tq, 8, generator=gen).to(dtype)
+    k = torch.randn(B, H, Tk, 8, generator=gen).to(dtype)
+    v = torch.eye(Tk).expand(B, H, Tk, Tk).to(dtype)
+    rng = torch.tensor([987654321, 17])
+    out, _ = EMU.sdpa(q, k, v, None, p, False, 0.3, rng)
+    kept = keep_mask(rng, (B, H, Tq, Tk), p, torch.device("cpu"))
+    assert torch.equal(out != 0, kept)
+
+
+def test_unserved_inputs_are_refused():
+    q = torch.randn(1, 1, 4, 8)
+    with pytest.raises(RuntimeError, match="float16 and bfloat16"):
+        EMU.sdpa(q, q, q, None, 0.0, False, 1.0, None)
+    q = torch.randn(1, 1, 4, 129).bfloat16()
+    with pytest.raises(RuntimeError, match="D = 129"):
+        EMU.sdpa(q, q, q, None, 0.0, False, 1.0, None)
+
+
+def test_the_rule_reads_the_variable_at_every_call(monkeypatch):
+    monkeypatch.delenv("SEQKERNELS_ATTENTION", raising=False)
+    assert _C.attention_kernel() == "simt"
+    assert _C.sdpa_forward_kernel(torch.bfloat16, 64, 64) == "simt"
+    monkeypatch.setenv("SEQKERNELS_ATTENTION", "tensor_core")
+    assert _C.attention_kernel() == "tensor_core"
+    for dtype in DTYPES:
+        assert _C.sdpa_forward_kernel(dtype, 128, 1) == "tensor_core"
+    # Not served: the SIMT kernel runs.
+    assert _C.sdpa_forward_kernel(torch.float32, 64, 64) == "simt"
+    assert _C.sdpa_forward_kernel(torch.bfloat16, 129, 64) == "simt"
+    assert _C.sdpa_forward_kernel(torch.float16, 64, 200) == "simt"
+    monkeypatch.setenv("SEQKERNELS_ATTENTION", "simt")
+    assert _C.sdpa_forward_kernel(torch.float16, 64, 64) == "simt"
+    monkeypatch.setenv("SEQKERNELS_ATTENTION", "tensorcore")
+    with pytest.raises(RuntimeError, match="SEQKERNELS_ATTENTION"):
+        _C.attention_kernel()
