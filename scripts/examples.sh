@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh test examples   # test.txt: the build tools
 out="${1:-examples}"
-for example in autoregressive dates; do
+for example in autoregressive dates climate; do
   echo "== examples/$example.py"
   python "examples/$example.py" --out "$out"
 done
