@@ -50,7 +50,7 @@ import torch
 from statsmodels.tsa.ar_model import AutoReg
 
 import seqkernels
-from shared import device as pick_device, parse_args, save
+from shared import device as pick_device, parse_args, pyplot, save
 
 ORDER = 9             # d: the sunspot cycle's AR order in the literature
 WINDOW = 16           # steps per window of the long-range task
@@ -250,7 +250,7 @@ class Result:
 
 
 def plot(years, y, a, fc_years, fc, result: Result, out: pathlib.Path):
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2),
                                       width_ratios=(2, 1))
     left.plot(years, y, color="0.3", lw=1, label="sunspots (standardized)")

@@ -21,8 +21,8 @@ test time. Values are seen relative to the window's last month, in units of
 SCALE ppm, so a window's level does not matter, only its shape: the inputs
 are ``x_j = (y_j - y_W) / SCALE`` and the targets ``(y_{W+i} - y_W) /
 SCALE``. Trained with Adam (the learning rate annealed to zero on a
-cosine) on the squared error of all windows that end before the held-out
-span.
+cosine) on the squared error of minibatches of BATCH windows, drawn from all
+those that end before the held-out span.
 
 The held-out span is the last TEST_YEARS years: one forecast from the start
 of each of them, of its 12 months, by the model and by two baselines: the
@@ -33,6 +33,9 @@ against the truth, and the attention weights a_ij of the last forecast over
 its input window.
 
     python examples/climate.py [--quick] [--out DIR] [--device cpu]
+
+statsmodels is imported where the data and the baseline need it, so the
+model can be imported without it (benchmarks/seq2seq.py times it).
 """
 
 from __future__ import annotations
@@ -43,23 +46,23 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-import statsmodels.api as sm
 import torch
-from statsmodels.tsa.statespace.sarimax import SARIMAX
 from torch import nn
 
 import seqkernels
-from shared import device as pick_device, parse_args, save
+from shared import device as pick_device, parse_args, pyplot, save
 
 WINDOW = 36           # months the encoder reads
 HORIZON = 12          # months the decoder forecasts
 TEST_YEARS = 5        # the held-out span: the last 5 years, 1997-2001
 SCALE = 2.0           # ppm: about the change of a window
+BATCH = 128           # windows per training step
 SEED = 0
 
 
 def co2_monthly():
     """(month start dates, monthly mean CO2 in ppm)."""
+    import statsmodels.api as sm
     weekly = sm.datasets.co2.load_pandas().data["co2"]
     monthly = weekly.resample("MS").mean().interpolate()
     return monthly.index, monthly.to_numpy(dtype=np.float64)
@@ -106,6 +109,7 @@ class Forecaster(nn.Module):
 def sarimax_forecasts(y: np.ndarray, origins: np.ndarray) -> np.ndarray:
     """The airline model fitted before the first origin, then run on the
     data up to each origin: its forecasts [len(origins), HORIZON]."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
     fit = SARIMAX(y[:origins[0]], order=(1, 1, 1),
                   seasonal_order=(0, 1, 1, 12)).fit(disp=False)
     return np.stack([fit.apply(y[:o]).forecast(HORIZON) for o in origins])
@@ -131,7 +135,7 @@ class Result:
 
 def plot(dates, y, origins, forecasts: dict, weights: np.ndarray,
          out: pathlib.Path):
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6),
                                       height_ratios=(3, 2))
     start = origins[0] - 2 * HORIZON
@@ -165,12 +169,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
     train_past, train_future = train_past.to(dev), train_future.to(dev)
 
     model = Forecaster().to(dev)
-    steps = 100 if args.quick else 1000
+    steps = 200 if args.quick else 2000
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(SEED)
     for _ in range(steps):
-        forecast, _ = model(train_past)
-        loss = ((forecast - train_future) ** 2).mean()
+        pick = torch.randint(0, len(train_past), (BATCH,), generator=gen)
+        forecast, _ = model(train_past[pick.to(dev)])
+        loss = ((forecast - train_future[pick.to(dev)]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -12,10 +12,8 @@ import argparse
 import pathlib
 from typing import Optional, Sequence
 
-import matplotlib
 import torch
 
-matplotlib.use("Agg")  # pictures go to files; no window is opened
 HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -41,10 +39,20 @@ def device(name: Optional[str]) -> torch.device:
     return torch.device(name)
 
 
+def pyplot():
+    """matplotlib.pyplot, drawing into files (no window is opened).
+    Imported only to draw, so the models can be imported without it (the
+    benchmarks do)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def save(figure, out: pathlib.Path, name: str) -> pathlib.Path:
     """Write ``figure`` to ``out/name`` (a PNG small enough for the README)
     and close it."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
     figure.savefig(path, dpi=80)
