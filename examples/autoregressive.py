@@ -20,14 +20,15 @@ its fused kernels. Two forms of the same coefficients appear here:
 * the generator, fed the innovations (v_t = u_t): A is the companion
   matrix (first row a, ones below the diagonal), the state the last d
   values, ``x_t = (y_t, ..., y_{t-d+1})``. With zero innovations it runs
-  the forecast; the angle of A's dominant eigenvalue pair is the series'
-  cycle (2 pi / angle steps).
+  the forecast (the picture: from 1950 on, with the coefficients of all
+  years); the angle of A's dominant eigenvalue pair is the series' cycle
+  (2 pi / angle steps).
 
 The series is the yearly sunspot number, 1700-2008 (statsmodels'
 ``sunspots``), standardized. Then the limit: a model of order d cannot see
-further back than d steps. Each training window of the series opens with a
-marker of sign s (a value of +-MARKER) and the value after it is shifted
-by s * SHIFT; the best AR(d) on that task (least squares again) cannot know
+further back than d steps. Each window of WINDOW years of the series opens
+with a marker of sign s (a value of +-MARKER) and the value after it is
+shifted by s * SHIFT; the best AR(d) on that task (least squares again) cannot know
 s at the end (it is WINDOW - 1 > d steps back) and keeps an error of about
 SHIFT, while an LSTM carries s in its state. Both are fitted on the windows
 that end before 1950 and scored on the later ones (whose cycles are higher
@@ -52,10 +53,10 @@ from statsmodels.tsa.ar_model import AutoReg
 import seqkernels
 from shared import device as pick_device, parse_args, pyplot, save
 
-ORDER = 9             # d: the sunspot cycle's AR order in the literature
+ORDER = 9             # d: the order AIC and BIC pick (ar_select_order)
 WINDOW = 16           # steps per window of the long-range task
 MARKER = 3.0          # the marker's size (standard deviations)
-SHIFT = 1.0           # the shift of a window's last value, times its sign
+SHIFT = 1.0           # the shift of the value after a window, times its sign
 SPLIT_YEAR = 1950     # windows whose last year is before it train
 SEED = 0
 
@@ -255,7 +256,8 @@ def plot(years, y, a, fc_years, fc, result: Result, out: pathlib.Path):
                                       width_ratios=(2, 1))
     left.plot(years, y, color="0.3", lw=1, label="sunspots (standardized)")
     left.plot(fc_years, fc, color="C1", lw=1.5,
-              label=f"AR({len(a)}) forecast (companion form)")
+              label=f"AR({len(a)}) from 1950, zero innovations "
+                    "(companion form)")
     left.set_xlabel("year")
     left.legend(loc="upper left", fontsize=8)
     x = np.arange(1, len(a) + 1)
@@ -290,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
     ar_model = ARForecaster(ORDER, dev)
     ar_model.fit(y, train_starts, dev, gen)
     lstm_model = LSTMForecaster(32)
-    train_lstm(lstm_model, y, train_starts, 60 if args.quick else 300, dev,
+    train_lstm(lstm_model, y, train_starts, 80 if args.quick else 300, dev,
                gen)
     result = Result(a, reference, cycle_length(a),
                     rmse(ar_model, y, test_starts, dev),
