@@ -90,6 +90,8 @@ WORDS: dict[str, Callable[[datetime.date], str]] = {
 }
 # Two-digit years: 50..99 are 19xx, 00..49 are 20xx (the span's rule).
 
+# Every character the formats write: a sample of dates covers them (each
+# month, weekday and ordinal suffix), and the digits.
 SOURCE_CHARS = sorted(set("".join(
     f(datetime.date(2000, m, d)) for f in (NUMERIC | WORDS).values()
     for m in range(1, 13) for d in (1, 2, 3, 11, 22, 28))
