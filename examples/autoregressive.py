@@ -27,12 +27,12 @@ its fused kernels. Two forms of the same coefficients appear here:
 The series is the yearly sunspot number, 1700-2008 (statsmodels'
 ``sunspots``), standardized. Then the limit: a model of order d cannot see
 further back than d steps. Each window of WINDOW years of the series opens
-with a marker of sign s (a value of +-MARKER) and the value after it is
-shifted by s * SHIFT; the best AR(d) on that task (least squares again) cannot know
-s at the end (it is WINDOW - 1 > d steps back) and keeps an error of about
-SHIFT, while an LSTM carries s in its state. Both are fitted on the windows
-that end before 1950 and scored on the later ones (whose cycles are higher
-than any before).
+with a marker of sign s (a value of +-MARKER) and the value after the window is
+shifted by s * SHIFT; the best AR(d) on that task (least squares again)
+cannot know s at the end (it is WINDOW - 1 > d steps back) and keeps an
+error of about SHIFT, while an LSTM carries s in its state. Both are
+fitted on the windows that end before 1950 and scored on the later ones
+(whose cycles are higher than any before).
 
     python examples/autoregressive.py [--quick] [--out DIR] [--device cpu]
 """
@@ -150,7 +150,8 @@ def marked_windows(y: np.ndarray, starts: np.ndarray,
     s * SHIFT), one random sign s per window."""
     n = len(starts)
     sign = torch.randint(0, 2, (n,), generator=gen).double() * 2 - 1
-    index = torch.as_tensor(starts).view(1, -1) + torch.arange(WINDOW).view(-1, 1)
+    index = (torch.as_tensor(starts).view(1, -1)
+             + torch.arange(WINDOW).view(-1, 1))          # [WINDOW, n]
     series = torch.tensor(y)
     inputs = series[index].clone()
     inputs[0] = sign * MARKER

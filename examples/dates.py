@@ -268,8 +268,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
     opt = torch.optim.Adam(model.parameters(), lr=1e-2 if args.quick
                            else 3e-3)
     for _ in range(steps):
-        src, _, lengths, tgt = batch(random_dates(batch_size, rng, False), formats,
-                                     rng, dev)
+        src, _, lengths, tgt = batch(random_dates(batch_size, rng, False),
+                                     formats, rng, dev)
         loss = model.loss(src, lengths, tgt)
         opt.zero_grad()
         loss.backward()

@@ -8,7 +8,6 @@ at the fixed seeds.
 
 import importlib
 import pathlib
-import sys
 
 import pytest
 
@@ -29,7 +28,6 @@ def run_quick(name, tmp_path, monkeypatch):
                           "cpu"])
     pictures = list(tmp_path.glob("*.png"))
     assert len(pictures) == 1 and pictures[0].stat().st_size > 5_000
-    sys.modules.pop(name)
     return result
 
 
@@ -39,7 +37,8 @@ def test_autoregressive(tmp_path, monkeypatch):
     about 2e-6), its companion matrix turns once in the sunspot cycle's
     10 to 12 years, and on the marked-window task the LSTM's held-out RMSE
     after 80 steps is under 0.75 of the best AR(9)'s (0.53 against 1.20;
-    0.61 after 60 steps), which cannot get below the shift it cannot see."""
+    0.61 after 60 steps; at most 0.54 of it with the examples' SEED 1 to 3),
+    which cannot get below the shift it cannot see."""
     r = run_quick("autoregressive", tmp_path, monkeypatch)
     assert r.max_difference < 1e-4
     assert 10.0 < r.cycle_years < 12.0
@@ -50,7 +49,8 @@ def test_autoregressive(tmp_path, monkeypatch):
 def test_dates(tmp_path, monkeypatch):
     """The Bahdanau translator, trained for 150 steps on the numeric formats
     (the easy subset), writes at least 90% of 500 unseen dates exactly in
-    ISO form (it gets about 100%; 96% already after 100 steps)."""
+    ISO form (it gets about 100%, 99.0% to 99.8% with SEED 1 to 3; 96%
+    already after 100 steps)."""
     r = run_quick("dates", tmp_path, monkeypatch)
     assert r.formats == "numeric" and r.tested == 500
     assert r.exact_match >= 0.9
@@ -59,9 +59,9 @@ def test_dates(tmp_path, monkeypatch):
 def test_climate(tmp_path, monkeypatch):
     """The attention encoder-decoder, trained for 200 steps, forecasts the
     5 held-out years of CO2 with an RMSE under 0.75 of the seasonal-naive
-    forecast's (about 0.67 ppm against 1.85; 1.0 after 150 steps of 64
-    windows), and the baselines are what they are: SARIMAX (0.66) beats
-    the naive forecast."""
+    forecast's (about 0.67 ppm against 1.85; 0.82 to 0.91 with SEED 1 to
+    3; 1.0 after 150 steps of 64 windows), and the baselines are what
+    they are: SARIMAX (0.66) beats the naive forecast."""
     r = run_quick("climate", tmp_path, monkeypatch)
     assert r.model_rmse < 0.75 * r.naive_rmse
     assert r.sarimax_rmse < 0.5 * r.naive_rmse
