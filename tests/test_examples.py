@@ -16,6 +16,8 @@ pytest.importorskip("statsmodels", reason="the examples need statsmodels "
 pytest.importorskip("matplotlib", reason="the examples need matplotlib "
                     "(pip install -r requirements/examples.txt)")
 
+from PIL import Image  # noqa: E402 (matplotlib's dependency)
+
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -27,7 +29,9 @@ def run_quick(name, tmp_path, monkeypatch):
     result = module.main(["--quick", "--out", str(tmp_path), "--device",
                           "cpu"])
     pictures = list(tmp_path.glob("*.png"))
-    assert len(pictures) == 1 and pictures[0].stat().st_size > 5_000
+    assert len(pictures) == 1
+    with Image.open(pictures[0]) as image:
+        assert len(image.getcolors(256)) > 16     # a drawing, not a blank
     return result
 
 
