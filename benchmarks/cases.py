@@ -18,6 +18,9 @@ Modes (``runner``)
                  allow it, so compiled.py turns them off for the compiled
                  providers. Gradients are reset to None before each
                  repetition so no accumulation kernel is timed.
+    ``step``     a training step (target E1): the forward, whose one output
+                 is the loss, its backward, and the case's optimizer step.
+                 Not in ``MODES``: only a case with an ``optimizer`` runs it.
 
 Environment: a case's ``env`` (say ``SEQKERNELS_RECURRENCE=persistent``,
 which seqkernels reads at every call, forward and backward) is set around
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor
 
 MODES = ("fwd", "bwd", "fwd+bwd")
+TRAIN_STEP = "step"
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Case:
     ``env``: environment variables set while the case runs (module
     docstring); ``algorithm``: called after a run, it names the algorithm
     that ran (the ``algorithm`` column; None: nothing to say).
+    ``optimizer``: the optimizer of the leaves, for the mode ``step`` (a
+    case whose forward returns the loss).
     """
     forward: Callable[[], Sequence[Tensor]]
     leaves: dict[str, Tensor] = field(default_factory=dict)
@@ -56,6 +62,7 @@ class Case:
     note: str = ""
     env: dict[str, str] = field(default_factory=dict)
     algorithm: Optional[Callable[[], str]] = None
+    optimizer: Optional[torch.optim.Optimizer] = None
 
 
 @contextlib.contextmanager
@@ -141,8 +148,18 @@ def _runner(case: Case, mode: str) -> tuple[Callable[[], None], list[Tensor]]:
         return fwd_train, leaves
     if case.inference:
         raise ValueError(f"mode {mode!r} needs a training case")
+    if mode == TRAIN_STEP:
+        if case.optimizer is None:
+            raise ValueError(f"mode {mode!r} needs a case with an optimizer")
+
+        def step():
+            (loss,) = case.forward()
+            loss.backward()
+            case.optimizer.step()
+        return step, leaves
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"mode must be one of {MODES + (TRAIN_STEP,)}, "
+                         f"got {mode!r}")
     with environment(case.env):
         outputs = _differentiable(case.forward())
     if not outputs:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from . import attention, gru_rnn, lstm
+from . import attention, gru_rnn, lstm, seq2seq
 from .targets import Pairing
 
-KERNELS = {"lstm": lstm, "gru_rnn": gru_rnn, "attention": attention}
+KERNELS = {"lstm": lstm, "gru_rnn": gru_rnn, "attention": attention,
+           "seq2seq": seq2seq}
 
 
 def pairings(names: Iterable[str]) -> list[Pairing]:

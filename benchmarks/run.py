@@ -2,12 +2,13 @@
 timed; results.csv, table.md and plots written into the output folder.
 
     python benchmarks/run.py [--out DIR] [--quick | --full]
-                             [--only lstm,gru_rnn,attention]
+                             [--only lstm,gru_rnn,attention,seq2seq]
                              [--configs L1,A2,...] [--providers a,b]
                              [--no-compile] [--list]
 
-Kernels: ``lstm`` (lstm.py), ``gru_rnn`` (gru_rnn.py) and ``attention``
-(attention.py), all by default. Defaults: --quick on a machine without a
+Kernels: ``lstm`` (lstm.py), ``gru_rnn`` (gru_rnn.py), ``attention``
+(attention.py) and ``seq2seq`` (seq2seq.py: the examples' training steps),
+all by default. Defaults: --quick on a machine without a
 GPU (the CPU target row, tiny sweeps, small GRU/RNN and attention rows,
 about two minutes on two cores), --full with a GPU (the target rows, listed
 in targets.py, and the sweeps). The families take turns, a

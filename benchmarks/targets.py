@@ -3,7 +3,7 @@
 A target is a speed ratio, anchor time / seqkernels time, both measured
 side by side in one process on the same GPU (report.target_table draws the
 table). The ids, as the configurations and ``PAIRINGS`` of lstm.py,
-gru_rnn.py and attention.py carry them (each pairing states its
+gru_rnn.py, attention.py and seq2seq.py carry them (each pairing states its
 threshold):
 
     L1   LSTM layer, B=16, I=H=768, T=1024, forward, against cuDNN
@@ -25,11 +25,14 @@ threshold):
          against matmul + softmax
     A4   additive attention fwd+bwd, B=32, Tq=Tk=512, H=256, against the
          eager naive version and torch.compile (and a peak-memory bound)
+    E1   a training step (forward, backward, Adam) of the examples' seq2seq
+         models, examples/dates.py and examples/climate.py, B=128, float32,
+         against the same models built from torch.nn: >= 2x on the GPU,
+         >= 1.0x on the CPU
     CPU  the CPU rows, float32, for reference
 
 Targets without a configuration in benchmarks/ yet: A5 (masked SDPA
-against FlexAttention) and E1 (a seq2seq training step against the same
-model in torch.nn).
+against FlexAttention).
 """
 
 from __future__ import annotations

@@ -434,6 +434,60 @@ def test_gru_rnn_plan_and_work():
     assert len(gru_rnn.PAIRINGS) == 4
 
 
+# --------------------------------------------------------------------------
+# Seq2seq training steps (benchmarks/seq2seq.py): target row E1
+
+
+def _seq2seq_configs(B=3):
+    from benchmarks import seq2seq
+    return [seq2seq.Config(f"E1-{m}-cpu", m, B=B) for m in seq2seq.MODELS]
+
+
+def test_seq2seq_run_and_e1_pairing(tmp_path):
+    """The examples' models go through run.py in the mode ``step``: the
+    torch.nn twin's loss and gradients agree with seqkernels' (the check),
+    and the E1 pairing puts each beside its twin."""
+    from benchmarks import seq2seq
+    summary = _run(tmp_path, _seq2seq_configs(), kernel="seq2seq")
+    assert summary.ok, summary.failures + summary.mismatches
+    rows = [r for r in report.read_csv(tmp_path / "results.csv")
+            if r["kernel"] == "seq2seq"]
+    assert {(r["config"], r["provider"], r["mode"]) for r in rows} == {
+        (f"E1-{m}-cpu", p, "step") for m in seq2seq.MODELS
+        for p in ("seqkernels-cpu", "seqkernels-auto", "torch-nn")}
+    assert all(r["status"] == "ok" and r["check"] == "ok" for r in rows)
+    table = report.target_table(rows, seq2seq.PAIRINGS)
+    for m in seq2seq.MODELS:
+        line = next(l for l in table.splitlines()
+                    if f"examples/{m}.py" in l and "seqkernels-cpu" in l)
+        assert "torch-nn float32" in line and ">= 1.0x" in line
+        assert line.rstrip().endswith(("| yes |", "| no |")), line
+
+
+def test_seq2seq_twin_and_train_step():
+    """The torch-nn provider holds no seqkernels module and the same
+    parameter names; the mode ``step`` runs the optimizer (the parameters
+    move), and a case without an optimizer refuses it."""
+    from benchmarks import seq2seq
+    for cfg in _seq2seq_configs():
+        ours = seq2seq.build(seq2seq.Job(cfg, "seqkernels-cpu",
+                                         torch.float32), CPU)
+        twin, _ = seq2seq._model(cfg, "torch-nn", CPU)
+        assert not any(type(m).__module__.startswith("seqkernels.")
+                       for m in twin.modules())
+        assert [n for n, _ in twin.named_parameters()] == list(ours.leaves)
+        before = [p.detach().clone() for p in ours.leaves.values()]
+        fn, leaves = cases.runner(ours, cases.TRAIN_STEP)
+        fn()
+        assert all(p.grad is not None for p in leaves)
+        assert all(not torch.equal(a, p) for a, p in zip(
+            before, ours.leaves.values()) if p.grad.abs().sum() > 0)
+    lstm_case = lstm.build(lstm.Job(TARGET_ROW, "seqkernels-cpu",
+                                    torch.float32), CPU)
+    with pytest.raises(ValueError, match="needs a case with an optimizer"):
+        cases.runner(lstm_case, cases.TRAIN_STEP)
+
+
 def test_job_order_takes_the_families_in_turn():
     """A run cut by --time-limit still reaches every kernel family: one
     configuration of each in turn, its providers together, torch.compile
