@@ -187,6 +187,25 @@ def _lengths(len_ptr, rb, mb, T, HAS_LENGTHS: tl.constexpr):
 
 
 @triton.jit
+def _gate_rows(w_ptrs, w_mask, H, G: tl.constexpr):
+    """The resident W_hh tiles of the G gates (gate g's rows start g*H*H
+    elements after gate 0's), loaded once before the step loop; the gates a
+    cell lacks repeat gate 0's tile and are never used."""
+    gate = H * H
+    w0 = tl.load(w_ptrs, mask=w_mask, other=0.0)
+    w1 = w0
+    w2 = w0
+    w3 = w0
+    if G > 1:
+        w1 = tl.load(w_ptrs + gate, mask=w_mask, other=0.0)
+    if G > 2:
+        w2 = tl.load(w_ptrs + 2 * gate, mask=w_mask, other=0.0)
+    if G > 3:
+        w3 = tl.load(w_ptrs + 3 * gate, mask=w_mask, other=0.0)
+    return w0, w1, w2, w3
+
+
+@triton.jit
 def _gate_product(h, w):
     """h_t @ W_g^T for the program's units from K chunks h [NK, B, KC] and
     w [NK, KC, U]: float32 accumulation (exact products for float32), the
@@ -230,17 +249,7 @@ def _persistent_fwd(
           + tl.arange(0, BLOCK_KC)[None, :, None])  # [NK, KC, 1]
     w_ptrs = w_ptr + ru[None, None, :] * H + k3
     w_mask = (k3 < H) & mu[None, None, :]
-    gate = H * H
-    w0 = tl.load(w_ptrs, mask=w_mask, other=0.0)
-    w1 = w0
-    w2 = w0
-    w3 = w0
-    if G > 1:
-        w1 = tl.load(w_ptrs + gate, mask=w_mask, other=0.0)
-    if G > 2:
-        w2 = tl.load(w_ptrs + 2 * gate, mask=w_mask, other=0.0)
-    if G > 3:
-        w3 = tl.load(w_ptrs + 3 * gate, mask=w_mask, other=0.0)
+    w0, w1, w2, w3 = _gate_rows(w_ptrs, w_mask, H, G)
     if HAS_BH:  # the GRU's (G == 3)
         b0 = tl.load(b_hh_ptr + ru, mask=mu, other=0.0).to(ACC)
         b1 = tl.load(b_hh_ptr + H + ru, mask=mu, other=0.0).to(ACC)
@@ -372,17 +381,7 @@ def _persistent_bwd(
     # w_g[u, k] = w_hh[g*H + u, k], zero outside H.
     w_ptrs = w_ptr + ru[:, None] * H + rk[None, :]
     w_mask = mu[:, None] & (rk < H)[None, :]
-    gate = H * H
-    w0 = tl.load(w_ptrs, mask=w_mask, other=0.0)
-    w1 = w0
-    w2 = w0
-    w3 = w0
-    if G > 1:
-        w1 = tl.load(w_ptrs + gate, mask=w_mask, other=0.0)
-    if G > 2:
-        w2 = tl.load(w_ptrs + 2 * gate, mask=w_mask, other=0.0)
-    if G > 3:
-        w3 = tl.load(w_ptrs + 3 * gate, mask=w_mask, other=0.0)
+    w0, w1, w2, w3 = _gate_rows(w_ptrs, w_mask, H, G)
 
     # The carried gradients of the program's units, in registers: dh from
     # later steps, and the pointwise carry (LSTM: dc; GRU: the direct dh).
