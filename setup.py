@@ -97,6 +97,14 @@ _sources = [
 # compiler turn the selects of csrc/include/seqkernels/cpu_math.h into vector
 # blends (no value changes: no reassociation, NaN and infinities as before).
 _cxx = ["-O3", "-fno-trapping-math"]
+# at::parallel_for is a header template: under torch's OpenMP backend its
+# parallel region is an `omp parallel` pragma compiled into this extension,
+# and without -fopenmp every parallel_for of csrc/cpu runs on one thread.
+# Compiled with it, the GOMP calls bind at load time to the OpenMP runtime
+# torch itself loaded (libtorch_cpu's libgomp): no -fopenmp at the link, so
+# that a second runtime with its own threads never comes in.
+if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+    _cxx.append("-fopenmp")
 _include = [os.path.abspath("csrc/include")]
 if _with_cuda:
     _sources += sorted(glob.glob("csrc/cuda/*.cu"))

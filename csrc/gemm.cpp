@@ -31,6 +31,14 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b,
   if (!use_onednn(a, b)) {
     return bias.defined() ? at::addmm(bias, a, b) : at::mm(a, b);
   }
+  // oneDNN's X must be contiguous. A transposed a (the weight gradients'
+  // g^T @ x) would be copied whole; where b is the smaller operand, copy it
+  // instead and compute the product transposed: (b^T a^T)^T. The copy of a
+  // [T*B, 4H] gradient was a quarter of an LSTM's backward at B=32, H=256.
+  if (!a.is_contiguous() && a.t().is_contiguous() && !bias.defined() &&
+      b.numel() + a.size(0) * b.size(1) < a.numel()) {
+    return gemm(b.t().contiguous(), a.t()).t().contiguous();
+  }
   // _linear_pointwise(X, W, B?, attr, scalars, algorithm): X @ W^T + B with
   // no fused post-op ("none").
   torch::jit::Stack stack;

@@ -4,6 +4,7 @@
 // CPU with the persistent kernels in the host emulation (tests only).
 #include <torch/python.h>
 
+#include "seqkernels/cpu_persistent.h"
 #include "seqkernels/emulation.h"
 
 namespace seqkernels {
@@ -46,13 +47,29 @@ py::dict limits_dict(const DeviceLimits& d) {
 void bind_persistent(py::module_& m) {
   m.def(
       "recurrence_algorithm",
-      [] {
-        return recurrence_algorithm() == Recurrence::kPersistent
-                   ? "persistent"
-                   : "per_step";
-      },
+      [] { return recurrence_name(recurrence_algorithm()); },
       "The recurrence algorithm SEQKERNELS_RECURRENCE asks for, as the C++ "
-      "driver reads it: 'per_step' or 'persistent'.");
+      "driver reads it: 'default' (unset), 'per_step' or 'persistent'.");
+  m.def(
+      "cpu_persistent_plan",
+      [](const std::string& kind, int64_t B, int64_t H, at::ScalarType dtype,
+         const std::string& recurrence) {
+        const CpuPersistentPlan plan = cpu_persistent_plan(
+            parse_cell(kind, "tanh").kind, B, H, dtype,
+            parse_recurrence(recurrence.c_str()));
+        return py::dict(py::arg("serves") = plan.serves,
+                        py::arg("threads") = plan.threads,
+                        py::arg("reason") = plan.reason);
+      },
+      py::arg("kind"), py::arg("B"), py::arg("H"), py::arg("dtype"),
+      py::arg("recurrence"),
+      "dict(serves, threads, reason): whether the CPU's persistent "
+      "recurrence runs a layer (cell kind, batch B, hidden size H, storage "
+      "dtype) for the recurrence algorithm asked for; the rule of "
+      "cpu_persistent_plan in csrc/include/seqkernels/cpu_persistent.h.");
+  m.def("cpu_persistent_runs", &cpu_persistent_runs,
+        "How many forward and backward recurrences the CPU's persistent "
+        "kernel has run in this process (tests count them).");
   m.def(
       "persistent_plan",
       [](const std::string& kind, const std::string& nonlinearity, int64_t T,

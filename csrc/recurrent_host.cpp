@@ -43,24 +43,42 @@ Activation parse_activation(c10::string_view nonlinearity) {
               std::string(nonlinearity), "'");
 }
 
-Recurrence recurrence_algorithm() {
-  const char* name = std::getenv("SEQKERNELS_RECURRENCE");
-  if (name == nullptr || std::string(name) == "per_step") {
-    return Recurrence::kPerStep;
+Recurrence parse_recurrence(const char* name) {
+  const std::string value = name == nullptr ? "default" : name;
+  for (Recurrence r : {Recurrence::kDefault, Recurrence::kPerStep,
+                       Recurrence::kPersistent}) {
+    if (value == recurrence_name(r)) return r;
   }
-  TORCH_CHECK(std::string(name) == "persistent",
-              "seqkernels: SEQKERNELS_RECURRENCE must be 'per_step' or "
-              "'persistent', got '",
-              name, "'");
-  return Recurrence::kPersistent;
+  TORCH_CHECK(false,
+              "seqkernels: SEQKERNELS_RECURRENCE must be 'default', "
+              "'per_step' or 'persistent', got '",
+              value, "'");
+}
+
+const char* recurrence_name(Recurrence r) {
+  switch (r) {
+    case Recurrence::kPerStep:
+      return "per_step";
+    case Recurrence::kPersistent:
+      return "persistent";
+    default:
+      return "default";
+  }
+}
+
+Recurrence recurrence_algorithm() {
+  return parse_recurrence(std::getenv("SEQKERNELS_RECURRENCE"));
 }
 
 namespace {
 
 // Whether the driver offers the whole loop to the backend's kernel f.
 template <typename F>
-bool persistent_asked(F* f) {
-  return f != nullptr && recurrence_algorithm() == Recurrence::kPersistent;
+bool persistent_asked(const SeqSteps& steps, F* f) {
+  const Recurrence asked = recurrence_algorithm();
+  return f != nullptr &&
+         (asked == Recurrence::kPersistent ||
+          (asked == Recurrence::kDefault && steps.seq_by_default));
 }
 
 void check_bias(const OptTensor& b, const char* name, int64_t n,
@@ -213,7 +231,7 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
   at::Tensor h_state[2] = {h0_in.contiguous().clone(),
                            at::empty({d.B, d.P}, x.options())};
   const bool whole =
-      !proj && persistent_asked(steps.forward_seq) &&
+      !proj && persistent_asked(steps, steps.forward_seq) &&
       steps.forward_seq(cell, SeqForward{xg, h_state[0], w_hh, bias_h,
                                          c_state, lengths, saved,
                                          cell_states, y, h_state[1]});
@@ -315,7 +333,7 @@ recurrent_seq_backward(const CellDesc& cell, const at::Tensor& grad_y_in,
   if (!proj) {
     at::Tensor dh_carry = grad_h_n.to(acc, false, /*copy=*/true);
     const bool whole =
-        persistent_asked(steps.backward_seq) &&
+        persistent_asked(steps, steps.backward_seq) &&
         steps.backward_seq(
             cell, SeqBackward{grad_y, w_hh, dh_carry, carry, saved,
                               cell.direct_h ? h_prev : none,

@@ -2,15 +2,18 @@
 a model runs for an input, on which backend, and why.
 
 A recurrent layer runs either step by step (``per_step``: one fused kernel
-launch per time step) or, when ``SEQKERNELS_RECURRENCE=persistent`` asks for
-it, in one persistent kernel launch per layer and direction
-(``persistent``), where the backend's rule says that kernel serves the layer;
-elsewhere the per-step kernels run, with the same results (README,
-"Persistent recurrence"). The rules are the backends' own:
-``plan_persistent`` of ``csrc/include/seqkernels/persistent_launch.h``
-(``_C.persistent_plan``) for ``cuda``, ``persistent_plan`` of
-``triton_kernels/persistent.py`` for ``triton``; the ``cpu`` and
-``reference`` backends have no persistent kernel. This module asks those
+launch per time step) or in one persistent kernel per layer and direction
+(``persistent``), where the backend's rule says that kernel serves the
+layer; elsewhere the per-step kernels run, with the same results (README,
+"Persistent recurrence"). The persistent kernels run where
+``SEQKERNELS_RECURRENCE=persistent`` asks for them, and on the ``cpu``
+backend also by default (the variable unset) where its rule says they are
+faster. The rules are the backends' own: ``cpu_persistent_plan`` of
+``csrc/include/seqkernels/cpu_persistent.h`` (``_C.cpu_persistent_plan``)
+for ``cpu``, ``plan_persistent`` of
+``csrc/include/seqkernels/persistent_launch.h`` (``_C.persistent_plan``) for
+``cuda``, ``persistent_plan`` of ``triton_kernels/persistent.py`` for
+``triton``; the ``reference`` backend has no persistent kernel. This module asks those
 rules with the shapes a call would hand them, so what it says is what the
 call runs; the forward and the backward of a layer take the same decision.
 """
@@ -119,12 +122,12 @@ def explain(module: torch.nn.Module, *args: Any,
 
         >>> import torch, seqkernels
         >>> lstm = seqkernels.LSTM(8, 16, num_layers=2, backend="cpu")
-        >>> plans = seqkernels.explain(lstm, torch.randn(5, 3, 8),
-        ...                            recurrence="persistent")
+        >>> plans = seqkernels.explain(lstm, torch.randn(5, 3, 8))
         >>> [(p.layer, p.algorithm) for p in plans.layers]
-        [(0, 'per_step'), (1, 'per_step')]
-        >>> plans.layers[0].reason
-        'persistent declined: the cpu backend has no persistent kernel'
+        [(0, 'persistent'), (1, 'persistent')]
+        >>> x64 = torch.randn(5, 3, 8, dtype=torch.float64)
+        >>> seqkernels.explain(lstm.double(), x64).layers[0].reason
+        'float64: the persistent kernel computes in float32 (float32, ...)'
     """
     if recurrence is None:
         recurrence = recurrence_algorithm()
@@ -214,13 +217,24 @@ def _layer_algorithm(backend: str, kind: str, nonlinearity: str, T: int,
     backend that runs it (module docstring)."""
     if recurrence == "per_step":
         return "per_step", ("the per-step kernels were asked for "
-                            "(SEQKERNELS_RECURRENCE=per_step, the default)")
-    if backend in ("cpu", "reference"):
-        return "per_step", (f"{_DECLINED}the {backend} backend has no "
+                            "(SEQKERNELS_RECURRENCE=per_step)")
+    declined = _DECLINED if recurrence == "persistent" else ""
+    if backend == "reference":
+        return "per_step", (f"{declined}the reference backend has no "
                             "persistent kernel")
     if projection:
-        return "per_step", (f"{_DECLINED}proj_size > 0: the persistent "
+        return "per_step", (f"{declined}proj_size > 0: the persistent "
                             "kernels have no projection")
+    if backend == "cpu":
+        plan = _C.cpu_persistent_plan(kind, B, H, dtype, recurrence)
+        if plan["serves"]:
+            return "persistent", plan["reason"]
+        return "per_step", declined + plan["reason"]
+    if recurrence == "default":
+        return "per_step", ("the per-step kernels are the default on the "
+                            "GPU (SEQKERNELS_RECURRENCE=persistent asks for "
+                            "the persistent kernels, opt-in until a GPU run "
+                            "has passed them)")
     if backend == "cuda":
         index = device.index if device.index is not None \
             else torch.cuda.current_device()

@@ -108,16 +108,19 @@ class SeqBackward:
     grad_hg: Tensor                # [T, B, G*H] acc, written (split_grad)
 
 
-RECURRENCE_ALGORITHMS = ("per_step", "persistent")
+RECURRENCE_ALGORITHMS = ("default", "per_step", "persistent")
 
 
 def recurrence_algorithm() -> str:
     """The recurrence algorithm asked for by ``SEQKERNELS_RECURRENCE``:
-    ``"per_step"`` (the default: one fused kernel launch per step) or
-    ``"persistent"`` (one launch per layer where the backend's kernel serves
-    the shape; opt-in until a GPU run has passed it). The C++ driver reads
-    the same variable (``recurrence_algorithm`` in recurrent_host.h)."""
-    name = os.environ.get("SEQKERNELS_RECURRENCE", "per_step")
+    ``"default"`` (unset: each backend's default, the persistent recurrence
+    on the cpu backend where its rule says it is faster, the per-step
+    kernels elsewhere), ``"per_step"`` (one fused kernel launch per step
+    everywhere) or ``"persistent"`` (one launch per layer where the
+    backend's kernel serves the shape; opt-in on the GPU until a GPU run
+    has passed it). The C++ driver reads the same variable
+    (``recurrence_algorithm`` in recurrent_host.h)."""
+    name = os.environ.get("SEQKERNELS_RECURRENCE", "default")
     if name not in RECURRENCE_ALGORITHMS:
         raise ValueError(
             "seqkernels: SEQKERNELS_RECURRENCE must be one of "

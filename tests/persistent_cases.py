@@ -29,14 +29,23 @@ SHAPES = {
     "batch17": (3, 17, 3, 20, [3, 1, 2, 3, 3, 1, 2, 2, 3, 1, 1, 3, 2, 2, 3, 1, 3]),
 }
 
+# The CPU kernel's own (test_persistent_cpu.py): "chunks" runs the products
+# over two chunks of k (H = 136 > 128) and of n (4H = 544 > 512), with a
+# last block of 8 units and two groups of rows (B = 45 > 30 LSTM rows, 40
+# GRU rows); "many_rows" two groups of the RNN's 24-row register blocks.
+CPU_SHAPES = {
+    "chunks": (3, 45, 4, 136, None),
+    "many_rows": (2, 130, 3, 20, [2] * 64 + [1] * 66),
+}
+
 CELL_CASES = [("lstm_seq", None), ("gru_seq", None), ("rnn_seq", "tanh"),
               ("rnn_seq", "relu"), ("rnn_seq", "identity")]
 
 
-def cases(dtypes):
+def cases(dtypes, shapes=SHAPES):
     """pytest params (op, nonlinearity, shape, dtype, reverse)."""
     for op, act in CELL_CASES:
-        for shape in SHAPES:
+        for shape in shapes:
             for dtype in dtypes:
                 for reverse in (False, True) if shape == "lengths" else (False,):
                     name = "-".join(filter(None, (
@@ -48,7 +57,7 @@ def cases(dtypes):
 def inputs64(op, act, shape, reverse, seed=0):
     """The op's forward arguments in float64; weights scaled as torch
     initializes them (1/sqrt(H)), so that no cell saturates or explodes."""
-    T, B, I, H, lengths = SHAPES[shape]
+    T, B, I, H, lengths = {**SHAPES, **CPU_SHAPES}[shape]
     g = torch.Generator().manual_seed(seed)
 
     def r(*size, scale=1.0):

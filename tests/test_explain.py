@@ -41,15 +41,46 @@ def test_every_layer_and_direction_in_order():
 
 
 def test_declined_persistent_says_why():
-    lstm = seqkernels.LSTM(4, 6, backend="cpu")
-    plans = seqkernels.explain(lstm, torch.randn(5, 3, 4),
+    lstm = seqkernels.LSTM(4, 6, backend="cpu").double()
+    plans = seqkernels.explain(lstm, torch.randn(5, 3, 4).double(),
                                recurrence="persistent")
-    assert plans.layers == (LayerPlan(
-        "", 0, "forward", "cpu", "per_step",
-        "persistent declined: the cpu backend has no persistent kernel"),)
-    assert plans.summary() == (
-        "per_step (persistent declined: the cpu backend has no persistent "
-        "kernel)")
+    reason = ("persistent declined: float64: the persistent kernel computes "
+              "in float32 (float32, float16 and bfloat16 storage)")
+    assert plans.layers == (LayerPlan("", 0, "forward", "cpu", "per_step",
+                                      reason),)
+    assert plans.summary() == f"per_step ({reason})"
+    # Not asked for, the default's rule declined it: no "declined".
+    (plan,) = seqkernels.explain(lstm, torch.randn(5, 3, 4).double(),
+                                 recurrence="default").layers
+    assert plan.algorithm == "per_step" and plan.reason == reason[
+        len("persistent declined: "):]
+
+
+def test_cpu_rule_is_cpu_persistent_plan():
+    """The cpu backend's answer is _C.cpu_persistent_plan's: by default the
+    persistent kernel below B = 128 or H = 512, the per-step kernels from
+    there (measured as fast); asked for, everywhere in its dtypes."""
+    def ask(B, H, recurrence, dtype=torch.float32):
+        return explain_module._layer_algorithm(
+            "cpu", "gru", "tanh", 8, B, H, dtype, torch.device("cpu"),
+            False, recurrence)
+
+    for B, H in ((64, 512), (128, 256), (1, 64), (512, 128)):
+        algorithm, reason = ask(B, H, "default")
+        assert algorithm == "persistent" and "w_hh packed once" in reason
+        assert (algorithm, reason) == ask(B, H, "persistent")
+    assert ask(128, 512, "default") == (
+        "per_step", "B = 128 >= 128 and H = 512 >= 512: the per-step GEMMs "
+        "are as fast there")
+    assert ask(128, 512, "persistent")[0] == "persistent"
+    assert ask(128, 512, "per_step")[0] == "per_step"
+    assert ask(4, 8, "default", torch.bfloat16)[0] == "persistent"
+    # One thread below 16K multiply-adds per step (B * G * H * H).
+    assert seqkernels._C.cpu_persistent_plan(
+        "lstm", 1, 63, torch.float32, "default")["threads"] == 1
+    assert seqkernels._C.cpu_persistent_plan(
+        "lstm", 1, 64, torch.float32, "default")["threads"] == \
+        torch.get_num_threads()
 
 
 @interpreter_only
@@ -66,9 +97,13 @@ def test_recurrence_defaults_to_the_environment(monkeypatch):
     gru = seqkernels.GRU(4, 6, backend="cpu")
     x = torch.randn(5, 3, 4)
     monkeypatch.setenv("SEQKERNELS_RECURRENCE", "persistent")
-    assert "declined" in seqkernels.explain(gru, x).layers[0].reason
+    assert seqkernels.explain(gru, x).algorithm == "persistent"
     monkeypatch.setenv("SEQKERNELS_RECURRENCE", "per_step")
-    assert "declined" not in seqkernels.explain(gru, x).layers[0].reason
+    assert seqkernels.explain(gru, x).algorithm == "per_step"
+    monkeypatch.delenv("SEQKERNELS_RECURRENCE")
+    assert seqkernels.explain(gru, x).algorithm == "persistent"
+    assert seqkernels.explain(gru.double(), x.double()).algorithm == \
+        "per_step"
     monkeypatch.setenv("SEQKERNELS_RECURRENCE", "sometimes")
     with pytest.raises(ValueError, match="SEQKERNELS_RECURRENCE"):
         seqkernels.explain(gru, x)
@@ -132,7 +167,8 @@ def test_a_model_is_run_and_each_recurrent_module_explained():
     assert [(p.module, p.layer, p.backend, p.algorithm)
             for p in plans.layers] == [
         ("encoder", 0, "torch", "torch"),
-        ("decoder", 0, "cpu", "per_step"), ("decoder", 1, "cpu", "per_step")]
+        ("decoder", 0, "cpu", "persistent"),
+        ("decoder", 1, "cpu", "persistent")]
     assert "seqkernels.convert" in plans.layers[0].reason
     assert plans.algorithm == "mixed"
     # The hooks are gone and the model is as it was.
@@ -180,7 +216,7 @@ def test_triton_answer_is_what_runs(monkeypatch, layout):
 
 def test_docstring_example():
     finder = doctest.DocTestFinder(recurse=False)
-    runner = doctest.DocTestRunner()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     for test in finder.find(seqkernels.explain, "seqkernels.explain",
                             globs={"__name__": "doctest"}):
         runner.run(test)

@@ -37,14 +37,15 @@ def test_emulated_kernels_match_reference(persistent, op, act, shape, dtype,
     assert EMU.launches() == before + 2
 
 
-def test_declined_dtype_runs_the_steps(persistent):
+def test_declined_dtype_runs_the_steps(persistent, monkeypatch):
     # float32 is not served (plan_persistent): the per-step CPU kernels run,
-    # with the CPU backend's results.
+    # with the CPU backend's per-step results.
     args = tuple(a.float() if isinstance(a, torch.Tensor)
                  and a.is_floating_point() else a
                  for a in inputs64("gru_seq", None, "lengths", False))
     before = EMU.launches()
     ours = EMU.gru_seq(*args)
+    monkeypatch.setenv("SEQKERNELS_RECURRENCE", "per_step")
     cpu = FAMILIES["gru_seq"].forward["cpu"](*args)
     assert EMU.launches() == before
     for a, b in zip(ours, cpu):
@@ -56,10 +57,12 @@ def test_per_step_is_the_default(monkeypatch):
     args = tuple(a.bfloat16() if isinstance(a, torch.Tensor)
                  and a.is_floating_point() else a
                  for a in inputs64("lstm_seq", None, "odd", False))
-    # Without the setting the kernel is not offered the loop: the CPU's
-    # per-step kernels run, with the CPU backend's results.
+    # Without the setting the kernel is not offered the loop (the GPU's
+    # persistent kernels are opt-in): the CPU's per-step kernels run, with
+    # the CPU backend's per-step results.
     before = EMU.launches()
     ours = EMU.lstm_seq(*args)
+    monkeypatch.setenv("SEQKERNELS_RECURRENCE", "per_step")
     cpu = FAMILIES["lstm_seq"].forward["cpu"](*args)
     assert EMU.launches() == before
     for a, b in zip(ours, cpu):
@@ -67,7 +70,9 @@ def test_per_step_is_the_default(monkeypatch):
 
 
 def test_both_drivers_read_the_same_setting(monkeypatch):
-    for value in ("per_step", "persistent"):
+    monkeypatch.delenv("SEQKERNELS_RECURRENCE", raising=False)
+    assert _C.recurrence_algorithm() == recurrence_algorithm() == "default"
+    for value in ("default", "per_step", "persistent"):
         monkeypatch.setenv("SEQKERNELS_RECURRENCE", value)
         assert _C.recurrence_algorithm() == recurrence_algorithm() == value
     monkeypatch.setenv("SEQKERNELS_RECURRENCE", "fast")

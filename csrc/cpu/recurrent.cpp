@@ -20,7 +20,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "seqkernels/cpu_cell_rows.h"
 #include "seqkernels/cpu_isa.h"
+#include "seqkernels/cpu_persistent.h"
 #include "seqkernels/gemm.h"
 #include "seqkernels/recurrent_host.h"
 
@@ -50,40 +52,6 @@ int64_t row_grain(int gates, int64_t H) {
 // ---------------------------------------------------------------------------
 // Sequence steps (contract in recurrent_host.h)
 // ---------------------------------------------------------------------------
-
-// One row of the cell forward (an active row of a sequence step, or a row
-// of the cell op): a loop over the hidden units with plain unit-stride
-// accesses and no branches, so that the compiler vectorizes it (cell_math.h's
-// float exp and tanh come from cpu_math.h). c_in, c_out and cs (kHasC) may
-// be the same row, and so may xg and saved (SeqSteps::saved_over_xg): each
-// unit reads c_in and xg before it writes the others, and ivdep says no
-// other unit's values are involved.
-// Dtypes: A, the accumulation dtype, of the pre-activations, the saved
-// values and the math; T, the storage dtype, of h; C, of the cell state:
-// A in a sequence step, T in the cell op.
-template <typename Cell, typename A, typename T, typename C>
-SK_CPU_KERNEL void forward_row(Activation act, int64_t H, const A* xg,
-                               const A* __restrict__ hg,
-                               const T* __restrict__ h_prev, const C* c_in,
-                               C* c_out, C* cs, A* saved,
-                               T* __restrict__ out) {
-  constexpr int G = Cell::kGates, S = Cell::kSaved;
-#pragma GCC ivdep
-  for (int64_t j = 0; j < H; ++j) {
-    A x[G], h[G], sk[S];
-    for (int g = 0; g < G; ++g) {
-      x[g] = xg[g * H + j];
-      h[g] = hg[g * H + j];
-    }
-    A hp = 0, cv = 0, hv;
-    if constexpr (Cell::kDirectH) hp = static_cast<A>(h_prev[j]);
-    if constexpr (Cell::kHasC) cv = static_cast<A>(c_in[j]);
-    Cell::forward(x, h, hp, act, cv, sk, hv);
-    for (int k = 0; k < S; ++k) saved[k * H + j] = sk[k];
-    if constexpr (Cell::kHasC) c_out[j] = cs[j] = static_cast<C>(cv);
-    out[j] = static_cast<T>(hv);
-  }
-}
 
 void forward_step(const CellDesc& cell, const ForwardStep& step) {
   const int64_t s = step.s;
@@ -121,7 +89,7 @@ void forward_step(const CellDesc& cell, const ForwardStep& step) {
             std::fill(out_b, out_b + H, scalar_t(0));
           } else {
             acc_t* c_b = c != nullptr ? c + b * H : nullptr;
-            forward_row<Cell>(cell.act, H, xp + b * G * H, hp + b * G * H,
+            forward_row<Cell>(cell.act, H, H, xp + b * G * H, hp + b * G * H, H,
                               hi + b * P, c_b, c_b,
                               cs != nullptr ? cs + b * H : nullptr, saved,
                               out_b);
@@ -136,42 +104,6 @@ void forward_step(const CellDesc& cell, const ForwardStep& step) {
       });
     });
   });
-}
-
-// One row of the cell backward (an active row of a sequence step, or a row
-// of the cell op), vectorizable as forward_row. dh_later: the gradient
-// reaching h from later steps; carry as in Cell::backward, in place.
-// Dtypes: A of the saved values and the math; T of h and dh_in; C of the
-// cell states, dh_later, the carry and the gate gradients: A in a sequence
-// step, T in the cell op.
-template <typename Cell, typename A, typename T, typename C>
-SK_CPU_KERNEL void backward_row(Activation act, int64_t H, const A* __restrict__ saved,
-                  const T* __restrict__ h_prev, const C* __restrict__ c_prev,
-                  const C* __restrict__ c, const T* __restrict__ dh_in,
-                  const C* __restrict__ dh_later, C* __restrict__ carry,
-                  C* __restrict__ gx, C* __restrict__ gh) {
-  constexpr int G = Cell::kGates, S = Cell::kSaved;
-  constexpr bool kCarry = Cell::kHasC || Cell::kDirectH;
-#pragma GCC ivdep
-  for (int64_t j = 0; j < H; ++j) {
-    A sk[S], dxg[G], dhg[G];
-    for (int k = 0; k < S; ++k) sk[k] = saved[k * H + j];
-    A hp = 0, cp = 0, cv = 0, pc = 0;
-    if constexpr (Cell::kDirectH) hp = static_cast<A>(h_prev[j]);
-    if constexpr (Cell::kHasC) {
-      cp = static_cast<A>(c_prev[j]);
-      cv = static_cast<A>(c[j]);
-    }
-    if constexpr (kCarry) pc = static_cast<A>(carry[j]);
-    Cell::backward(sk, hp, cp, cv,
-                   static_cast<A>(dh_in[j]) + static_cast<A>(dh_later[j]),
-                   act, pc, dxg, dhg);
-    for (int g = 0; g < G; ++g) {
-      gx[g * H + j] = static_cast<C>(dxg[g]);
-      if constexpr (Cell::kSplitGrad) gh[g * H + j] = static_cast<C>(dhg[g]);
-    }
-    if constexpr (kCarry) carry[j] = static_cast<C>(pc);
-  }
 }
 
 void backward_step(const CellDesc& cell, const BackwardStep& step) {
@@ -221,7 +153,7 @@ void backward_step(const CellDesc& cell, const BackwardStep& step) {
             continue;
           }
           backward_row<Cell>(
-              cell.act, H, sv + b * S * H, hp != nullptr ? hp + b * H : nullptr,
+              cell.act, H, H, sv + b * S * H, hp != nullptr ? hp + b * H : nullptr,
               cp != nullptr ? cp + b * H : nullptr,
               cs != nullptr ? cs + b * H : nullptr, dhi + b * H,
               dhc_b != nullptr ? dhc_b : zeros.data(),
@@ -265,7 +197,7 @@ void cell_forward(const CellDesc& cell, const at::Tensor& x_proj,
       at::parallel_for(0, B, row_grain(G, H), [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           scalar_t* cn_b = cn != nullptr ? cn + b * H : nullptr;
-          forward_row<Cell>(cell.act, H, xp + b * G * H, hp + b * G * H,
+          forward_row<Cell>(cell.act, H, H, xp + b * G * H, hp + b * G * H, H,
                             hv != nullptr ? hv + b * H : nullptr,
                             cv != nullptr ? cv + b * H : nullptr, cn_b, cn_b,
                             sv + b * S * H, hn + b * H);
@@ -310,7 +242,7 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
             std::fill(gc_b, gc_b + H, scalar_t(0));
           }
           backward_row<Cell>(
-              cell.act, H, sv + b * S * H, hv != nullptr ? hv + b * H : nullptr,
+              cell.act, H, H, sv + b * S * H, hv != nullptr ? hv + b * H : nullptr,
               cv != nullptr ? cv + b * H : nullptr,
               cn != nullptr ? cn + b * H : nullptr, dh + b * H, zeros.data(),
               gc_b, gx + b * G * H, Cell::kSplitGrad ? gh + b * G * H : nullptr);
@@ -322,9 +254,10 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 
 }  // namespace
 
-extern const SeqSteps kCpuSteps{check_cpu_dtype, forward_step, backward_step,
-                                 /*saved_over_xg=*/true, /*acc_weights=*/true,
-                                 /*forward_seq=*/nullptr, /*backward_seq=*/nullptr};
+extern const SeqSteps kCpuSteps{check_cpu_dtype,  forward_step,
+                                 backward_step,    /*saved_over_xg=*/true,
+                                 /*acc_weights=*/true, cpu_forward_seq,
+                                 cpu_backward_seq, /*seq_by_default=*/true};
 extern const CellKernels kCpuCells{check_cpu_dtype, cell_forward,
                                    cell_backward};
 

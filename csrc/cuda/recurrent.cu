@@ -401,7 +401,8 @@ extern const SeqSteps kCudaSteps{nullptr, forward_step, backward_step,
                                   /*saved_over_xg=*/false,
                                   /*acc_weights=*/false,
                                   cuda_persistent_forward,
-                                  cuda_persistent_backward};
+                                  cuda_persistent_backward,
+                                  /*seq_by_default=*/false};
 extern const CellKernels kCudaCells{nullptr, cell_forward, cell_backward};
 
 }  // namespace seqkernels

@@ -142,12 +142,18 @@ struct SeqBackward {
                            // it is grad_xg)
 };
 
-// The recurrence algorithm that SEQKERNELS_RECURRENCE asks for:
-// "per_step" (default) or "persistent" (opt-in: a backend's whole-sequence
-// kernel where it serves the shape). Python reads the same variable
+// The recurrence algorithm that SEQKERNELS_RECURRENCE asks for: unset,
+// each backend's default (SeqSteps::seq_by_default); "per_step", the
+// per-step kernels everywhere; "persistent", a backend's whole-sequence
+// kernel wherever its rule says it serves the shape (opt-in on the GPU
+// until a GPU run has passed it). Python reads the same variable
 // (recurrence_algorithm in seqkernels/sequence_driver.py).
-enum class Recurrence : int { kPerStep = 0, kPersistent = 1 };
+enum class Recurrence : int { kDefault = 0, kPerStep = 1, kPersistent = 2 };
 Recurrence recurrence_algorithm();
+// A value of SEQKERNELS_RECURRENCE ("default" as unset); anything else is
+// an error naming the variable. recurrence_name is its inverse.
+Recurrence parse_recurrence(const char* name);
+const char* recurrence_name(Recurrence r);
 
 // The per-step functions of a backend.
 struct SeqSteps {
@@ -184,11 +190,16 @@ struct SeqSteps {
   // the storage dtype either way.
   bool acc_weights;
   // The whole recurrence in one kernel (null: the backend has none). The
-  // driver calls them when the persistent algorithm is asked for; they
+  // driver calls them when the persistent algorithm is asked for (or by
+  // default, seq_by_default); they
   // return false, having written nothing, where the kernel does not serve
   // the shape (the backend's documented rule), and the steps run instead.
   bool (*forward_seq)(const CellDesc& cell, const SeqForward& seq);
   bool (*backward_seq)(const CellDesc& cell, const SeqBackward& seq);
+  // Whether the driver offers forward_seq and backward_seq the loop when
+  // SEQKERNELS_RECURRENCE is unset too (the CPU's, whose kernel runs in
+  // CI), not only when "persistent" asks for them.
+  bool seq_by_default;
 };
 
 // The sequence driver. Returns (y, h_n, c_n, saved, cs, ms).

@@ -1,0 +1,94 @@
+// The pointwise cell math of one row of a step on the CPU, forward and
+// backward: shared by the per-step kernels and the cell ops
+// (csrc/cpu/recurrent.cpp) and the persistent recurrence
+// (csrc/cpu/persistent_recurrence.cpp), so that all of them run the same
+// arithmetic.
+//
+// A row holds n hidden units; the gate blocks of a unit's values (xg, hg,
+// saved, gx, gh) lie ld apart (H for a whole row, as in the step tensors;
+// a block of units of a row passes n < ld; forward_row's hg has its own
+// stride ldh). Each loop runs over the units
+// with plain unit-stride accesses and no branches, so that the compiler
+// vectorizes it (cell_math.h's float exp and tanh come from cpu_math.h),
+// compiled per instruction set (cpu_isa.h). A caller compiled with
+// SK_CPU_KERNEL calls the copy of its own instruction set directly.
+#pragma once
+
+#include <cstdint>
+
+#include "seqkernels/cell_math.h"
+#include "seqkernels/cpu_isa.h"
+
+namespace seqkernels {
+namespace {  // each file gets its own copies (target_clones resolvers)
+
+// The cell forward of one row. c_in, c_out and cs (kHasC) may be the same
+// row, and so may xg and saved (SeqSteps::saved_over_xg): each unit reads
+// c_in and xg before it writes the others, and ivdep says no other unit's
+// values are involved.
+// Dtypes: A, the accumulation dtype, of the pre-activations, the saved
+// values and the math; T, the storage dtype, of h; C, of the cell state:
+// A in a sequence step, T in the cell op.
+template <typename Cell, typename A, typename T, typename C>
+SK_CPU_KERNEL void forward_row(Activation act, int64_t n, int64_t ld,
+                               const A* xg, const A* __restrict__ hg,
+                               int64_t ldh,
+                               const T* __restrict__ h_prev, const C* c_in,
+                               C* c_out, C* cs, A* saved,
+                               T* __restrict__ out) {
+  constexpr int G = Cell::kGates, S = Cell::kSaved;
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; ++j) {
+    A x[G], h[G], sk[S];
+    for (int g = 0; g < G; ++g) {
+      x[g] = xg[g * ld + j];
+      h[g] = hg[g * ldh + j];
+    }
+    A hp = 0, cv = 0, hv;
+    if constexpr (Cell::kDirectH) hp = static_cast<A>(h_prev[j]);
+    if constexpr (Cell::kHasC) cv = static_cast<A>(c_in[j]);
+    Cell::forward(x, h, hp, act, cv, sk, hv);
+    for (int k = 0; k < S; ++k) saved[k * ld + j] = sk[k];
+    if constexpr (Cell::kHasC) c_out[j] = cs[j] = static_cast<C>(cv);
+    out[j] = static_cast<T>(hv);
+  }
+}
+
+// The cell backward of one row. dh_later: the gradient reaching h from
+// later steps; carry as in Cell::backward, in place.
+// Dtypes: A of the saved values and the math; T of h and dh_in; C of the
+// cell states, dh_later, the carry and the gate gradients: A in a sequence
+// step, T in the cell op.
+template <typename Cell, typename A, typename T, typename C>
+SK_CPU_KERNEL void backward_row(
+    Activation act, int64_t n, int64_t ld, const A* __restrict__ saved,
+    const T* __restrict__ h_prev, const C* __restrict__ c_prev,
+    const C* __restrict__ c, const T* __restrict__ dh_in,
+    const C* __restrict__ dh_later, C* __restrict__ carry,
+    C* __restrict__ gx, C* __restrict__ gh) {
+  constexpr int G = Cell::kGates, S = Cell::kSaved;
+  constexpr bool kCarry = Cell::kHasC || Cell::kDirectH;
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; ++j) {
+    A sk[S], dxg[G], dhg[G];
+    for (int k = 0; k < S; ++k) sk[k] = saved[k * ld + j];
+    A hp = 0, cp = 0, cv = 0, pc = 0;
+    if constexpr (Cell::kDirectH) hp = static_cast<A>(h_prev[j]);
+    if constexpr (Cell::kHasC) {
+      cp = static_cast<A>(c_prev[j]);
+      cv = static_cast<A>(c[j]);
+    }
+    if constexpr (kCarry) pc = static_cast<A>(carry[j]);
+    Cell::backward(sk, hp, cp, cv,
+                   static_cast<A>(dh_in[j]) + static_cast<A>(dh_later[j]),
+                   act, pc, dxg, dhg);
+    for (int g = 0; g < G; ++g) {
+      gx[g * ld + j] = static_cast<C>(dxg[g]);
+      if constexpr (Cell::kSplitGrad) gh[g * ld + j] = static_cast<C>(dhg[g]);
+    }
+    if constexpr (kCarry) carry[j] = static_cast<C>(pc);
+  }
+}
+
+}  // namespace
+}  // namespace seqkernels
