@@ -1,10 +1,22 @@
-// The _C functions of the persistent recurrence: its plan (for
-// seqkernels.explain and the tests), the CUDA device's limits, the
-// recurrence algorithm asked for, and _C.emulated, the sequence ops on the
-// CPU with the persistent kernels in the host emulation (tests only).
+// The _C functions of the persistent recurrence: the plans of the GPU's and
+// the CPU's kernels (for seqkernels.explain and the tests), the CUDA
+// device's limits, the recurrence algorithm asked for, and for the tests
+// the CPU kernel's run count, a trace of its thread protocol and
+// _C.emulated, the sequence ops on the CPU with the persistent GPU kernels
+// in the host emulation.
 #include <torch/python.h>
 
+#include <pybind11/stl.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 #include "seqkernels/cpu_persistent.h"
+#include "seqkernels/cpu_step_team.h"
 #include "seqkernels/emulation.h"
 
 namespace seqkernels {
@@ -67,6 +79,33 @@ void bind_persistent(py::module_& m) {
       "recurrence runs a layer (cell kind, batch B, hidden size H, storage "
       "dtype) for the recurrence algorithm asked for; the rule of "
       "cpu_persistent_plan in csrc/include/seqkernels/cpu_persistent.h.");
+  m.def(
+      "cpu_step_team_trace",
+      [](int64_t steps, int64_t tasks, int threads, int64_t slow_task,
+         int64_t sleep_us) {
+        // Each call's (task, step, start, end, thread): start and end from
+        // one counter, so that the order of calls can be checked.
+        std::mutex lock;
+        std::atomic<int64_t> clock{0};
+        std::vector<std::array<int64_t, 5>> calls;
+        run_steps(steps, tasks, threads, [&](int64_t t, int64_t i) {
+          const int64_t start = clock++;
+          if (t == slow_task) {
+            std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+          }
+          const int64_t end = clock++;
+          const std::lock_guard<std::mutex> guard(lock);
+          calls.push_back({t, i, start, end,
+                           static_cast<int64_t>(at::get_thread_num())});
+        });
+        return calls;
+      },
+      py::arg("steps"), py::arg("tasks"), py::arg("threads"),
+      py::arg("slow_task"), py::arg("sleep_us"),
+      "Runs cpu_step_team.h's run_steps with a function that records each "
+      "call as (task, step, start, end, thread) and sleeps sleep_us in task "
+      "slow_task (whose owner's other tasks the waiting threads then take "
+      "over): test infrastructure.");
   m.def("cpu_persistent_runs", &cpu_persistent_runs,
         "How many forward and backward recurrences the CPU's persistent "
         "kernel has run in this process (tests count them).");

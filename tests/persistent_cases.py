@@ -30,9 +30,9 @@ SHAPES = {
 }
 
 # The CPU kernel's own (test_persistent_cpu.py): "chunks" runs the products
-# over two chunks of k (H = 136 > 128) and of n (4H = 544 > 512), with a
-# last block of 8 units and two groups of rows (B = 45 > 30 LSTM rows, 40
-# GRU rows); "many_rows" two groups of the RNN's 24-row register blocks.
+# over chunks of k (H = 136: two or three chunks of at most 128) and of n
+# (4H = 544), with a last block of 8 units; "many_rows" over groups of rows
+# (B = 130: three groups of at most 64) ending in partial register blocks.
 CPU_SHAPES = {
     "chunks": (3, 45, 4, 136, None),
     "many_rows": (2, 130, 3, 20, [2] * 64 + [1] * 66),

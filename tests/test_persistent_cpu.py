@@ -84,6 +84,27 @@ def test_results_do_not_depend_on_threads(persistent, op):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("threads,slow", [(1, -1), (2, -1), (2, 5)])
+def test_step_team_runs_each_task_once_in_step_order(threads, slow):
+    """cpu_step_team.h's protocol: every task once per step, each call of a
+    step after every call of the step before has returned; with task 5
+    slow (20 ms), its owner's later tasks 6 and 7 are taken over by the
+    other thread in some step."""
+    steps, tasks = 3, 8
+    calls = _C.cpu_step_team_trace(steps, tasks, threads, slow, 20000)
+    assert sorted((t, i) for t, i, *_ in calls) == sorted(
+        (t, i) for t in range(tasks) for i in range(steps))
+    last_end = {i: max(c[3] for c in calls if c[1] == i) for i in range(steps)}
+    for t, i, start, end, _ in calls:
+        assert start < end
+        if i > 0:
+            assert start > last_end[i - 1], (t, i)
+    if slow >= 0 and torch.get_num_threads() >= 2:
+        thread = {(t, i): th for t, i, _, _, th in calls}
+        assert any(thread[slow, i] != thread[t, i]
+                   for i in range(steps) for t in (6, 7))
+
+
 @pytest.mark.parametrize("B,H,runs", [(64, 512, 2), (128, 512, 0)])
 def test_default_rule_both_sides(monkeypatch, B, H, runs):
     """By default the kernel runs below B = 128 or H = 512 and the per-step

@@ -75,12 +75,20 @@ constexpr int forward_rows(int G, int U) {
 }
 constexpr int kBackwardRows = 8;
 constexpr int kMaxRows = 24;
-// The products run over k (n in the backward) in chunks whose weights stay
-// in L1 (48 KB on the development machine: 128 x 4 gates x 16 units of
-// float32 is 32 KB) while every row block of a group uses them; a group
-// holds at most kGroupBlocks register blocks of rows.
-constexpr int64_t kChunk = 128;
-constexpr int64_t kGroupBlocks = 5;
+// A task runs its rows in groups of at most kGroupRows (whole register
+// blocks), and the products of a group over k (n in the backward) in chunks
+// whose weights and operand rows fit L1 together (kL1Floats: 32 KB of the
+// 48 KB of the development machine), so that each chunk of weights comes
+// from L2 once per group and the group's rows reuse it from L1.
+constexpr int64_t kGroupRows = 64;
+constexpr int64_t kL1Floats = 8192;
+
+// The chunk of k for a group of `rows` rows whose weights take `per_k`
+// floats per k: a multiple of 8, at least 8.
+int64_t chunk(int64_t per_k, int64_t rows) {
+  return std::max<int64_t>(8, kL1Floats / (per_k + rows) / 8 * 8);
+}
+
 // The rule's numbers (cpu_persistent_plan).
 constexpr int64_t kPerStepBatch = 128, kPerStepHidden = 512;
 constexpr int64_t kThreadWork = 16384;
@@ -244,11 +252,13 @@ struct ForwardJob {
     T* h_out = h[(s + 1) % 2];
     const float* hf_in = hf[s % 2];
     float* hf_out = hf[(s + 1) % 2];
-    float hg[kGroupBlocks * R * G * U];
-    for (int64_t g0 = r0; g0 < r1; g0 += kGroupBlocks * R) {
-      const int64_t g1 = std::min(r1, g0 + kGroupBlocks * R);
-      for (int64_t k0 = 0; k0 < H; k0 += kChunk) {
-        const int64_t kc = std::min(kChunk, H - k0);
+    constexpr int64_t kRows = std::max<int64_t>(R, kGroupRows / R * R);
+    float hg[kRows * G * U];
+    for (int64_t g0 = r0; g0 < r1; g0 += kRows) {
+      const int64_t g1 = std::min(r1, g0 + kRows);
+      const int64_t step_k = chunk(G * U, g1 - g0);
+      for (int64_t k0 = 0; k0 < H; k0 += step_k) {
+        const int64_t kc = std::min(step_k, H - k0);
         for (int64_t b = g0; b < g1; b += R) {
           products[std::min<int64_t>(R, g1 - b) - 1](
               kc, w + (u * H + k0) * G * U,
@@ -314,13 +324,15 @@ struct BackwardJob {
     const int64_t n = std::min<int64_t>(U, H - j0);
     const int64_t r0 = task / sp.blocks * sp.chunk_rows;
     const int64_t r1 = std::min(B, r0 + sp.chunk_rows);
-    float prod[kGroupBlocks * R * U];
+    constexpr int64_t kRows = std::max<int64_t>(R, kGroupRows / R * R);
+    float prod[kRows * U];
     const int64_t N = G * H;
-    for (int64_t g0 = r0; g0 < r1; g0 += kGroupBlocks * R) {
-      const int64_t g1 = std::min(r1, g0 + kGroupBlocks * R);
+    for (int64_t g0 = r0; g0 < r1; g0 += kRows) {
+      const int64_t g1 = std::min(r1, g0 + kRows);
+      const int64_t step_n = chunk(U, g1 - g0);
       if (s + 1 < steps) {
-        for (int64_t n0 = 0; n0 < N; n0 += 4 * kChunk) {
-          const int64_t nc = std::min(4 * kChunk, N - n0);
+        for (int64_t n0 = 0; n0 < N; n0 += step_n) {
+          const int64_t nc = std::min(step_n, N - n0);
           for (int64_t b = g0; b < g1; b += R) {
             products[std::min<int64_t>(R, g1 - b) - 1](
                 nc, wt + (u * N + n0) * U, gh + ((s + 1) * B + b) * N + n0,
