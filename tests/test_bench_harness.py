@@ -134,7 +134,8 @@ def test_wrong_kernel_is_marked(tmp_path, monkeypatch):
     rows = report.read_csv(tmp_path / "results.csv")
     ours = [r for r in rows if r["provider"] == "seqkernels-cpu"]
     assert all(r["check"].startswith("MISMATCH") for r in ours)
-    assert "seqkernels-cpu float32 WRONG" in (tmp_path / "table.md").read_text()
+    assert "seqkernels-cpu float32 [persistent] WRONG" in (
+        tmp_path / "table.md").read_text()
 
 
 def test_runner_modes():
