@@ -1,20 +1,25 @@
-"""GRU and vanilla-RNN benchmarks: target row L7 (the L1 shape, against
-cuDNN's nn.GRU and nn.RNN).
+"""GRU and vanilla-RNN benchmarks: target rows L7 (the L1 shape, against
+cuDNN's nn.GRU and nn.RNN) and C1 (the CPU grid, against torch's CPU
+kernels).
 
 Providers (``provider`` column)
     seqkernels-<backend>   seqkernels.GRU / seqkernels.RNN with backend=
                            cuda, triton, auto (CUDA) or cpu, auto (CPU),
-                           asking for the per-step recurrence.
+                           running the backend's default recurrence.
     seqkernels-<backend>-persistent
                            the same with backend= cuda or triton and the
                            persistent recurrence asked for (GPU; plan.py).
+    seqkernels-cpu-per-step
+                           the same with backend=cpu and the per-step
+                           recurrence asked for (CPU; plan.py).
     torch-nn-gru           torch.nn.GRU: cuDNN on GPU (bf16 and fp16),
                            torch's own kernels on CPU.
     torch-nn-rnn           torch.nn.RNN (tanh), likewise.
 
 Configurations: L7 on GPU (B=16, I=H=768, T=1024, bf16, fwd and fwd+bwd,
-one per cell), and one small float32 row per cell on CPU, so the CPU job
-runs the same code. ``configs(device, full)`` lists them.
+one per cell), and on CPU the GRU and RNN cells of the CPU grid (target C1,
+``grid-gru-B<B>-H<H>``, ``grid-rnn-B<B>-H<H>``; float32, fwd and fwd+bwd).
+``configs(device, full)`` lists them.
 
 Work counts: a GRU layer's forward does 2*tokens*3H*(I + H) FLOPs, a vanilla
 RNN's 2*tokens*H*(I + H) (tokens = T*B); the backward about twice that.
@@ -35,11 +40,19 @@ from .plan import (
     seqkernels_jobs,
     seqkernels_provider,
 )
-from .targets import Pairing
+from .targets import (
+    CPU_GRID,
+    CPU_GRID_MODES,
+    CPU_GRID_TARGET,
+    Pairing,
+    grid_name,
+    grid_pairings,
+)
 
 KERNEL = "gru_rnn"
 SEED = 0
 GATES = {"gru": 3, "rnn": 1}      # gate blocks in the weights, per cell
+CELLS = tuple(GATES)
 
 
 @dataclass(frozen=True)
@@ -72,9 +85,9 @@ def configs(device: torch.device, full: bool) -> list[Config]:
         l1 = dict(B=16, I=768, H=768, T=1024, modes=("fwd", "fwd+bwd"),
                   target="L7")
         return [Config("L7-gru", "gru", **l1), Config("L7-rnn", "rnn", **l1)]
-    small = dict(B=8, I=64, H=64, T=32, modes=("fwd+bwd", "fwd"))
-    return [Config("gru-cpu", "gru", **small),
-            Config("rnn-cpu", "rnn", **small)]
+    return [Config(grid_name(cell, B, H), cell, B=B, H=H, T=T,
+                   modes=CPU_GRID_MODES, target=CPU_GRID_TARGET)
+            for cell in CELLS for B, H, T in CPU_GRID]
 
 
 def plan(device: torch.device, config_list: Sequence[Config], *,
@@ -85,7 +98,7 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
     jobs = []
     for cfg in config_list:
         jobs += seqkernels_jobs(cfg, device, "seqkernels-", low,
-                                persistent=True)
+                                recurrent=True)
         for dt in anchor_dtypes:
             jobs.append(Job(cfg, f"torch-nn-{cfg.cell}", dt))
     return jobs
@@ -150,4 +163,5 @@ def pointwise_bytes(cfg: Config, mode: str, dtype: torch.dtype) -> float:
 PAIRINGS = tuple(
     Pairing("L7", f"{cell.upper()} layer B=16 I=H=768 T=1024, {mode}", mode,
             f"L7-{cell}", f"L7-{cell}", f"torch-nn-{cell}", ">= 1.0x", 1.0)
-    for cell in ("gru", "rnn") for mode in ("fwd", "fwd+bwd"))
+    for cell in CELLS for mode in ("fwd", "fwd+bwd")) + tuple(
+    p for cell in CELLS for p in grid_pairings(cell, f"torch-nn-{cell}"))

@@ -5,12 +5,17 @@ Providers (``provider`` column)
                            backend= cuda, triton, auto (CUDA) or cpu, auto
                            (CPU). Triton is not run on CPU: the interpreter is
                            a test tool, not a benchmark. The sequence rows
-                           ask for the per-step recurrence.
+                           run the backend's default recurrence (the
+                           persistent kernel on the CPU where its rule says
+                           so, per-step on the GPU).
     seqkernels-<backend>-persistent
                            seqkernels.LSTM with backend= cuda or triton and
                            the persistent recurrence asked for (sequence
                            rows on the GPU; plan.py says how, and what the
                            ``algorithm`` column holds).
+    seqkernels-cpu-per-step
+                           seqkernels.LSTM with backend=cpu and the per-step
+                           recurrence asked for (sequence rows on the CPU).
     torch-nn-lstm          torch.nn.LSTM: cuDNN on GPU (bf16, and fp16 for
                            the anchor rows), torch's own kernels on CPU.
     torch-lstmcell-loop    torch.nn.LSTMCell stepped in a Python loop over T
@@ -30,9 +35,12 @@ Providers (``provider`` column)
     flashrnn-cuda_fused    FlashRNN's fused CUDA LSTM (flashrnn_anchor.py),
                            at L1 and L2 (target F1).
 
-Configurations: the LSTM target rows L1..L6 (targets.py; bf16 on GPU),
-the CPU target row (float32), and sweeps over batch and hidden size.
-``configs(device, full)`` lists them; run.py filters and times them.
+Configurations: the LSTM target rows L1..L6 (targets.py; bf16 on GPU) and
+sweeps over batch and hidden size on the GPU; on the CPU (float32) the LSTM
+cells of the CPU grid (target C1, ``grid-lstm-B<B>-H<H>``; its B=32 H=256
+cell is also the CPU target row), and with --full a cell step, its
+pointwise part and sweeps. ``configs(device, full)`` lists them; run.py
+filters and times them.
 
 Work counts: an LSTM layer-direction's forward does 2*tokens*4H*(I_l + P)
 FLOPs (+ 2*tokens*H*P for a projection), tokens = T*B, or the sum of the
@@ -60,7 +68,14 @@ from .plan import (
     seqkernels_jobs,
     seqkernels_provider,
 )
-from .targets import Pairing
+from .targets import (
+    CPU_GRID,
+    CPU_GRID_MODES,
+    CPU_GRID_TARGET,
+    Pairing,
+    grid_name,
+    grid_pairings,
+)
 
 KERNEL = "lstm"
 SEED = 0
@@ -122,6 +137,7 @@ def _sweep(name: str, values: Sequence[int], **fixed) -> list[Config]:
 
 
 CORE = ("seqkernels", "torch-nn-lstm")  # providers of sweep points
+CPU_ROW = (32, 256)     # (B, H) of the CPU target row, a cell of the grid
 
 
 def configs(device: torch.device, full: bool) -> list[Config]:
@@ -151,16 +167,19 @@ def configs(device: torch.device, full: bool) -> list[Config]:
             rows += _sweep("hidden", (128, 256, 512, 768, 1024, 1536, 2048),
                            B=16, T=256, seq_providers=CORE)
         return rows
-    cpu = Config("CPU", B=32, I=256, H=256, T=128, target="CPU",
-                 modes=("fwd+bwd", "fwd", "bwd") if full else ("fwd+bwd", "fwd"))
+    # The grid cell of the CPU target row serves both ids, with that row's
+    # anchors (every one); the other cells are set beside nn.LSTM alone.
+    grid = [Config(grid_name("lstm", B, H), B=B, H=H, T=T,
+                   modes=CPU_GRID_MODES,
+                   target=(f"{CPU_GRID_TARGET}/CPU" if (B, H) == CPU_ROW
+                           else CPU_GRID_TARGET),
+                   seq_providers=None if (B, H) == CPU_ROW else CORE)
+            for B, H, T in CPU_GRID]
     if not full:
-        return ([cpu]
-                + _sweep("batch", (1, 8, 32), H=64, T=32, seq_providers=CORE)
-                + _sweep("hidden", (32, 64, 128), B=8, T=32,
-                         seq_providers=CORE))
-    return ([cpu,
-             Config("cell-cpu", kind="cell", B=256, I=256, H=256),
-             Config("pointwise-cpu", kind="pointwise", B=256, H=256)]
+        return grid
+    return (grid
+            + [Config("cell-cpu", kind="cell", B=256, I=256, H=256),
+               Config("pointwise-cpu", kind="pointwise", B=256, H=256)]
             + _sweep("batch", (1, 4, 16, 64, 256), H=256, T=64,
                      seq_providers=CORE)
             + _sweep("hidden", (64, 128, 256, 512, 1024), B=16, T=64,
@@ -180,7 +199,7 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
     jobs = []
     for cfg in config_list:
         jobs += seqkernels_jobs(cfg, device, "seqkernels-", low,
-                                persistent=cfg.kind == "seq")
+                                recurrent=cfg.kind == "seq")
         sweep_point = cfg.sweep != ""
         if cfg.kind == "seq":
             for dt in ((low,) if sweep_point else anchor_dtypes):
@@ -557,8 +576,11 @@ PAIRINGS = (
     Pairing("L6", "pointwise part, vs torch's fused cell", "fwd+bwd",
             "L6-pointwise", "L6-pointwise", "torch-fused-cell",
             "(comparison)", None),
-    Pairing("CPU", "CPU B=32 I=H=256 T=128, fwd+bwd, fp32", "fwd+bwd", "CPU",
-            "CPU", "torch-nn-lstm", ">= 1.0x", 1.0),
-    Pairing("CPU", "same, fwd", "fwd", "CPU", "CPU", "torch-nn-lstm",
-            "(for reference)", None),
+    Pairing("CPU", "CPU B=32 I=H=256 T=128, fwd+bwd, fp32", "fwd+bwd",
+            grid_name("lstm", *CPU_ROW), grid_name("lstm", *CPU_ROW),
+            "torch-nn-lstm", ">= 1.0x", 1.0),
+    Pairing("CPU", "same, fwd", "fwd", grid_name("lstm", *CPU_ROW),
+            grid_name("lstm", *CPU_ROW), "torch-nn-lstm", "(for reference)",
+            None),
+    *grid_pairings("lstm", "torch-nn-lstm"),
 )

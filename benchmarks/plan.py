@@ -7,29 +7,44 @@ run in bfloat16 and also in float16, cuDNN's fastest; float32 on the CPU.
 
 Recurrence algorithms: seqkernels runs a recurrent layer either step by step
 (``per_step``, one fused launch per time step) or in one persistent kernel
-per layer (``persistent``, opt-in), as ``SEQKERNELS_RECURRENCE`` says at each
-call. The recurrent providers name the algorithm they ask for:
-``seqkernels-<backend>`` asks for per_step, ``seqkernels-<backend>-persistent``
-(cuda and triton, on the GPU) for persistent, and each sets the variable
-around its calls (:func:`recurrent_case`), so a value exported in the shell
-cannot relabel a row. A backend takes the persistent kernel only where its
-rule says the kernel serves the shape, else the per-step kernels: which one
-ran goes into the ``algorithm`` column, from ``seqkernels.explain`` (the
-backends' own rules).
+per layer (``persistent``), as ``SEQKERNELS_RECURRENCE`` says at each call:
+``default`` leaves the choice to the backend (on ``cpu`` the persistent
+kernel where its rule says it is faster, on cuda and triton the per-step
+kernels). The recurrent providers name the algorithm they ask for:
+``seqkernels-<backend>`` the backend's default (what a user gets),
+``seqkernels-<backend>-persistent`` (cuda and triton, on the GPU) the
+persistent kernel, ``seqkernels-cpu-per-step`` (on the CPU) the per-step
+kernels, so that each device's table shows both algorithms. Each sets the
+variable around its calls (:func:`recurrent_case`), so a value exported in
+the shell cannot relabel a row. A backend takes the persistent kernel only
+where its rule says the kernel serves the shape, else the per-step kernels:
+which one ran goes into the ``algorithm`` column, from ``seqkernels.explain``
+(the backends' own rules), with the rule's reason where the default ran the
+per-step kernels (:func:`algorithm_column`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .cases import Case
 
+if TYPE_CHECKING:  # seqkernels is imported by its providers only (lstm.build)
+    from seqkernels.explain import Explanation
+
 RECURRENCE_ENV = "SEQKERNELS_RECURRENCE"
-PERSISTENT_SUFFIX = "-persistent"
-PERSISTENT_BACKENDS = ("cuda", "triton")
+# Provider-name suffix -> (the recurrence algorithm it asks for, the
+# backends that get such a provider: the algorithm that is not already
+# their default). No suffix asks for the backend's default.
+ALGORITHM_SUFFIXES = {
+    "-persistent": ("persistent", ("cuda", "triton")),
+    "-per-step": ("per_step", ("cpu",)),
+}
+
 
 @dataclass
 class Job:
@@ -59,12 +74,13 @@ def recurrent_dtypes(device: torch.device):
 
 def seqkernels_jobs(config: object, device: torch.device, prefix: str,
                     dtype: torch.dtype, extra: Sequence[str] = (),
-                    persistent: bool = False) -> list[Job]:
+                    recurrent: bool = False) -> list[Job]:
     """A job per seqkernels backend the device can serve (plus ``extra``
-    backends), named ``prefix + backend``, and with ``persistent`` (a
-    recurrent configuration on the GPU) one per persistent-capable backend,
-    named ``prefix + backend + "-persistent"``; a backend this build or
-    machine lacks is listed as skipped, with the reason."""
+    backends), named ``prefix + backend`` (the backend's default recurrence
+    algorithm), and for a ``recurrent`` configuration one more per backend
+    of ``ALGORITHM_SUFFIXES``, named ``prefix + backend + suffix``, that
+    asks for the other algorithm; a backend this build or machine lacks is
+    listed as skipped, with the reason."""
     from seqkernels import _backend
     cuda = device.type == "cuda"
     backends = (["cuda", "triton", "auto"] if cuda
@@ -77,20 +93,35 @@ def seqkernels_jobs(config: object, device: torch.device, prefix: str,
         if b == "triton" and not _backend.TRITON_INSTALLED:
             skip = "triton is not installed"
         jobs.append(Job(config, prefix + b, dtype, skip))
-        if persistent and cuda and b in PERSISTENT_BACKENDS:
-            jobs.append(Job(config, prefix + b + PERSISTENT_SUFFIX, dtype,
-                            skip))
+        if recurrent:
+            jobs += [Job(config, prefix + b + suffix, dtype, skip)
+                     for suffix, (_, served) in ALGORITHM_SUFFIXES.items()
+                     if b in served]
     return jobs
 
 
 def seqkernels_provider(provider: str) -> tuple[str, str]:
     """``(backend, recurrence algorithm)`` of a seqkernels provider:
-    ``seqkernels-cuda`` -> ``("cuda", "per_step")``,
-    ``seqkernels-triton-persistent`` -> ``("triton", "persistent")``."""
+    ``seqkernels-cuda`` -> ``("cuda", "default")``,
+    ``seqkernels-triton-persistent`` -> ``("triton", "persistent")``,
+    ``seqkernels-cpu-per-step`` -> ``("cpu", "per_step")``."""
     name = provider.split("-", 1)[1]
-    if name.endswith(PERSISTENT_SUFFIX):
-        return name[:-len(PERSISTENT_SUFFIX)], "persistent"
-    return name, "per_step"
+    for suffix, (algorithm, _) in ALGORITHM_SUFFIXES.items():
+        if name.endswith(suffix):
+            return name[:-len(suffix)], algorithm
+    return name, "default"
+
+
+def algorithm_column(explanation: Explanation, algorithm: str) -> str:
+    """The ``algorithm`` column of a run that asked for ``algorithm``:
+    ``explanation.summary()`` (seqkernels.explain's), and where the default
+    ran the per-step kernels, the rule's reason too (the summary gives a
+    reason only where the persistent kernel was asked for and declined),
+    so a row says why its backend chose as it did."""
+    summary = explanation.summary()
+    if algorithm == "default" and summary == "per_step":
+        return f"per_step ({explanation.layers[0].reason})"
+    return summary
 
 
 def recurrent_case(case: Case, provider: str, module: torch.nn.Module,
@@ -100,8 +131,8 @@ def recurrent_case(case: Case, provider: str, module: torch.nn.Module,
     column from ``seqkernels.explain(module, input)`` for that algorithm
     (module docstring)."""
     import seqkernels
-    backend, algorithm = seqkernels_provider(provider)
+    algorithm = seqkernels_provider(provider)[1]
     case.env[RECURRENCE_ENV] = algorithm
-    case.algorithm = lambda: seqkernels.explain(
-        module, input, recurrence=algorithm).summary()
+    case.algorithm = lambda: algorithm_column(
+        seqkernels.explain(module, input, recurrence=algorithm), algorithm)
     return case

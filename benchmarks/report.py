@@ -18,6 +18,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+if __package__ in (None, ""):  # run as a script: report.py results.csv
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.targets import CPU_GRID_TARGET
+
 COLUMNS = (
     "kernel", "provider", "mode", "config", "target", "shape", "dtype",
     "algorithm", "median_ms", "p20_ms", "p80_ms", "reps", "flops", "tflops", "bytes",
@@ -98,10 +103,15 @@ def _ms(value) -> str:
 
 
 def _label(row: dict) -> str:
-    """Provider and dtype, and the algorithm where it is not the default
-    (per_step) one."""
+    """Provider and dtype, and the algorithm where it is news: the
+    persistent kernel, or its being declined where it was asked for. The
+    per-step kernels asked for, or chosen by a backend's default (the
+    reason is in the ``algorithm`` column), are left unmarked, so the GPU's
+    default rows stay short."""
     algorithm = row.get("algorithm", "")
-    extra = f" [{algorithm}]" if algorithm not in ("", "per_step") else ""
+    plain = (algorithm == "" or algorithm.startswith("per_step")
+             and "persistent declined" not in algorithm)
+    extra = "" if plain else f" [{algorithm}]"
     return f"{row['provider']} {row['dtype']}{extra}"
 
 
@@ -185,8 +195,7 @@ def target_table(rows: Sequence[dict], pairings: Iterable) -> str:
                         " WRONG" if _wrong(anchor) else "")
                     a_ms = (_ms(anchor["median_ms"]) if _ok(anchor)
                             else anchor["status"])
-                    ratio = (num(anchor["median_ms"]) / num(ours["median_ms"])
-                             if _ok(anchor) and _ok(ours) else math.nan)
+                    ratio = time_ratio(ours, anchor)
                 met = ""
                 if p.threshold is not None and not math.isnan(ratio):
                     met = "yes" if ratio >= p.threshold else "no"
@@ -200,6 +209,46 @@ def target_table(rows: Sequence[dict], pairings: Iterable) -> str:
     if len(lines) == 2:
         lines.append("| - | no target row was run | | | | | | | |")
     return "\n".join(lines)
+
+
+def time_ratio(ours: dict, anchor: dict) -> float:
+    """anchor time / ours (higher is better), NaN unless both ran."""
+    if not (_ok(ours) and _ok(anchor)):
+        return math.nan
+    return num(anchor["median_ms"]) / num(ours["median_ms"])
+
+
+def grid_worst_line(rows: Sequence[dict], pairings: Iterable,
+                    provider: str = "seqkernels-cpu") -> str:
+    """One line with the worst ratio of ``provider`` over the CPU grid
+    (target C1: every cell >= 1.0x torch), the table's anchor time / ours,
+    and the row and mode it is at; "" where no grid row of ``provider``
+    was run (a GPU run, or a run without the grid)."""
+    grid = [p for p in pairings if p.target == CPU_GRID_TARGET]
+    found, ratios = 0, []
+    for p in grid:
+        ours = [r for r in rows if r["config"] == p.ours_config
+                and r["mode"] == p.mode and r["provider"] == provider
+                and r["status"] != "skipped"]
+        for o in ours:
+            found += 1
+            for anchor in [r for r in rows if r["config"] == p.anchor_config
+                           and r["mode"] == p.mode
+                           and r["provider"] == p.anchor_provider]:
+                ratio = time_ratio(o, anchor)
+                if not math.isnan(ratio):
+                    ratios.append((ratio, _wrong(o), p.ours_config, p.mode))
+    if not found:
+        return ""
+    head = f"CPU grid (issue 15, {CPU_GRID_TARGET}): "
+    if not ratios:
+        return head + f"no {provider} / torch.nn ratio (no cell ran)"
+    ratio, wrong, config, mode = min(ratios)
+    lacking = (f"; {len(grid) - len(ratios)} of {len(grid)} cells without "
+               "a ratio" if len(ratios) < len(grid) else "")
+    return (f"{head}worst {provider} / torch.nn ratio {ratio:.2f}x at "
+            f"{config} {mode}{' (WRONG)' if wrong else ''} "
+            f"(torch time / ours, over {len(ratios)} cells{lacking})")
 
 
 def _pct(frac: float) -> str:
@@ -237,10 +286,12 @@ def markdown(rows: Sequence[dict], pairings: Iterable) -> str:
         env = (f"{first['device']}; torch {first['torch']}, triton "
                f"{first['triton']}, CUDA {first['cuda']}; commit "
                f"{first['commit']}; {first['date']}")
+    pairings = list(pairings)
+    worst = grid_worst_line(rows, pairings)
     return "\n\n".join([
         "# seqkernels benchmarks", env, ceilings_line(rows),
         "## Targets (anchor/ours: higher is better)",
-        target_table(rows, pairings),
+        target_table(rows, pairings), *([worst] if worst else []),
         "## All measurements", all_rows_table(rows), ""])
 
 
@@ -298,8 +349,7 @@ def plot_sweeps(rows: Sequence[dict], out_dir: Path) -> list[Path]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Redraw table.md and the plots of the latest run in a results CSV."""
     import argparse
-    if __package__ in (None, ""):
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
     # Imported here, not at the top: the CSV and table functions above need
     # neither torch nor the kernel modules.
     from benchmarks.kernels import KERNELS, pairings

@@ -9,9 +9,10 @@ timed; results.csv, table.md and plots written into the output folder.
 Kernels: ``lstm`` (lstm.py), ``gru_rnn`` (gru_rnn.py), ``attention``
 (attention.py) and ``seq2seq`` (seq2seq.py: the examples' training steps),
 all by default. Defaults: --quick on a machine without a
-GPU (the CPU target row, tiny sweeps, small GRU/RNN and attention rows,
-about two minutes on two cores), --full with a GPU (the target rows, listed
-in targets.py, and the sweeps). The families take turns, a
+GPU (the CPU grid of target C1 for LSTM, GRU and RNN, small attention rows
+and the examples' training steps, about two minutes on two cores; the run
+ends with the grid's worst ratio, ``report.grid_worst_line``), --full with
+a GPU (the target rows, listed in targets.py, and the sweeps). The families take turns, a
 configuration each (``job_order``), so a run cut by --time-limit still
 covers all of them. A recurrent seqkernels provider's rows say which recurrence
 algorithm ran (the ``algorithm`` column; plan.py). Each provider runs inside
@@ -414,13 +415,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   providers=providers, time_limit_s=args.time_limit)
     elapsed = time.perf_counter() - start
 
-    print(report.ceilings_line(report.latest_run(
-        report.read_csv(args.out / "results.csv"))))
+    rows = report.latest_run(report.read_csv(args.out / "results.csv"))
+    print(report.ceilings_line(rows))
     print()
-    print(report.target_table(
-        report.latest_run(report.read_csv(args.out / "results.csv")),
-        pairings(selected)))
+    print(report.target_table(rows, pairings(selected)))
     print()
+    # The answer of a CPU run (target C1), its worst cell; "" without one.
+    worst = report.grid_worst_line(rows, pairings(selected))
+    if worst:
+        print(worst)
+        print()
     for path in summary.files:
         print(f"wrote {path}")
     print(f"{len(summary.rows)} rows in {elapsed:.0f} s "

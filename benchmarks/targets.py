@@ -29,6 +29,11 @@ threshold):
          models, examples/dates.py and examples/climate.py, B=128, float32,
          against the same models built from torch.nn: >= 2x on the GPU,
          >= 1.0x on the CPU
+    C1   the CPU grid of issue 15: LSTM, GRU and RNN (tanh) layers at
+         (B, H, T) = (1, 64, 64), (8, 128, 64), (32, 256, 128),
+         (64, 512, 64), I = H, float32, fwd and fwd+bwd, against torch.nn
+         (torch's own CPU kernels): every cell >= 1.0x torch (``CPU_GRID``;
+         report.grid_worst_line prints the worst cell)
     CPU  the CPU rows, float32, for reference
 
 Targets without a configuration in benchmarks/ yet: A5 (masked SDPA
@@ -39,6 +44,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
+
+# Target C1: the (B, H, T) cells of the CPU grid (I = H, float32), run for
+# every recurrent cell (lstm.py: LSTM; gru_rnn.py: GRU and RNN) in
+# CPU_GRID_MODES, quick and full alike.
+CPU_GRID = ((1, 64, 64), (8, 128, 64), (32, 256, 128), (64, 512, 64))
+CPU_GRID_MODES = ("fwd", "fwd+bwd")
+CPU_GRID_TARGET = "C1"
 
 
 @dataclass(frozen=True)
@@ -55,3 +67,19 @@ class Pairing:
     metric: str = "time"             # "time"; "copy": ours GB/s / copy
     #                                  ceiling >= threshold; "memory": ours
     #                                  peak / io_mem_mb <= threshold
+
+
+def grid_name(cell: str, B: int, H: int) -> str:
+    """The configuration name of a CPU grid cell: ``grid-lstm-B8-H128``."""
+    return f"grid-{cell}-B{B}-H{H}"
+
+
+def grid_pairings(cell: str, anchor_provider: str) -> tuple[Pairing, ...]:
+    """The C1 target rows of ``cell`` ("lstm", "gru" or "rnn"): each grid
+    cell and mode beside ``anchor_provider`` (torch.nn's module)."""
+    return tuple(
+        Pairing(CPU_GRID_TARGET,
+                f"CPU grid {cell.upper()} B={B} I=H={H} T={T}, {mode}", mode,
+                grid_name(cell, B, H), grid_name(cell, B, H), anchor_provider,
+                ">= 1.0x", 1.0)
+        for B, H, T in CPU_GRID for mode in CPU_GRID_MODES)

@@ -17,12 +17,15 @@ import seqkernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import cases, harness, lstm, report  # noqa: E402
+from benchmarks import cases, harness, lstm, report, targets  # noqa: E402
 from benchmarks import run as bench_run  # noqa: E402
 
 CPU = torch.device("cpu")
 TINY = harness.Settings(cpu_min_run_s=0.005, cpu_min_reps=2, cpu_max_s=1.0)
-TARGET_ROW = lstm.Config("CPU", B=2, I=4, H=8, T=3, target="CPU",
+# A tiny stand-in for the grid cell that is also the CPU target row (its
+# name, so the CPU pairings find it), with every anchor and mode.
+TARGET_ROW = lstm.Config(targets.grid_name("lstm", *lstm.CPU_ROW), B=2, I=4,
+                         H=8, T=3, target="C1/CPU",
                          modes=("fwd+bwd", "fwd", "bwd"))
 CONFIGS = [
     TARGET_ROW,
@@ -78,8 +81,8 @@ def test_run_writes_csv_table_and_plot(tmp_path):
             assert float(r["gbps"]) > 0
         else:
             assert float(r["tflops"]) > 0
-    assert {r["mode"] for r in measured if r["config"] == "CPU"} == {
-        "fwd", "bwd", "fwd+bwd"}
+    assert {r["mode"] for r in measured
+            if r["config"] == TARGET_ROW.name} == {"fwd", "bwd", "fwd+bwd"}
 
     table = (tmp_path / "table.md").read_text()
     assert "| CPU | CPU B=32" in table and "seqkernels-cpu float32" in table
@@ -131,7 +134,8 @@ def test_wrong_kernel_is_marked(tmp_path, monkeypatch):
     rows = report.read_csv(tmp_path / "results.csv")
     ours = [r for r in rows if r["provider"] == "seqkernels-cpu"]
     assert all(r["check"].startswith("MISMATCH") for r in ours)
-    assert "seqkernels-cpu float32 WRONG" in (tmp_path / "table.md").read_text()
+    assert "seqkernels-cpu float32 [persistent] WRONG" in (
+        tmp_path / "table.md").read_text()
 
 
 def test_runner_modes():
@@ -397,7 +401,8 @@ def test_gru_rnn_run_and_l7_pairing(tmp_path):
             if r["kernel"] == "gru_rnn"]
     assert {(r["config"], r["provider"]) for r in rows} == {
         (c, p) for c, cell in (("L7-gru", "gru"), ("L7-rnn", "rnn"))
-        for p in ("seqkernels-cpu", "seqkernels-auto", f"torch-nn-{cell}")}
+        for p in ("seqkernels-cpu", "seqkernels-cpu-per-step",
+                  "seqkernels-auto", f"torch-nn-{cell}")}
     assert all(r["status"] == "ok" and r["check"] == "ok" for r in rows)
     table = report.target_table(rows, gru_rnn.PAIRINGS)
     for cell in ("GRU", "RNN"):
@@ -430,8 +435,8 @@ def test_gru_rnn_plan_and_work():
     gru, rnn = rows
     assert gru_rnn.flops(gru, "fwd") == 2.0 * 1024 * 16 * 3 * 768 * 1536
     assert gru_rnn.flops(rnn, "fwd+bwd") == 3 * 2.0 * 1024 * 16 * 768 * 1536
-    assert {p.target for p in gru_rnn.PAIRINGS} == {"L7"}
-    assert len(gru_rnn.PAIRINGS) == 4
+    assert {p.target for p in gru_rnn.PAIRINGS} == {"L7", "C1"}
+    assert len([p for p in gru_rnn.PAIRINGS if p.target == "L7"]) == 4
 
 
 # --------------------------------------------------------------------------
@@ -556,11 +561,17 @@ def test_persistent_providers_are_planned_for_recurrent_rows(monkeypatch):
             assert not PERSISTENT & providers, name
     gru_jobs = gru_rnn.plan(GPU, gru_rnn.configs(GPU, False), compile=False)
     assert {j.provider for j in gru_jobs} >= PERSISTENT
-    # Never on the CPU: no backend there has a persistent kernel.
-    for cpu_jobs in (lstm.plan(CPU, lstm.configs(CPU, False), compile=False),
+    assert not any(j.provider.endswith("-per-step") for j in jobs + gru_jobs)
+    # On the CPU the default is already the persistent kernel (where its
+    # rule says so): the other algorithm is the per-step one.
+    for cpu_jobs in (lstm.plan(CPU, lstm.configs(CPU, True), compile=False),
                      gru_rnn.plan(CPU, gru_rnn.configs(CPU, False),
                                   compile=False)):
         assert not any(j.provider.endswith("-persistent") for j in cpu_jobs)
+        per_step = {j.config.name for j in cpu_jobs
+                    if j.provider == "seqkernels-cpu-per-step"}
+        assert per_step == {j.config.name for j in cpu_jobs
+                            if getattr(j.config, "kind", "seq") == "seq"}
     # A build or install without the backend: listed, skipped with the reason.
     from seqkernels import _backend
     monkeypatch.setattr(_backend, "CUDA_BUILT", False)
@@ -572,25 +583,46 @@ def test_persistent_providers_are_planned_for_recurrent_rows(monkeypatch):
 
 
 def test_provider_names_and_algorithm_hook(monkeypatch):
-    assert plan.seqkernels_provider("seqkernels-cuda") == ("cuda", "per_step")
+    assert plan.seqkernels_provider("seqkernels-cuda") == ("cuda", "default")
     assert plan.seqkernels_provider("seqkernels-triton-persistent") == (
         "triton", "persistent")
-    module = seqkernels.GRU(3, 16, backend="cpu")
-    x = torch.randn(4, 2, 3)
-    per_step = plan.recurrent_case(cases.Case(list), "seqkernels-cpu",
-                                   module, x)
-    assert per_step.env == {"SEQKERNELS_RECURRENCE": "per_step"}
-    assert per_step.algorithm() == "per_step"
-    asked = plan.recurrent_case(cases.Case(list), "seqkernels-cpu-persistent",
-                                module, x)
-    assert asked.env == {"SEQKERNELS_RECURRENCE": "persistent"}
+    assert plan.seqkernels_provider("seqkernels-cpu-per-step") == (
+        "cpu", "per_step")
     # What explain says for the algorithm asked for, whatever the shell's
     # SEQKERNELS_RECURRENCE.
     monkeypatch.setenv("SEQKERNELS_RECURRENCE", "per_step")
+    module = seqkernels.GRU(3, 16, backend="cpu")
+    x = torch.randn(4, 2, 3)
+    default = plan.recurrent_case(cases.Case(list), "seqkernels-cpu",
+                                  module, x)
+    assert default.env == {"SEQKERNELS_RECURRENCE": "default"}
+    assert default.algorithm() == "persistent"
+    monkeypatch.setenv("SEQKERNELS_RECURRENCE", "persistent")
+    per_step = plan.recurrent_case(cases.Case(list),
+                                   "seqkernels-cpu-per-step", module, x)
+    assert per_step.env == {"SEQKERNELS_RECURRENCE": "per_step"}
+    assert per_step.algorithm() == "per_step"
+
+    # Where the cpu rule gives the default the per-step kernels (float64;
+    # B >= 128 with H >= 512), the column says so, with the rule's reason.
+    float64 = (seqkernels.GRU(3, 16, backend="cpu").double(),
+               torch.randn(4, 2, 3, dtype=torch.float64))
+    large = (seqkernels.GRU(512, 512, backend="cpu"), torch.randn(1, 128, 512))
+    for (m, inp), why in ((float64, "float64: "),
+                          (large, "B = 128 >= 128 and H = 512 >= 512")):
+        reason = seqkernels.explain(m, inp, recurrence="default").layers[0]\
+            .reason
+        assert reason.startswith(why)
+        case = plan.recurrent_case(cases.Case(list), "seqkernels-cpu", m, inp)
+        assert case.algorithm() == f"per_step ({reason})"
+    # The persistent kernel asked for and declined: explain's summary.
+    asked = plan.recurrent_case(cases.Case(list), "seqkernels-cpu-persistent",
+                                *float64)
+    assert asked.env == {"SEQKERNELS_RECURRENCE": "persistent"}
     assert asked.algorithm() == seqkernels.explain(
-        module, x, recurrence="persistent").summary() == (
-        "per_step (persistent declined: the cpu backend has no persistent "
-        "kernel)")
+        *float64, recurrence="persistent").summary()
+    assert asked.algorithm().startswith(
+        "per_step (persistent declined: float64: ")
 
 
 _SEEN: list[tuple[str, str]] = []   # (pass, SEQKERNELS_RECURRENCE)
@@ -637,31 +669,123 @@ def test_recurrence_env_is_set_around_each_call_and_restored(monkeypatch):
     assert "SEQKERNELS_RECURRENCE" not in os.environ
 
 
-def test_algorithm_column_and_label(tmp_path, monkeypatch):
-    """A persistent provider on the CPU (the cpu backend has no persistent
-    kernel, so the per-step one runs): checked, timed, and its rows and
-    table line say what ran and why (seqkernels.explain)."""
-    build = lstm.plan
-
-    def with_persistent(device, configs, *, compile):
-        return build(device, configs, compile=compile) + [
-            lstm.Job(c, "seqkernels-cpu-persistent", torch.float32)
-            for c in configs]
-    monkeypatch.setattr(lstm, "plan", with_persistent)
+def test_algorithm_column_and_label(tmp_path):
+    """A recurrent row on the CPU runs both algorithms: seqkernels-cpu (the
+    default, at this shape the persistent kernel) and
+    seqkernels-cpu-per-step, each checked and timed; their rows and table
+    lines say what ran (seqkernels.explain)."""
     summary = _run(tmp_path, [TARGET_ROW])
     assert summary.ok, summary.failures + summary.mismatches
     rows = [r for r in report.read_csv(tmp_path / "results.csv")
             if r["kernel"] == "lstm"]
-    by_provider = {r["provider"]: r for r in rows}
-    assert by_provider["seqkernels-cpu"]["algorithm"] == "per_step"
-    asked = by_provider["seqkernels-cpu-persistent"]
-    assert asked["status"] == "ok" and asked["check"] == "ok"
-    declined = ("per_step (persistent declined: the cpu backend has no "
-                "persistent kernel)")
-    assert asked["algorithm"] == declined
-    assert by_provider["torch-nn-lstm"]["algorithm"] == ""
+    algorithms = {(r["provider"], r["algorithm"]) for r in rows}
+    assert {("seqkernels-cpu", "persistent"),
+            ("seqkernels-auto", "persistent"),
+            ("seqkernels-cpu-per-step", "per_step"),
+            ("torch-nn-lstm", "")} <= algorithms
+    assert len(algorithms) == len({p for p, _ in algorithms})  # every mode
+    assert all(r["status"] == "ok" and r["check"] == "ok" for r in rows
+               if r["provider"].startswith("seqkernels-"))
     table = (tmp_path / "table.md").read_text()
-    assert f"seqkernels-cpu-persistent float32 [{declined}]" in table
+    assert "| seqkernels-cpu float32 [persistent] |" in table
+    assert "| seqkernels-cpu-per-step float32 |" in table
+
+    # The label marks the persistent kernel, or its being declined; the
+    # per-step kernels a default chose (the GPU's) are in the column only.
+    declined = ("per_step (persistent declined: float64: the persistent "
+                "kernel computes in float32)")
+    gpu_default = "per_step (the per-step kernels are the default on the GPU)"
+    assert report._label({"provider": "seqkernels-cpu-persistent",
+                          "dtype": "float64", "algorithm": declined}) == (
+        f"seqkernels-cpu-persistent float64 [{declined}]")
+    assert report._label({"provider": "seqkernels-cuda", "dtype": "bfloat16",
+                          "algorithm": gpu_default}) == (
+        "seqkernels-cuda bfloat16")
+
+
+ISSUE_15_GRID = ((1, 64, 64), (8, 128, 64), (32, 256, 128), (64, 512, 64))
+
+
+def test_cpu_grid_configurations():
+    """Target C1: LSTM, GRU and RNN at the four (B, H, T) cells of issue 15,
+    I = H, fwd and fwd+bwd, quick and full, each planned with the default
+    and the per-step provider beside torch.nn, and paired for the table."""
+    want = {(targets.grid_name(cell, B, H), B, H, H, T, ("fwd", "fwd+bwd"))
+            for cell in ("lstm", "gru", "rnn") for B, H, T in ISSUE_15_GRID}
+    for full in (False, True):
+        grid = [c for c in lstm.configs(CPU, full) + gru_rnn.configs(CPU, full)
+                if "C1" in c.target.split("/")]
+        assert {(c.name, c.B, c.input_size, c.H, c.T, c.modes)
+                for c in grid} == want
+        assert len(grid) == 12
+        assert all(c.cell in c.name for c in grid if hasattr(c, "cell"))
+    assert lstm.configs(CPU, False)[2].target == "C1/CPU"  # B=32 H=256
+    jobs = (lstm.plan(CPU, lstm.configs(CPU, False), compile=False)
+            + gru_rnn.plan(CPU, gru_rnn.configs(CPU, False), compile=False))
+    for cfg in grid:
+        cell = cfg.name.split("-")[1]
+        providers = {j.provider for j in jobs if j.config.name == cfg.name}
+        assert {"seqkernels-cpu", "seqkernels-cpu-per-step",
+                f"torch-nn-{cell}"} <= providers, cfg.name
+    c1 = [p for p in lstm.PAIRINGS + gru_rnn.PAIRINGS if p.target == "C1"]
+    assert {(p.ours_config, p.mode) for p in c1} == {
+        (name, mode) for name, *_ in want for mode in ("fwd", "fwd+bwd")}
+    assert all(p.anchor_provider == f"torch-nn-{p.ours_config.split('-')[1]}"
+               and p.threshold == 1.0 for p in c1)
+
+
+def test_grid_worst_ratio_line(tmp_path, monkeypatch, capsys):
+    """A CPU run ends with the grid's worst anchor/ours ratio of
+    seqkernels-cpu and where it is (run.main, on a tiny grid), the same
+    line as in table.md; hand-made rows show which row it picks."""
+    tiny = ((1, 4, 3), (2, 8, 3))
+    monkeypatch.setattr(targets, "CPU_GRID", tiny)
+    for kernel in (lstm, gru_rnn):
+        monkeypatch.setattr(kernel, "CPU_GRID", tiny)
+    monkeypatch.setattr(lstm, "PAIRINGS",
+                        targets.grid_pairings("lstm", "torch-nn-lstm"))
+    monkeypatch.setattr(gru_rnn, "PAIRINGS", tuple(
+        p for cell in gru_rnn.CELLS
+        for p in targets.grid_pairings(cell, f"torch-nn-{cell}")))
+    monkeypatch.setattr(harness.Settings, "quick", classmethod(
+        lambda cls: TINY))
+    assert bench_run.main(["--out", str(tmp_path), "--device", "cpu",
+                           "--only", "lstm,gru_rnn", "--configs", "C1",
+                           "--no-compile"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("CPU grid"))
+    rows = report.latest_run(report.read_csv(tmp_path / "results.csv"))
+    pairings = lstm.PAIRINGS + gru_rnn.PAIRINGS
+    ratios = []
+    for p in pairings:
+        ours, anchor = (next(r for r in rows if r["config"] == p.ours_config
+                             and r["mode"] == p.mode
+                             and r["provider"] == provider)
+                        for provider in ("seqkernels-cpu", p.anchor_provider))
+        ratios.append((report.time_ratio(ours, anchor), p.ours_config,
+                       p.mode))
+    assert len(ratios) == 12
+    ratio, config, mode = min(ratios)
+    assert line == (f"CPU grid (issue 15, C1): worst seqkernels-cpu / "
+                    f"torch.nn ratio {ratio:.2f}x at {config} {mode} "
+                    f"(torch time / ours, over 12 cells)")
+    assert line in (tmp_path / "table.md").read_text()
+
+    def row(provider, config, ms):
+        base = {k: "" for k in report.COLUMNS}
+        base.update(provider=provider, config=config, mode="fwd",
+                    median_ms=str(ms), status="ok", check="ok")
+        return base
+    a, b = targets.grid_name("lstm", 1, 4), targets.grid_name("lstm", 2, 8)
+    made = [row("seqkernels-cpu", a, 2.0), row("torch-nn-lstm", a, 3.0),
+            row("seqkernels-cpu", b, 4.0), row("torch-nn-lstm", b, 3.0),
+            row("seqkernels-cpu-per-step", a, 30.0)]
+    line = report.grid_worst_line(made, lstm.PAIRINGS)
+    assert "ratio 0.75x at grid-lstm-B2-H8 fwd" in line
+    assert "over 2 cells; 2 of 4 cells without a ratio" in line
+    assert "ratio 0.10x at grid-lstm-B1-H4 fwd" in report.grid_worst_line(
+        made, lstm.PAIRINGS, "seqkernels-cpu-per-step")
+    assert report.grid_worst_line(made, gru_rnn.PAIRINGS) == ""
 
 
 def test_flashrnn_rows_and_skip_reasons(monkeypatch):
