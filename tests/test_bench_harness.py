@@ -604,12 +604,12 @@ def test_provider_names_and_algorithm_hook(monkeypatch):
     assert per_step.algorithm() == "per_step"
 
     # Where the cpu rule gives the default the per-step kernels (float64;
-    # B >= 128 with H >= 512), the column says so, with the rule's reason.
+    # B >= 64 with H >= 512), the column says so, with the rule's reason.
     float64 = (seqkernels.GRU(3, 16, backend="cpu").double(),
                torch.randn(4, 2, 3, dtype=torch.float64))
     large = (seqkernels.GRU(512, 512, backend="cpu"), torch.randn(1, 128, 512))
     for (m, inp), why in ((float64, "float64: "),
-                          (large, "B = 128 >= 128 and H = 512 >= 512")):
+                          (large, "B = 128 >= 64 and H = 512 >= 512")):
         reason = seqkernels.explain(m, inp, recurrence="default").layers[0]\
             .reason
         assert reason.startswith(why)

@@ -1,13 +1,17 @@
 // The CPU's persistent recurrence (contract and rule in cpu_persistent.h).
 //
-// A forward task owns U hidden units (all gates) of a chunk of rows. Per
-// step it computes, R rows at a time, the recurrent product of those rows
-// and units in registers (gate_products: for each k, G vectors of U packed
-// weights times the broadcast h[r, k]), then runs the cell on them
+// A forward task owns a block of hidden units (all gates) of a chunk of
+// rows. Per step it computes, R rows at a time, the recurrent product of
+// those rows and units in registers (products: for each k, V vectors of U
+// packed weights times the broadcast h[r, k]), then runs the cell on them
 // (forward_row) and publishes the new h of its units. A backward task
-// owns the same units: it computes the carried gradient dh of its units
-// from the whole recurrent-side gradient of the step after (carry_products
-// over the transposed packing) and runs the cell backward on them.
+// owns a block of units likewise: it computes the carried gradient dh of
+// its units from the whole recurrent-side gradient of the step after (the
+// same products over the transposed packing) and runs the cell backward on
+// them. V is 4 (3 for the GRU's forward): the forward's vectors are the
+// gates of U units, the RNN's forward and every backward take 4U units a
+// block, so that each k loads V weight vectors and R broadcasts for V * R
+// FMAs (one vector and R broadcasts would leave the FMAs waiting on loads).
 //
 // The products sum over k in order, in float32 with FMA, split into a few
 // independent partial sums where the rows and gates alone give too few
@@ -68,13 +72,12 @@ int unit_width() {
 #endif
 }
 
-// Rows per register block of the forward product: R * G accumulators of U
-// floats plus G weight vectors fit the 32 AVX-512 or 16 AVX2 registers.
-constexpr int forward_rows(int G, int U) {
-  return std::max(1, (U == 16 ? 24 : 12) / G);
+// Rows per register block of the product: R * V accumulators of U floats
+// plus V weight vectors fit the 32 AVX-512 or 16 AVX2 registers.
+constexpr int block_rows(int V, int U) {
+  return std::max(1, (U == 16 ? 24 : 12) / V);
 }
-constexpr int kBackwardRows = 8;
-constexpr int kMaxRows = 24;
+constexpr int kMaxRows = 8;
 // A task runs its rows in groups of at most kGroupRows (whole register
 // blocks), and the products of a group over k (n in the backward) in chunks
 // whose weights and operand rows fit L1 together (kL1Floats: 32 KB of the
@@ -83,6 +86,12 @@ constexpr int kMaxRows = 24;
 constexpr int64_t kGroupRows = 64;
 constexpr int64_t kL1Floats = 8192;
 
+// The row stride of the products' operand rows (h, the gate gradients) in
+// the kernel's own copies: n rounded up to 16 floats, plus 16, so that the
+// rows of a group, read together, do not fall into the same few L1 sets as
+// rows of a power-of-two stride would (H = 256, 512).
+int64_t padded_stride(int64_t n) { return (n + 15) / 16 * 16 + 16; }
+
 // The chunk of k for a group of `rows` rows whose weights take `per_k`
 // floats per k: a multiple of 8, at least 8.
 int64_t chunk(int64_t per_k, int64_t rows) {
@@ -90,102 +99,65 @@ int64_t chunk(int64_t per_k, int64_t rows) {
 }
 
 // The rule's numbers (cpu_persistent_plan).
-constexpr int64_t kPerStepBatch = 128, kPerStepHidden = 512;
+constexpr int64_t kPerStepBatch = 64, kPerStepHidden = 512;
 constexpr int64_t kThreadWork = 16384;
 
-// out[r * ldo + g * U + l] = (accumulate ? out[..] : 0)
-//                           + sum_k h[r * ldh + k] w[(k * G + g) * U + l]
-//                           (+ bias[g * U + l] where bias is given)
-template <int G, int U, int R>
-SK_CPU_KERNEL void gate_products(int64_t K, const float* __restrict__ w,
-                                 const float* __restrict__ bias,
-                                 const float* __restrict__ h, int64_t ldh,
-                                 float* __restrict__ out, int64_t ldo,
-                                 bool accumulate) {
-  using V = typename Vec<U>::type;
+// out[r * ldo + v * U + l] = (accumulate ? out[..] : 0)
+//                           + sum_k h[r * ldh + k] w[(k * V + v) * U + l]
+//                           (+ bias[v * U + l] where bias is given)
+template <int V, int U, int R>
+SK_CPU_KERNEL void products(int64_t K, const float* __restrict__ w,
+                            const float* __restrict__ bias,
+                            const float* __restrict__ h, int64_t ldh,
+                            float* __restrict__ out, int64_t ldo,
+                            bool accumulate) {
+  using Vf = typename Vec<U>::type;
   // Partial sums over k: 8 chains of FMAs in flight hide their latency.
-  constexpr int S = R * G >= 8 ? 1 : R * G >= 4 ? 2 : 4;
-  V acc[S][R][G];
+  constexpr int S = R * V >= 8 ? 1 : R * V >= 4 ? 2 : 4;
+  Vf acc[S][R][V];
   for (int q = 0; q < S; ++q)
     for (int r = 0; r < R; ++r)
-      for (int g = 0; g < G; ++g) {
-        acc[q][r][g] = q == 0 && accumulate
-                           ? vload<V>(out + r * ldo + g * U)
-                           : V{};
+      for (int v = 0; v < V; ++v) {
+        acc[q][r][v] = q == 0 && accumulate
+                           ? vload<Vf>(out + r * ldo + v * U)
+                           : Vf{};
       }
   int64_t k = 0;
   for (; k + S <= K; k += S) {
     for (int q = 0; q < S; ++q) {
-      V wv[G];
-      for (int g = 0; g < G; ++g) wv[g] = vload<V>(w + ((k + q) * G + g) * U);
+      Vf wv[V];
+      for (int v = 0; v < V; ++v) {
+        wv[v] = vload<Vf>(w + ((k + q) * V + v) * U);
+      }
       for (int r = 0; r < R; ++r) {
         const float hv = h[r * ldh + k + q];
-        for (int g = 0; g < G; ++g) acc[q][r][g] += hv * wv[g];
+        for (int v = 0; v < V; ++v) acc[q][r][v] += hv * wv[v];
       }
     }
   }
   for (; k < K; ++k) {
-    for (int g = 0; g < G; ++g) {
-      const V wv = vload<V>(w + (k * G + g) * U);
-      for (int r = 0; r < R; ++r) acc[0][r][g] += h[r * ldh + k] * wv;
+    for (int v = 0; v < V; ++v) {
+      const Vf wv = vload<Vf>(w + (k * V + v) * U);
+      for (int r = 0; r < R; ++r) acc[0][r][v] += h[r * ldh + k] * wv;
     }
   }
   for (int r = 0; r < R; ++r) {
-    for (int g = 0; g < G; ++g) {
-      V sum = acc[0][r][g];
-      for (int q = 1; q < S; ++q) sum += acc[q][r][g];
-      if (bias != nullptr) sum += vload<V>(bias + g * U);
-      vstore(out + r * ldo + g * U, sum);
+    for (int v = 0; v < V; ++v) {
+      Vf sum = acc[0][r][v];
+      for (int q = 1; q < S; ++q) sum += acc[q][r][v];
+      if (bias != nullptr) sum += vload<Vf>(bias + v * U);
+      vstore(out + r * ldo + v * U, sum);
     }
   }
 }
 
-// out[r * ldo + l] = (accumulate ? out[..] : 0)
-//                     + sum_n g[r * ldg + n] wt[n * U + l]
-template <int U, int R>
-SK_CPU_KERNEL void carry_products(int64_t N, const float* __restrict__ wt,
-                                  const float* __restrict__ g, int64_t ldg,
-                                  float* __restrict__ out, int64_t ldo,
-                                  bool accumulate) {
-  using V = typename Vec<U>::type;
-  constexpr int S = std::max(1, 8 / R);
-  V acc[S][R];
-  for (int q = 0; q < S; ++q)
-    for (int r = 0; r < R; ++r) {
-      acc[q][r] = q == 0 && accumulate ? vload<V>(out + r * ldo) : V{};
-    }
-  int64_t n = 0;
-  for (; n + S <= N; n += S) {
-    for (int q = 0; q < S; ++q) {
-      const V wv = vload<V>(wt + (n + q) * U);
-      for (int r = 0; r < R; ++r) acc[q][r] += g[r * ldg + n + q] * wv;
-    }
-  }
-  for (; n < N; ++n) {
-    const V wv = vload<V>(wt + n * U);
-    for (int r = 0; r < R; ++r) acc[0][r] += g[r * ldg + n] * wv;
-  }
-  for (int r = 0; r < R; ++r) {
-    V sum = acc[0][r];
-    for (int q = 1; q < S; ++q) sum += acc[q][r];
-    vstore(out + r * ldo, sum);
-  }
-}
+using ProductFn = void (*)(int64_t, const float*, const float*, const float*,
+                           int64_t, float*, int64_t, bool);
 
-using GateFn = void (*)(int64_t, const float*, const float*, const float*,
-                        int64_t, float*, int64_t, bool);
-using CarryFn = void (*)(int64_t, const float*, const float*, int64_t, float*,
-                         int64_t, bool);
-
-// The products for 1 .. kMaxRows rows: entry R - 1 takes R rows.
-template <int G, int U, int... R>
-std::array<GateFn, sizeof...(R)> gate_table(std::integer_sequence<int, R...>) {
-  return {&gate_products<G, U, std::min(R + 1, forward_rows(G, U))>...};
-}
-template <int U, int... R>
-std::array<CarryFn, sizeof...(R)> carry_table(
-    std::integer_sequence<int, R...>) {
-  return {&carry_products<U, std::min(R + 1, kBackwardRows)>...};
+// The products for 1 .. R rows: entry r - 1 takes r rows.
+template <int V, int U, int... r>
+std::array<ProductFn, kMaxRows> product_table(std::integer_sequence<int, r...>) {
+  return {&products<V, U, std::min(r + 1, block_rows(V, U))>...};
 }
 
 bool active(const int64_t* lengths, int64_t b, int64_t s) {
@@ -227,12 +199,14 @@ at::Tensor pack_gates(const at::Tensor& w, int G, int64_t H, int U) {
 template <typename Cell, typename T, int U>
 struct ForwardJob {
   static constexpr int G = Cell::kGates, S = Cell::kSaved;
-  static constexpr int R = forward_rows(G, U);
+  // Vectors per k, units per block (module comment).
+  static constexpr int V = G == 1 ? 4 : G, UB = U * V / G;
+  static constexpr int R = block_rows(V, U);
   int64_t steps, B, H;
   Split sp;
   Activation act;
-  const float* w;     // [blocks][H][G][U]
-  const float* bias;  // [blocks][G][U] or null
+  const float* w;     // [blocks][H][G][UB]
+  const float* bias;  // [blocks][G][UB] or null
   const float* xg;    // [T][B][G*H]
   const int64_t* lengths;
   float* c;      // [B][H] (kHasC)
@@ -240,12 +214,13 @@ struct ForwardJob {
   float* cs;     // [T][B][H] (kHasC)
   T* y;          // [T][B][H]
   T* h[2];       // [B][H] ping-pong: h of the step before, of this one
-  float* hf[2];  // the same as float32, the product's operand
-  std::array<GateFn, kMaxRows> products;
+  float* hf[2];  // [B][ldh]: the same as float32, the product's operand
+  int64_t ldh;
+  std::array<ProductFn, kMaxRows> product;
 
   void operator()(int64_t task, int64_t s) const {
-    const int64_t u = task % sp.blocks, j0 = u * U;
-    const int64_t n = std::min<int64_t>(U, H - j0);
+    const int64_t u = task % sp.blocks, j0 = u * UB;
+    const int64_t n = std::min<int64_t>(UB, H - j0);
     const int64_t r0 = task / sp.blocks * sp.chunk_rows;
     const int64_t r1 = std::min(B, r0 + sp.chunk_rows);
     const T* h_in = h[s % 2];
@@ -253,17 +228,18 @@ struct ForwardJob {
     const float* hf_in = hf[s % 2];
     float* hf_out = hf[(s + 1) % 2];
     constexpr int64_t kRows = std::max<int64_t>(R, kGroupRows / R * R);
-    float hg[kRows * G * U];
+    float hg[kRows * V * U];
     for (int64_t g0 = r0; g0 < r1; g0 += kRows) {
       const int64_t g1 = std::min(r1, g0 + kRows);
-      const int64_t step_k = chunk(G * U, g1 - g0);
+      const int64_t step_k = chunk(V * U, g1 - g0);
       for (int64_t k0 = 0; k0 < H; k0 += step_k) {
         const int64_t kc = std::min(step_k, H - k0);
         for (int64_t b = g0; b < g1; b += R) {
-          products[std::min<int64_t>(R, g1 - b) - 1](
-              kc, w + (u * H + k0) * G * U,
-              bias != nullptr && k0 + kc == H ? bias + u * G * U : nullptr,
-              hf_in + b * H + k0, H, hg + (b - g0) * G * U, G * U, k0 > 0);
+          product[std::min<int64_t>(R, g1 - b) - 1](
+              kc, w + (u * H + k0) * V * U,
+              bias != nullptr && k0 + kc == H ? bias + u * V * U : nullptr,
+              hf_in + b * ldh + k0, ldh, hg + (b - g0) * V * U, V * U,
+              k0 > 0);
         }
       }
       for (int64_t row = g0; row < g1; ++row) {
@@ -273,12 +249,12 @@ struct ForwardJob {
         if (active(lengths, row, s)) {
           float* c_row = Cell::kHasC ? c + hj : nullptr;
           forward_row<Cell>(act, n, H, xg + at * G * H + j0,
-                            hg + (row - g0) * G * U, U, h_in + hj, c_row,
+                            hg + (row - g0) * V * U, UB, h_in + hj, c_row,
                             c_row, Cell::kHasC ? cs + at * H + j0 : nullptr,
                             sv, h_out + hj);
           for (int64_t l = 0; l < n; ++l) {
             yo[l] = h_out[hj + l];
-            hf_out[hj + l] = static_cast<float>(h_out[hj + l]);
+            hf_out[row * ldh + j0 + l] = static_cast<float>(h_out[hj + l]);
           }
         } else {
           for (int k = 0; k < S; ++k) {
@@ -289,7 +265,8 @@ struct ForwardJob {
           }
           std::fill(yo, yo + n, T(0));
           std::copy(h_in + hj, h_in + hj + n, h_out + hj);
-          std::copy(hf_in + hj, hf_in + hj + n, hf_out + hj);
+          std::copy(hf_in + row * ldh + j0, hf_in + row * ldh + j0 + n,
+                    hf_out + row * ldh + j0);
         }
       }
     }
@@ -301,11 +278,12 @@ struct ForwardJob {
 template <typename Cell, typename T, int U>
 struct BackwardJob {
   static constexpr int G = Cell::kGates, S = Cell::kSaved;
-  static constexpr int R = kBackwardRows;
+  static constexpr int V = 4, UB = V * U;
+  static constexpr int R = block_rows(V, U);
   int64_t steps, B, H;
   Split sp;
   Activation act;
-  const float* wt;      // [blocks][G*H][U]
+  const float* wt;      // [blocks][G*H][UB]
   const T* grad_y;      // [T][B][H]
   float* dh_carry;      // [B][H]
   float* carry;         // [B][H] (kHasC, kDirectH)
@@ -316,33 +294,36 @@ struct BackwardJob {
   const int64_t* lengths;
   float* gx;            // [T][B][G*H]
   float* gh;            // [T][B][G*H] (kSplitGrad; else gx)
-  std::array<CarryFn, kMaxRows> products;
+  float* gp[2];         // [B][ldg] ping-pong: a copy of gh[s], the product's
+  int64_t ldg;          // operand at step s - 1
+  std::array<ProductFn, kMaxRows> product;
 
   void operator()(int64_t task, int64_t i) const {
     const int64_t s = steps - 1 - i;
-    const int64_t u = task % sp.blocks, j0 = u * U;
-    const int64_t n = std::min<int64_t>(U, H - j0);
+    const int64_t u = task % sp.blocks, j0 = u * UB;
+    const int64_t n = std::min<int64_t>(UB, H - j0);
     const int64_t r0 = task / sp.blocks * sp.chunk_rows;
     const int64_t r1 = std::min(B, r0 + sp.chunk_rows);
     constexpr int64_t kRows = std::max<int64_t>(R, kGroupRows / R * R);
-    float prod[kRows * U];
+    float prod[kRows * UB];
     const int64_t N = G * H;
     for (int64_t g0 = r0; g0 < r1; g0 += kRows) {
       const int64_t g1 = std::min(r1, g0 + kRows);
-      const int64_t step_n = chunk(U, g1 - g0);
+      const int64_t step_n = chunk(UB, g1 - g0);
       if (s + 1 < steps) {
         for (int64_t n0 = 0; n0 < N; n0 += step_n) {
           const int64_t nc = std::min(step_n, N - n0);
           for (int64_t b = g0; b < g1; b += R) {
-            products[std::min<int64_t>(R, g1 - b) - 1](
-                nc, wt + (u * N + n0) * U, gh + ((s + 1) * B + b) * N + n0,
-                N, prod + (b - g0) * U, U, n0 > 0);
+            product[std::min<int64_t>(R, g1 - b) - 1](
+                nc, wt + (u * N + n0) * UB, nullptr,
+                gp[(s + 1) % 2] + b * ldg + n0, ldg, prod + (b - g0) * UB,
+                UB, n0 > 0);
           }
         }
         for (int64_t row = g0; row < g1; ++row) {
           if (!active(lengths, row, s + 1)) continue;
           float* d = dh_carry + row * H + j0;
-          const float* p = prod + (row - g0) * U;
+          const float* p = prod + (row - g0) * UB;
           for (int64_t l = 0; l < n; ++l) {
             d[l] = p[l];
             if constexpr (Cell::kDirectH) d[l] += carry[row * H + j0 + l];
@@ -353,10 +334,12 @@ struct BackwardJob {
         const int64_t at = s * B + row;
         float* gx_row = gx + at * G * H + j0;
         float* gh_row = Cell::kSplitGrad ? gh + at * G * H + j0 : nullptr;
+        float* gp_row = gp[s % 2] + row * ldg + j0;
         if (!active(lengths, row, s)) {
           for (int g = 0; g < G; ++g) {
             std::fill(gx_row + g * H, gx_row + g * H + n, 0.f);
             if (gh_row != nullptr) std::fill(gh_row + g * H, gh_row + g * H + n, 0.f);
+            std::fill(gp_row + g * H, gp_row + g * H + n, 0.f);
           }
           continue;
         }
@@ -372,6 +355,10 @@ struct BackwardJob {
             dh_carry + hj,
             Cell::kHasC || Cell::kDirectH ? carry + hj : nullptr, gx_row,
             gh_row);
+        const float* written = Cell::kSplitGrad ? gh_row : gx_row;
+        for (int g = 0; g < G; ++g) {
+          std::copy(written + g * H, written + g * H + n, gp_row + g * H);
+        }
       }
     }
   }
@@ -427,7 +414,7 @@ CpuPersistentPlan cpu_persistent_plan(CellKind kind, int64_t B, int64_t H,
                 ": the persistent kernel computes in float32 (float32, "
                 "float16 and bfloat16 storage)"};
   }
-  // Measured (README, "CPU recurrence"): from B = 128 at H = 512 up, the
+  // Measured (README, "CPU recurrence"): from B = 64 at H = 512 up, the
   // per-step GEMMs of oneDNN are as fast or faster; below, the persistent
   // kernel is, by up to 10x on small layers.
   if (asked == Recurrence::kDefault && B >= kPerStepBatch &&
@@ -462,25 +449,26 @@ bool cpu_forward_seq(const CellDesc& cell, const SeqForward& seq) {
       dispatch_width([&](auto width) {
         constexpr int U = decltype(width)::value;
         using Job = ForwardJob<Cell, scalar_t, U>;
-        const at::Tensor w = pack_gates(seq.w_hh, G, H, U);
+        const at::Tensor w = pack_gates(seq.w_hh, G, H, Job::UB);
         at::Tensor bias;
         if (seq.b_hh.defined()) {
-          bias = pack_gates(seq.b_hh.view({G * H, 1}), G, H, U);
+          bias = pack_gates(seq.b_hh.view({G * H, 1}), G, H, Job::UB);
         }
         const at::Tensor h = at::empty({2, B, H}, seq.y.options());
         h[0].copy_(seq.h0);
-        const at::Tensor hf =
-            std::is_same_v<scalar_t, float> ? h : at::empty({2, B, H}, seq.xg.options());
-        if (!std::is_same_v<scalar_t, float>) hf[0].copy_(seq.h0);
-        const Split sp = split(B, H, U, Job::R, plan.threads);
+        const int64_t ldh = padded_stride(H);
+        const at::Tensor hf = at::empty({2, B, ldh}, seq.xg.options());
+        hf[0].narrow(1, 0, H).copy_(seq.h0);
+        const Split sp = split(B, H, Job::UB, Job::R, plan.threads);
         Job job{T, B, H, sp, cell.act, data<float>(w), data<float>(bias),
                 data<float>(seq.xg),
                 seq.lengths.has_value() ? seq.lengths->data_ptr<int64_t>() : nullptr,
                 data<float>(seq.c_state), data<float>(seq.saved),
                 data<float>(seq.cell_states), data<scalar_t>(seq.y),
                 {data<scalar_t>(h[0]), data<scalar_t>(h[1])},
-                {data<float>(hf[0]), data<float>(hf[1])},
-                gate_table<Cell::kGates, U>(std::make_integer_sequence<int, kMaxRows>{})};
+                {data<float>(hf[0]), data<float>(hf[1])}, ldh,
+                product_table<Job::V, U>(
+                    std::make_integer_sequence<int, kMaxRows>{})};
         run_steps(T, sp.tasks(), plan.threads, job);
         seq.h_n.copy_(h[T % 2]);
         ++g_runs;
@@ -504,17 +492,20 @@ bool cpu_backward_seq(const CellDesc& cell, const SeqBackward& seq) {
       dispatch_width([&](auto width) {
         constexpr int U = decltype(width)::value;
         using Job = BackwardJob<Cell, scalar_t, U>;
-        // w_hh [G*H, H] -> [blocks][G*H][U]: the columns of each block.
-        const int64_t blocks = (H + U - 1) / U;
+        // w_hh [G*H, H] -> [blocks][G*H][UB]: the columns of each block.
+        constexpr int UB = Job::UB;
+        const int64_t blocks = (H + UB - 1) / UB;
         at::Tensor padded = seq.w_hh;
-        if (blocks * U != H) {
-          padded = at::constant_pad_nd(padded, {0, blocks * U - H});
+        if (blocks * UB != H) {
+          padded = at::constant_pad_nd(padded, {0, blocks * UB - H});
         }
-        const at::Tensor wt = padded.view({G * H, blocks, U})
+        const at::Tensor wt = padded.view({G * H, blocks, UB})
                                   .permute({1, 0, 2})
                                   .to(at::kFloat)
                                   .contiguous();
-        const Split sp = split(B, H, U, Job::R, plan.threads);
+        const Split sp = split(B, H, UB, Job::R, plan.threads);
+        const int64_t ldg = padded_stride(G * H);
+        const at::Tensor gp = at::empty({2, B, ldg}, seq.grad_xg.options());
         Job job{T, B, H, sp, cell.act, data<float>(wt),
                 data<scalar_t>(seq.grad_y), data<float>(seq.dh_carry),
                 data<float>(seq.carry), data<float>(seq.saved),
@@ -522,7 +513,9 @@ bool cpu_backward_seq(const CellDesc& cell, const SeqBackward& seq) {
                 data<float>(seq.cell_states),
                 seq.lengths.has_value() ? seq.lengths->data_ptr<int64_t>() : nullptr,
                 data<float>(seq.grad_xg), data<float>(seq.grad_hg),
-                carry_table<U>(std::make_integer_sequence<int, kMaxRows>{})};
+                {data<float>(gp[0]), data<float>(gp[1])}, ldg,
+                product_table<Job::V, U>(
+                    std::make_integer_sequence<int, kMaxRows>{})};
         run_steps(T, sp.tasks(), plan.threads, job);
         ++g_runs;
       });
