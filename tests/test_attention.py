@@ -179,3 +179,27 @@ def test_additive_reference_is_plain_torch_in_float64(case):
     c2, w2 = naive_additive(*tensors, kpm=kpm)
     torch.testing.assert_close(c1, c2, atol=1e-12, rtol=0)
     torch.testing.assert_close(w1, w2, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_additive_backward_one_item_per_row_is_the_two_passes(masked):
+    """The cpu backward of a few query rows (a decoder step: both passes in
+    one item per batch row, the tanh values kept) gives the two-pass
+    results bit for bit: the op's gradient of 8 projected query rows,
+    alone and as the first 8 rows of 9 (which take the two passes)."""
+    from seqkernels.ops.additive_attention import additive_attention
+    seed(0)
+    B, Tk, Dv, H = 3, 21, 5, 7
+    k, value = torch.randn(B, Tk, H), torch.randn(B, Tk, Dv)
+    v, bias = torch.randn(H), torch.randn(H)
+    mask = (torch.rand(B, 1, Tk) < 0.3).expand(B, 9, Tk) if masked else None
+    q9, g9 = torch.randn(B, 9, H), torch.randn(B, 9, Dv)
+    grads = []
+    for rows in (8, 9):
+        q = q9[:, :rows].clone().requires_grad_()
+        m = None if mask is None else mask[:, :rows].contiguous()
+        context = additive_attention(q, k, value, v, bias, m, False,
+                                     backend="cpu")[0]
+        context.backward(g9[:, :rows])
+        grads.append(q.grad[:, :8])
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)

@@ -17,6 +17,8 @@
 //   B. per (b, key block): dk_jh = sum_i dS_ij v_h (1 - t_ijh^2),
 //      dvalue_j = sum_i p_ij dctx_i, and the block's partial sum of
 //      dv_h = sum_ij dS_ij t_ijh.
+// With at most kQRows query rows (a decoder step) and few pairs, one item
+// per batch row runs both passes and pass B reuses pass A's tanh values.
 // dv and dbias are then summed over the blocks (over the rows of dq) in a
 // fixed order: every result is bitwise reproducible and independent of the
 // number of threads.
@@ -34,6 +36,9 @@ namespace {
 
 constexpr int64_t kQRows = 8;   // query rows of a forward / pass-A item
 constexpr int64_t kKeys = 16;   // keys of a block (and of a pass-B item)
+// The most (query, key, unit) tanh values the backward keeps for a batch
+// row where it runs both passes in one item (256 KB of float32).
+constexpr int64_t kFusedPairs = 65536;
 
 template <typename T>
 struct AdditiveInputs {
@@ -149,6 +154,13 @@ SK_CPU_KERNEL void add_tanh_grad(T* __restrict__ g, T ds,
   for (int64_t h = 0; h < H; ++h) g[h] += ds * v[h] * (1 - t[h] * t[h]);
 }
 
+// p, dP and the tanh values of one (query, key) pair in the backward.
+template <typename T>
+struct PairGrad {
+  T p, dp;
+  const T* t;  // [H]
+};
+
 template <typename T>
 void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
                               const T* gw, const T* stats, T* dq,
@@ -156,89 +168,128 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
   const AdditiveDims& d = in.d;
   const int64_t H = d.H;
   std::vector<T> delta(d.B * d.Tq);
-  const int64_t grain =
-      std::max<int64_t>(1, 4096 / std::max<int64_t>(1, d.Tk * H));
-
-  // Pass A: delta and dq, one item per (b, query block).
   const int64_t n_qblocks = (d.Tq + kQRows - 1) / kQRows;
-  at::parallel_for(0, d.B * n_qblocks, grain, [&](int64_t w0, int64_t w1) {
-    std::vector<T> t(H), p_row(d.Tk), dp_row(d.Tk);
-    for (int64_t w = w0; w < w1; ++w) {
-      const int64_t b = w / n_qblocks, i0 = (w % n_qblocks) * kQRows;
-      const int64_t nq = std::min(kQRows, d.Tq - i0);
-      for (int64_t i = i0; i < i0 + nq; ++i) {
-        const int64_t row = b * d.Tq + i;
-        T* dqi = dq + row * H;
-        std::fill(dqi, dqi + H, T(0));
-        const T mi = stats[2 * row], li = stats[2 * row + 1];
-        const T* gi = dctx + row * d.Dv;
-        if (!(li > T(0))) {  // no allowed key: no gradient
-          delta[row] = 0;
-          continue;
-        }
-        const T inv_l = T(1) / li;
-        // delta_i = sum_j p_ij dP_ij, as torch's softmax backward takes it:
-        // then sum_j dS_ij vanishes up to rounding. (rowsum(dctx * ctx)
-        // would carry the forward's rounding of ctx into a per-row offset
-        // of dS, which dv and dbias, sums over every row and key, collect.)
-        T di = 0;
-        for (int64_t j = 0; j < d.Tk; ++j) {
-          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - mi) * inv_l;
-          T dp = 0;
-          if (p != T(0)) {  // masked (or negligible): dS = 0
-            dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
-            if (gw != nullptr) dp += gw[row * d.Tk + j];
-          }
-          p_row[j] = p;
-          dp_row[j] = dp;
-          di += p * dp;
-        }
-        delta[row] = di;
-        for (int64_t j = 0; j < d.Tk; ++j) {
-          if (p_row[j] == T(0)) continue;
-          in.score(b, i, j, t.data());  // for t, this key's tanh values
-          add_tanh_grad(dqi, p_row[j] * (dp_row[j] - di), in.v, t.data(), H);
-        }
-      }
-    }
-  });
-
-  // Pass B: dk, dvalue and partial dv, one item per (b, key block).
   const int64_t n_kblocks = (d.Tk + kKeys - 1) / kKeys;
   std::vector<T> dv_part(d.B * n_kblocks * H);
-  const int64_t grain_b =
-      std::max<int64_t>(1, 4096 / std::max<int64_t>(1, d.Tq * kKeys * H));
-  at::parallel_for(0, d.B * n_kblocks, grain_b, [&](int64_t w0, int64_t w1) {
-    std::vector<T> t(H);
-    for (int64_t w = w0; w < w1; ++w) {
-      const int64_t b = w / n_kblocks, j0 = (w % n_kblocks) * kKeys;
-      const int64_t nk = std::min(kKeys, d.Tk - j0);
-      T* dkr = dk + (b * d.Tk + j0) * H;
-      T* dvr = dvalue + (b * d.Tk + j0) * d.Dv;
-      T* part = dv_part.data() + w * H;
-      std::fill(dkr, dkr + nk * H, T(0));
-      std::fill(dvr, dvr + nk * d.Dv, T(0));
-      std::fill(part, part + H, T(0));
-      for (int64_t i = 0; i < d.Tq; ++i) {
-        const int64_t row = b * d.Tq + i;
-        const T mi = stats[2 * row], li = stats[2 * row + 1];
-        if (!(li > T(0))) continue;
-        const T inv_l = T(1) / li;
-        const T* gi = dctx + row * d.Dv;
-        for (int64_t jj = 0; jj < nk; ++jj) {
-          const int64_t j = j0 + jj;
-          const T p = cpu_math::exp(in.score(b, i, j, t.data()) - mi) * inv_l;
-          if (p == T(0)) continue;
-          T dp = dot(gi, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
-          if (gw != nullptr) dp += gw[row * d.Tk + j];
-          const T ds = p * (dp - delta[row]);
-          add_tanh_grad(dkr + jj * H, ds, in.v, t.data(), H);
-          axpy(part, ds, t.data(), H);
-          axpy(dvr + jj * d.Dv, p, gi, d.Dv);
-        }
+
+  // p_ij (0 where masked or negligible) and dP_ij of a row with (m, l).
+  const auto pair = [&](int64_t b, int64_t i, int64_t j, T mi, T inv_l,
+                        T* t) -> PairGrad<T> {
+    const int64_t row = b * d.Tq + i;
+    const T p = cpu_math::exp(in.score(b, i, j, t) - mi) * inv_l;
+    T dp = 0;
+    if (p != T(0)) {  // masked (or negligible): dS = 0
+      dp = dot(dctx + row * d.Dv, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
+      if (gw != nullptr) dp += gw[row * d.Tk + j];
+    }
+    return {p, dp, t};
+  };
+
+  // Pass A for query row i of batch b: delta_i and dq_i; the row's pairs
+  // (their tanh values in t_row [Tk][H]) are left in pg [Tk], unless the
+  // row has no allowed key (no gradient).
+  const auto pass_a_row = [&](int64_t b, int64_t i, T* t_row,
+                              PairGrad<T>* pg) {
+    const int64_t row = b * d.Tq + i;
+    T* dqi = dq + row * H;
+    std::fill(dqi, dqi + H, T(0));
+    const T mi = stats[2 * row], li = stats[2 * row + 1];
+    if (!(li > T(0))) {
+      delta[row] = 0;
+      return;
+    }
+    const T inv_l = T(1) / li;
+    // delta_i = sum_j p_ij dP_ij, as torch's softmax backward takes it:
+    // then sum_j dS_ij vanishes up to rounding. (rowsum(dctx * ctx) would
+    // carry the forward's rounding of ctx into a per-row offset of dS,
+    // which dv and dbias, sums over every row and key, collect.)
+    T di = 0;
+    for (int64_t j = 0; j < d.Tk; ++j) {
+      pg[j] = pair(b, i, j, mi, inv_l, t_row + j * H);
+      di += pg[j].p * pg[j].dp;
+    }
+    delta[row] = di;
+    for (int64_t j = 0; j < d.Tk; ++j) {
+      if (pg[j].p == T(0)) continue;
+      add_tanh_grad(dqi, pg[j].p * (pg[j].dp - di), in.v, pg[j].t, H);
+    }
+  };
+
+  // Pass B for key block kb of batch b: dk, dvalue and the block's partial
+  // dv, from the pairs that pair_of(i, j) gives (rows without an allowed
+  // key skipped), in a fixed order: rows, then keys.
+  const auto pass_b_block = [&](int64_t b, int64_t kb, const auto& pair_of) {
+    const int64_t j0 = kb * kKeys, nk = std::min(kKeys, d.Tk - j0);
+    T* dkr = dk + (b * d.Tk + j0) * H;
+    T* dvr = dvalue + (b * d.Tk + j0) * d.Dv;
+    T* part = dv_part.data() + (b * n_kblocks + kb) * H;
+    std::fill(dkr, dkr + nk * H, T(0));
+    std::fill(dvr, dvr + nk * d.Dv, T(0));
+    std::fill(part, part + H, T(0));
+    for (int64_t i = 0; i < d.Tq; ++i) {
+      const int64_t row = b * d.Tq + i;
+      if (!(stats[2 * row + 1] > T(0))) continue;
+      const T* gi = dctx + row * d.Dv;
+      for (int64_t jj = 0; jj < nk; ++jj) {
+        const PairGrad<T> g = pair_of(i, j0 + jj);
+        if (g.p == T(0)) continue;
+        const T ds = g.p * (g.dp - delta[row]);
+        add_tanh_grad(dkr + jj * H, ds, in.v, g.t, H);
+        axpy(part, ds, g.t, H);
+        axpy(dvr + jj * d.Dv, g.p, gi, d.Dv);
       }
     }
-  });
+  };
+
+  if (n_qblocks == 1 && d.Tq * d.Tk * H <= kFusedPairs) {
+    // Few query rows (a decoder step): one item per batch row runs both
+    // passes, pass B on the pairs pass A kept, so each tanh is computed
+    // once instead of three times. The same values in the same order as
+    // the two passes below: the same results, bit for bit.
+    at::parallel_for(0, d.B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<T> t_all(d.Tq * d.Tk * H);
+      std::vector<PairGrad<T>> pg(d.Tq * d.Tk);
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t i = 0; i < d.Tq; ++i) {
+          pass_a_row(b, i, t_all.data() + i * d.Tk * H, pg.data() + i * d.Tk);
+        }
+        for (int64_t kb = 0; kb < n_kblocks; ++kb) {
+          pass_b_block(b, kb, [&](int64_t i, int64_t j) {
+            return pg[i * d.Tk + j];
+          });
+        }
+      }
+    });
+  } else {
+    // Pass A: delta and dq, one item per (b, query block).
+    const int64_t grain =
+        std::max<int64_t>(1, 4096 / std::max<int64_t>(1, d.Tk * H));
+    at::parallel_for(0, d.B * n_qblocks, grain, [&](int64_t w0, int64_t w1) {
+      std::vector<T> t_row(d.Tk * H);
+      std::vector<PairGrad<T>> pg(d.Tk);
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t b = w / n_qblocks, i0 = (w % n_qblocks) * kQRows;
+        for (int64_t i = i0; i < std::min(d.Tq, i0 + kQRows); ++i) {
+          pass_a_row(b, i, t_row.data(), pg.data());
+        }
+      }
+    });
+    // Pass B: dk, dvalue and partial dv, one item per (b, key block),
+    // recomputing each pair.
+    const int64_t grain_b =
+        std::max<int64_t>(1, 4096 / std::max<int64_t>(1, d.Tq * kKeys * H));
+    at::parallel_for(0, d.B * n_kblocks, grain_b, [&](int64_t w0, int64_t w1) {
+      std::vector<T> t(H);
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t b = w / n_kblocks;
+        pass_b_block(b, w % n_kblocks, [&](int64_t i, int64_t j) {
+          const int64_t row = b * d.Tq + i;
+          return pair(b, i, j, stats[2 * row], T(1) / stats[2 * row + 1],
+                      t.data());
+        });
+      }
+    });
+  }
 
   // dv = sum of the blocks' partials, dbias = sum of dq over all rows, each
   // in a fixed order.
