@@ -106,6 +106,9 @@ void bind_persistent(py::module_& m) {
       "call as (task, step, start, end, thread) and sleeps sleep_us in task "
       "slow_task (whose owner's other tasks the waiting threads then take "
       "over): test infrastructure.");
+  m.def("set_cpu_unit_width", &set_cpu_unit_width, py::arg("units"),
+        "The units per block of the CPU's persistent kernel: 8 (an AVX2 "
+        "CPU's), 16 (AVX-512's) or 0, the CPU's own: test infrastructure.");
   m.def("cpu_persistent_runs", &cpu_persistent_runs,
         "How many forward and backward recurrences the CPU's persistent "
         "kernel has run in this process (tests count them).");

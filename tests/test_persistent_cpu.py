@@ -25,6 +25,15 @@ def persistent(monkeypatch):
     monkeypatch.setenv("SEQKERNELS_RECURRENCE", "persistent")
 
 
+@pytest.fixture(params=[0, 8], ids=["own_width", "width8"])
+def width(request):
+    """The kernel's blocks as this CPU takes them, and 8 units wide as on an
+    AVX2 CPU (different blocks, register tiles and chunks)."""
+    _C.set_cpu_unit_width(request.param)
+    yield request.param
+    _C.set_cpu_unit_width(0)
+
+
 def _family(op):
     family = FAMILIES[op]
     return family.forward["cpu"], family.backward["cpu"]
@@ -34,7 +43,7 @@ def _family(op):
     "op,act,shape,dtype,reverse",
     list(cases((torch.float32, torch.bfloat16, torch.float16),
                {**SHAPES, **CPU_SHAPES})))
-def test_kernel_matches_reference(persistent, op, act, shape, dtype,
+def test_kernel_matches_reference(persistent, width, op, act, shape, dtype,
                                   reverse):
     before = _C.cpu_persistent_runs()
     check_op(op, act, shape, dtype, reverse, *_family(op))
@@ -74,7 +83,7 @@ def _run(op, shape, threads, dtype=torch.float32):
 @pytest.mark.skipif(torch.get_num_threads() < 2,
                     reason="needs 2 threads (torch.get_num_threads())")
 @pytest.mark.parametrize("op", ["lstm_seq", "gru_seq", "rnn_seq"])
-def test_results_do_not_depend_on_threads(persistent, op):
+def test_results_do_not_depend_on_threads(persistent, width, op):
     # "chunks" is work enough for 2 threads (rule: 16K multiply-adds a step)
     # with tasks split by units; a task's sums are the same on any thread.
     assert _C.cpu_persistent_plan(op[:-4], 45, 136, torch.float32,

@@ -62,8 +62,13 @@ inline void vstore(float* p, const V& v) {
 }
 
 // Units per block: one AVX-512 register of floats where the CPU has
-// AVX-512, else one AVX2 register (the results do not depend on it).
+// AVX-512, else one AVX2 register (the results do not depend on it), or
+// what set_cpu_unit_width asked for (tests).
+std::atomic<int> g_width{0};
+
 int unit_width() {
+  const int asked = g_width.load(std::memory_order_relaxed);
+  if (asked != 0) return asked;
 #if defined(__x86_64__) && defined(__GNUC__)
   static const int u = __builtin_cpu_supports("avx512f") ? 16 : 8;
   return u;
@@ -435,6 +440,13 @@ CpuPersistentPlan cpu_persistent_plan(CellKind kind, int64_t B, int64_t H,
 }
 
 int64_t cpu_persistent_runs() { return g_runs; }
+
+void set_cpu_unit_width(int units) {
+  TORCH_CHECK(units == 0 || units == 8 || units == 16,
+              "seqkernels: the CPU kernel's unit width must be 8, 16 or 0 "
+              "(the CPU's own), got ", units);
+  g_width = units;
+}
 
 bool cpu_forward_seq(const CellDesc& cell, const SeqForward& seq) {
   const int64_t T = seq.xg.size(0), B = seq.xg.size(1), H = seq.h0.size(1);

@@ -43,4 +43,8 @@ bool cpu_backward_seq(const CellDesc& cell, const SeqBackward& seq);
 // count them, so that a kernel that declined cannot pass as tested).
 int64_t cpu_persistent_runs();
 
+// The units per block the kernel takes: 8 (an AVX2 CPU's), 16 (AVX-512's)
+// or 0, the CPU's own (tests run both widths on one machine).
+void set_cpu_unit_width(int units);
+
 }  // namespace seqkernels
