@@ -113,6 +113,11 @@ def _worker(rank, store_file, job_file, out_file):
             results[wrapper, backend] = _full_state(model)
         if rank == 0:
             torch.save(results, out_file)
+        # Both ranks leave together: a rank that tore its group down while
+        # the other still had gloo work in flight aborted it (SIGABRT,
+        # "terminate called without an active exception", seen once in CI
+        # under load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
