@@ -84,7 +84,9 @@ def _cast(args, dtype):
                  and a.is_floating_point() else a for a in args)
 
 
-def _backward_args(op, inputs, outputs, cotangents):
+def backward_args(op, inputs, outputs, cotangents):
+    """The backward op's arguments from the forward's inputs and outputs
+    and the cotangents of the outputs the user sees."""
     if op == "lstm_seq":
         x, h0, c0, w_ih, w_hh, _, w_hr, lens = inputs
         y, _, _, saved, cell_states, cell_outputs = outputs
@@ -121,9 +123,9 @@ def check_op(op, act, shape, dtype, reverse, forward, backward,
     cot64 = [torch.randn(o.shape, generator=g, dtype=torch.float64)
              for o in out64[:n_cot]]
     cot_d = [c.to(dtype) for c in cot64]
-    grads64 = ref_bwd(*_backward_args(op, args64, out64, cot64))
-    grads_d = ref_bwd(*_backward_args(op, args_d, out_d, cot_d))
-    our_grads = backward(*_on(_backward_args(
+    grads64 = ref_bwd(*backward_args(op, args64, out64, cot64))
+    grads_d = ref_bwd(*backward_args(op, args_d, out_d, cot_d))
+    our_grads = backward(*_on(backward_args(
         op, args_d, _on(ours, device), cot_d), device))
     rows = [(f"{op} output {i}", o, t, r)
             for i, (o, t, r) in enumerate(zip(ours, out_d, out64))]

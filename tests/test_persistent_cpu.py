@@ -11,7 +11,14 @@ kernel taking the default route.
 
 import pytest
 import torch
-from persistent_cases import CPU_SHAPES, SHAPES, cases, check_op, inputs64
+from persistent_cases import (
+    CPU_SHAPES,
+    SHAPES,
+    backward_args,
+    cases,
+    check_op,
+    inputs64,
+)
 
 import seqkernels
 from conftest import seed
@@ -62,19 +69,7 @@ def _run(op, shape, threads, dtype=torch.float32):
     try:
         out = forward(*args)
         cot = [torch.ones_like(o) for o in out[:3 if op == "lstm_seq" else 2]]
-        if op == "lstm_seq":
-            x, h0, c0, w_ih, w_hh, _, w_hr, lens = args
-            y, _, _, saved, cs, co = out
-            grads = backward(*cot, x, h0, c0, w_ih, w_hh, w_hr, lens, y,
-                             saved, cs, co, True)
-        elif op == "gru_seq":
-            x, h0, w_ih, w_hh, _, _, lens = args
-            grads = backward(*cot, x, h0, w_ih, w_hh, lens, out[0], out[2],
-                             True)
-        else:
-            x, h0, w_ih, w_hh, _, lens, act = args
-            grads = backward(*cot, x, h0, w_ih, w_hh, lens, out[0], out[2],
-                             True, act)
+        grads = backward(*backward_args(op, args, out, cot))
     finally:
         torch.set_num_threads(old)
     return list(out) + list(grads)

@@ -167,16 +167,18 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
                               T* dk, T* dvalue, T* dv, T* dbias) {
   const AdditiveDims& d = in.d;
   const int64_t H = d.H;
-  std::vector<T> delta(d.B * d.Tq);
+  // Per query row: delta_i, and 1 / l_i of the forward's statistics.
+  std::vector<T> delta(d.B * d.Tq), inv_l(d.B * d.Tq);
   const int64_t n_qblocks = (d.Tq + kQRows - 1) / kQRows;
   const int64_t n_kblocks = (d.Tk + kKeys - 1) / kKeys;
   std::vector<T> dv_part(d.B * n_kblocks * H);
 
-  // p_ij (0 where masked or negligible) and dP_ij of a row with (m, l).
-  const auto pair = [&](int64_t b, int64_t i, int64_t j, T mi, T inv_l,
-                        T* t) -> PairGrad<T> {
+  // p_ij (0 where masked or negligible) and dP_ij, with the tanh values
+  // into t, of a row that has an allowed key (inv_l set).
+  const auto pair = [&](int64_t b, int64_t i, int64_t j, T* t) -> PairGrad<T> {
     const int64_t row = b * d.Tq + i;
-    const T p = cpu_math::exp(in.score(b, i, j, t) - mi) * inv_l;
+    const T p =
+        cpu_math::exp(in.score(b, i, j, t) - stats[2 * row]) * inv_l[row];
     T dp = 0;
     if (p != T(0)) {  // masked (or negligible): dS = 0
       dp = dot(dctx + row * d.Dv, in.value + (b * d.Tk + j) * d.Dv, d.Dv);
@@ -193,19 +195,19 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
     const int64_t row = b * d.Tq + i;
     T* dqi = dq + row * H;
     std::fill(dqi, dqi + H, T(0));
-    const T mi = stats[2 * row], li = stats[2 * row + 1];
+    const T li = stats[2 * row + 1];
     if (!(li > T(0))) {
       delta[row] = 0;
       return;
     }
-    const T inv_l = T(1) / li;
+    inv_l[row] = T(1) / li;
     // delta_i = sum_j p_ij dP_ij, as torch's softmax backward takes it:
     // then sum_j dS_ij vanishes up to rounding. (rowsum(dctx * ctx) would
     // carry the forward's rounding of ctx into a per-row offset of dS,
     // which dv and dbias, sums over every row and key, collect.)
     T di = 0;
     for (int64_t j = 0; j < d.Tk; ++j) {
-      pg[j] = pair(b, i, j, mi, inv_l, t_row + j * H);
+      pg[j] = pair(b, i, j, t_row + j * H);
       di += pg[j].p * pg[j].dp;
     }
     delta[row] = di;
@@ -283,9 +285,7 @@ void additive_backward_kernel(const AdditiveInputs<T>& in, const T* dctx,
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t b = w / n_kblocks;
         pass_b_block(b, w % n_kblocks, [&](int64_t i, int64_t j) {
-          const int64_t row = b * d.Tq + i;
-          return pair(b, i, j, stats[2 * row], T(1) / stats[2 * row + 1],
-                      t.data());
+          return pair(b, i, j, t.data());
         });
       }
     });

@@ -165,10 +165,6 @@ std::array<ProductFn, kMaxRows> product_table(std::integer_sequence<int, r...>) 
   return {&products<V, U, std::min(r + 1, block_rows(V, U))>...};
 }
 
-bool active(const int64_t* lengths, int64_t b, int64_t s) {
-  return lengths == nullptr || lengths[b] > s;
-}
-
 // The tasks of a step: blocks of units times chunks of rows. Rows are split
 // only where the blocks of units alone would leave threads idle.
 struct Split {
@@ -371,11 +367,6 @@ struct BackwardJob {
 
 std::atomic<int64_t> g_runs{0};
 
-template <typename T>
-T* data(const at::Tensor& t) {
-  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
-}
-
 // f(scalar_t{}) with the storage dtype: float32, float16 or bfloat16 (the
 // plan declines the others).
 template <typename F>
@@ -472,13 +463,13 @@ bool cpu_forward_seq(const CellDesc& cell, const SeqForward& seq) {
         const at::Tensor hf = at::empty({2, B, ldh}, seq.xg.options());
         hf[0].narrow(1, 0, H).copy_(seq.h0);
         const Split sp = split(B, H, Job::UB, Job::R, plan.threads);
-        Job job{T, B, H, sp, cell.act, data<float>(w), data<float>(bias),
-                data<float>(seq.xg),
-                seq.lengths.has_value() ? seq.lengths->data_ptr<int64_t>() : nullptr,
-                data<float>(seq.c_state), data<float>(seq.saved),
-                data<float>(seq.cell_states), data<scalar_t>(seq.y),
-                {data<scalar_t>(h[0]), data<scalar_t>(h[1])},
-                {data<float>(hf[0]), data<float>(hf[1])}, ldh,
+        Job job{T, B, H, sp, cell.act, ptr<float>(w), ptr<float>(bias),
+                ptr<float>(seq.xg),
+                lengths_ptr(seq.lengths),
+                ptr<float>(seq.c_state), ptr<float>(seq.saved),
+                ptr<float>(seq.cell_states), ptr<scalar_t>(seq.y),
+                {ptr<scalar_t>(h[0]), ptr<scalar_t>(h[1])},
+                {ptr<float>(hf[0]), ptr<float>(hf[1])}, ldh,
                 product_table<Job::V, U>(
                     std::make_integer_sequence<int, kMaxRows>{})};
         run_steps(T, sp.tasks(), plan.threads, job);
@@ -518,14 +509,14 @@ bool cpu_backward_seq(const CellDesc& cell, const SeqBackward& seq) {
         const Split sp = split(B, H, UB, Job::R, plan.threads);
         const int64_t ldg = padded_stride(G * H);
         const at::Tensor gp = at::empty({2, B, ldg}, seq.grad_xg.options());
-        Job job{T, B, H, sp, cell.act, data<float>(wt),
-                data<scalar_t>(seq.grad_y), data<float>(seq.dh_carry),
-                data<float>(seq.carry), data<float>(seq.saved),
-                data<scalar_t>(seq.h_prev), data<float>(seq.c0),
-                data<float>(seq.cell_states),
-                seq.lengths.has_value() ? seq.lengths->data_ptr<int64_t>() : nullptr,
-                data<float>(seq.grad_xg), data<float>(seq.grad_hg),
-                {data<float>(gp[0]), data<float>(gp[1])}, ldg,
+        Job job{T, B, H, sp, cell.act, ptr<float>(wt),
+                ptr<scalar_t>(seq.grad_y), ptr<float>(seq.dh_carry),
+                ptr<float>(seq.carry), ptr<float>(seq.saved),
+                ptr<scalar_t>(seq.h_prev), ptr<float>(seq.c0),
+                ptr<float>(seq.cell_states),
+                lengths_ptr(seq.lengths),
+                ptr<float>(seq.grad_xg), ptr<float>(seq.grad_hg),
+                {ptr<float>(gp[0]), ptr<float>(gp[1])}, ldg,
                 product_table<Job::V, U>(
                     std::make_integer_sequence<int, kMaxRows>{})};
         run_steps(T, sp.tasks(), plan.threads, job);

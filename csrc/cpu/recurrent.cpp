@@ -29,19 +29,6 @@
 namespace seqkernels {
 namespace {
 
-template <typename T>
-T* ptr(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
-bool active(const int64_t* lengths, int64_t b, int64_t s) {
-  return lengths == nullptr || lengths[b] > s;
-}
-
-const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
-  return lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
-}
-
 // Rows of a task of the pointwise loops: at least 16K gate values, so that
 // a small layer's rows run on the calling thread (waking the other threads
 // for a step of B=8, H=64 costs more than the step's arithmetic).

@@ -1,5 +1,5 @@
 // The pointwise cell math of one row of a step on the CPU, forward and
-// backward: shared by the per-step kernels and the cell ops
+// backward (and the small accessors of the step tensors the row loops use): shared by the per-step kernels and the cell ops
 // (csrc/cpu/recurrent.cpp) and the persistent recurrence
 // (csrc/cpu/persistent_recurrence.cpp), so that all of them run the same
 // arithmetic.
@@ -14,6 +14,8 @@
 // SK_CPU_KERNEL calls the copy of its own instruction set directly.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 #include <type_traits>
 
@@ -22,6 +24,21 @@
 
 namespace seqkernels {
 namespace {  // each file gets its own copies (target_clones resolvers)
+
+// A step tensor's data, null where the tensor is absent (undefined).
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// Whether row b is active at step s (lengths null: every row).
+inline bool active(const int64_t* lengths, int64_t b, int64_t s) {
+  return lengths == nullptr || lengths[b] > s;
+}
+
+inline const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
+  return lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+}
 
 // The cell forward of one row. c_in, c_out and cs (kHasC) may be the same
 // row, and so may xg and saved (SeqSteps::saved_over_xg): each unit reads

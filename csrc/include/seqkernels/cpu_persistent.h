@@ -4,8 +4,9 @@
 // wake-up per step.
 //
 // w_hh is packed once per call into the layout of the inner loop (blocks of
-// U hidden units: [block][k][gate][U] for the forward, its transpose
-// [block][n][U] for the backward), and each step is a set of tasks, one
+// hidden units: [block][k][gate][units] for the forward, its transpose
+// [block][n][units] for the backward; the module comment of the .cpp gives
+// the widths), and each step is a set of tasks, one
 // per block of units and rows: the task computes its units' recurrent
 // product in registers (float32, the sum over k in order, FMA) and runs
 // the cell math of cpu_cell_rows.h on them at once, so the gate
