@@ -181,19 +181,66 @@ Split split(int64_t B, int64_t H, int U, int R, int threads) {
   return {blocks, (B + chunk_rows - 1) / chunk_rows, chunk_rows};
 }
 
-// w [rows, K] as float32 with rows = G * H grouped [G][H]: [blocks][K][G][U],
-// the units beyond H zero.
-at::Tensor pack_gates(const at::Tensor& w, int G, int64_t H, int U) {
-  const int64_t K = w.size(1), blocks = (H + U - 1) / U;
-  at::Tensor grouped = w.view({G, H, K});
-  if (blocks * U != H) {
-    grouped = at::constant_pad_nd(grouped, {0, 0, 0, blocks * U - H});
-  }
-  // One copy for float32 weights (to() keeps the permuted strides).
-  return grouped.view({G, blocks, U, K})
-      .permute({1, 3, 0, 2})
-      .to(at::kFloat)
-      .contiguous();
+// At least this many weights per parallel chunk of a packing: smaller
+// layers pack on the calling thread (a wake-up of the pool costs more).
+constexpr int64_t kPackGrain = 1 << 16;
+
+// w [G*H, K] (storage type, contiguous; rows grouped [G][H]) as float32
+// [blocks][K][G][UB], the units beyond H zero: for each k, a block's gates
+// of its UB units side by side, as the forward's products read them. A
+// loop of our own: as a permuted copy through TensorIterator the inner
+// dimension (a unit) has stride K, and that copy took longer than the
+// recurrence of a short sequence (2 ms at H = 512).
+template <typename scalar_t>
+at::Tensor pack_gates(const at::Tensor& w, int G, int64_t H, int UB) {
+  const int64_t K = w.size(1), blocks = (H + UB - 1) / UB;
+  at::Tensor out = at::empty({blocks, K, G, UB}, w.options().dtype(at::kFloat));
+  const scalar_t* src = w.data_ptr<scalar_t>();
+  float* dst = out.data_ptr<float>();
+  const int64_t pitch = int64_t(G) * UB;  // between consecutive k
+  const int64_t grain = std::max<int64_t>(1, kPackGrain / (K * UB));
+  at::parallel_for(0, blocks * G, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t bg = begin; bg < end; ++bg) {
+      const int64_t b = bg / G, g = bg % G;
+      float* o = dst + b * K * pitch + g * UB;
+      // Unit by unit: a row is read in order; the K output lines it writes
+      // (UB floats apart) stay in L1 for the block's next unit.
+      for (int u = 0; u < UB; ++u) {
+        const int64_t j = b * UB + u;
+        if (j < H) {
+          const scalar_t* row = src + (g * H + j) * K;
+          for (int64_t k = 0; k < K; ++k) o[k * pitch + u] = float(row[k]);
+        } else {
+          for (int64_t k = 0; k < K; ++k) o[k * pitch + u] = 0.0f;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// w [rows, H] (storage type, contiguous) as float32 [blocks][rows][UB]:
+// block b holds the columns b*UB .. b*UB + UB of every row, zero beyond H,
+// as the backward's products read them.
+template <typename scalar_t>
+at::Tensor pack_columns(const at::Tensor& w, int64_t H, int UB) {
+  const int64_t rows = w.size(0), blocks = (H + UB - 1) / UB;
+  at::Tensor out = at::empty({blocks, rows, UB}, w.options().dtype(at::kFloat));
+  const scalar_t* src = w.data_ptr<scalar_t>();
+  float* dst = out.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, kPackGrain / (rows * UB));
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t j0 = b * UB, n = std::min<int64_t>(UB, H - j0);
+      for (int64_t r = 0; r < rows; ++r) {
+        const scalar_t* in = src + r * H + j0;
+        float* o = dst + (b * rows + r) * UB;
+        for (int64_t u = 0; u < n; ++u) o[u] = float(in[u]);
+        for (int64_t u = n; u < UB; ++u) o[u] = 0.0f;
+      }
+    }
+  });
+  return out;
 }
 
 // The forward of a whole sequence (SeqForward), T the storage dtype.
@@ -452,10 +499,11 @@ bool cpu_forward_seq(const CellDesc& cell, const SeqForward& seq) {
       dispatch_width([&](auto width) {
         constexpr int U = decltype(width)::value;
         using Job = ForwardJob<Cell, scalar_t, U>;
-        const at::Tensor w = pack_gates(seq.w_hh, G, H, Job::UB);
+        const at::Tensor w = pack_gates<scalar_t>(seq.w_hh, G, H, Job::UB);
         at::Tensor bias;
         if (seq.b_hh.defined()) {
-          bias = pack_gates(seq.b_hh.view({G * H, 1}), G, H, Job::UB);
+          bias = pack_gates<scalar_t>(seq.b_hh.view({G * H, 1}), G, H,
+                                         Job::UB);
         }
         const at::Tensor h = at::empty({2, B, H}, seq.y.options());
         h[0].copy_(seq.h0);
@@ -495,17 +543,8 @@ bool cpu_backward_seq(const CellDesc& cell, const SeqBackward& seq) {
       dispatch_width([&](auto width) {
         constexpr int U = decltype(width)::value;
         using Job = BackwardJob<Cell, scalar_t, U>;
-        // w_hh [G*H, H] -> [blocks][G*H][UB]: the columns of each block.
         constexpr int UB = Job::UB;
-        const int64_t blocks = (H + UB - 1) / UB;
-        at::Tensor padded = seq.w_hh;
-        if (blocks * UB != H) {
-          padded = at::constant_pad_nd(padded, {0, blocks * UB - H});
-        }
-        const at::Tensor wt = padded.view({G * H, blocks, UB})
-                                  .permute({1, 0, 2})
-                                  .to(at::kFloat)
-                                  .contiguous();
+        const at::Tensor wt = pack_columns<scalar_t>(seq.w_hh, H, UB);
         const Split sp = split(B, H, UB, Job::R, plan.threads);
         const int64_t ldg = padded_stride(G * H);
         const at::Tensor gp = at::empty({2, B, ldg}, seq.grad_xg.options());
