@@ -95,3 +95,25 @@ def test_lstm_seq_deterministic(backend, device, case):
 
     for a, b in zip(run(), run()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend,device,case", backend_params(["plain"]))
+def test_autograd_kernel_records_a_graph_only_where_asked(backend, device,
+                                                          case):
+    """The ops' own Autograd kernel (ops/_variants.py): a node where an
+    input requires grad and grad mode is on, none otherwise."""
+    args = seq_args(device, torch.float32, **SEQ_CASES[case])
+    fn = op("lstm_seq", backend)
+    assert fn(*args)[0].grad_fn is not None
+    with torch.no_grad():
+        assert all(t.grad_fn is None for t in fn(*args))
+    detached = [a.detach() if a is not None else None for a in args]
+    assert all(t.grad_fn is None for t in fn(*detached))
+
+
+def test_autograd_kernel_refuses_schemas_with_defaults():
+    # The kernel passes the dispatcher's arguments through unchanged, which
+    # is right only for schemas without defaults or keyword-only arguments.
+    from seqkernels.ops._variants import _autograd_kernel
+    with pytest.raises(TypeError, match="without defaults"):
+        _autograd_kernel(torch.ops.aten.add.Tensor, None, None)

@@ -33,8 +33,9 @@ import torch
 
 from .._common import AUTOCAST_DEVICE_TYPES, autocast_dtype
 
-# One Library object for every registration (it owns their lifetime).
-_LIB = torch.library.Library("seqkernels", "IMPL")
+# One Library object for the autocast and autograd registrations of every
+# op (it owns their lifetime).
+LIB = torch.library.Library("seqkernels", "IMPL")
 
 
 def _cast(value: Any) -> Any:
@@ -61,5 +62,5 @@ def register_autocast(op: torch._ops.OpOverloadPacket) -> None:
     for device_type in AUTOCAST_DEVICE_TYPES:
         key, rule = _autocast_rule(overload, device_type)
         overload.py_impl(key)(rule)
-        _LIB.impl(name, lambda _keys, *args, _rule=rule: _rule(*args),
+        LIB.impl(name, lambda _keys, *args, _rule=rule: _rule(*args),
                   key.name, with_keyset=True)
