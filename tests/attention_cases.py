@@ -22,6 +22,9 @@ SDPA_CASES = {
     "gqa": (2, 4, 2, 6, 7, 8, 8, None, False),
     "value_dim": (2, 2, 2, 6, 7, 5, 7, None, False),
     "three_dim": (3, None, None, 6, 7, 8, 8, None, False),
+    # More keys than the CPU's one-pass probabilities keep in cache
+    # (kInPlaceBytes in csrc/cpu/attention_scores.cpp): its two-pass path.
+    "long_keys": (1, 2, 2, 5, 1100, 8, 8, "bool", False),
 }
 
 

@@ -306,18 +306,15 @@ std::vector<T> transposed_blocks(const T* x, int64_t heads, int64_t Tn,
   return out;
 }
 
-// Online softmax of one row over blocks of keys. The row's state is the
-// running max m and the running sum l of exp(s - m); update() turns the
-// block's scores into exp(s - m_new) in place and returns the factor by
-// which earlier accumulations must be rescaled (1 when nothing changed).
-// A row whose keys are all masked so far keeps m = -inf, l = 0, and its
-// block becomes zeros.
+// A row's maximum, and (exp_and_sum) s[j] = exp(s[j] - m) in place with
+// their sum: kLanes partial maxima and sums, combined in a fixed order (a
+// single running max or sum is a chain of dependent steps that the
+// compiler may not reorder into vector lanes). Inlined into the kernels
+// that call them (flatten: their instruction set's copy).
+constexpr int kLanes = 16;
+
 template <typename T>
-SK_CPU_KERNEL inline T online_softmax_update(T* s, int64_t n, T& m, T& l) {
-  // kLanes partial maxima and sums, combined in a fixed order: a single
-  // running max or sum is a chain of dependent steps that the compiler may
-  // not reorder into vector lanes.
-  constexpr int kLanes = 16;
+inline T row_max(const T* s, int64_t n) {
   T lane[kLanes];
   std::fill(lane, lane + kLanes, neg_inf<T>());
   int64_t j = 0;
@@ -327,21 +324,39 @@ SK_CPU_KERNEL inline T online_softmax_update(T* s, int64_t n, T& m, T& l) {
   T mx = neg_inf<T>();
   for (int q = 0; q < kLanes; ++q) mx = std::max(mx, lane[q]);
   for (; j < n; ++j) mx = std::max(mx, s[j]);
-  const T m_new = std::max(m, mx);
-  if (m_new == neg_inf<T>()) {
-    std::fill(s, s + n, T(0));
-    return T(1);
-  }
-  const T alpha = cpu_math::exp(m - m_new);  // 0 when m was -inf
-  for (j = 0; j < n; ++j) s[j] = cpu_math::exp(s[j] - m_new);
+  return mx;
+}
+
+template <typename T>
+inline T exp_and_sum(T* s, int64_t n, T m) {
+  for (int64_t j = 0; j < n; ++j) s[j] = cpu_math::exp(s[j] - m);
+  T lane[kLanes];
   std::fill(lane, lane + kLanes, T(0));
-  for (j = 0; j + kLanes <= n; j += kLanes) {
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
     for (int q = 0; q < kLanes; ++q) lane[q] += s[j + q];
   }
   T sum = 0;
   for (int q = 0; q < kLanes; ++q) sum += lane[q];
   for (; j < n; ++j) sum += s[j];
-  l = l * alpha + sum;
+  return sum;
+}
+
+// Online softmax of one row over blocks of keys. The row's state is the
+// running max m and the running sum l of exp(s - m); update() turns the
+// block's scores into exp(s - m_new) in place and returns the factor by
+// which earlier accumulations must be rescaled (1 when nothing changed).
+// A row whose keys are all masked so far keeps m = -inf, l = 0, and its
+// block becomes zeros.
+template <typename T>
+SK_CPU_KERNEL inline T online_softmax_update(T* s, int64_t n, T& m, T& l) {
+  const T m_new = std::max(m, row_max(s, n));
+  if (m_new == neg_inf<T>()) {
+    std::fill(s, s + n, T(0));
+    return T(1);
+  }
+  const T alpha = cpu_math::exp(m - m_new);  // 0 when m was -inf
+  l = l * alpha + exp_and_sum(s, n, m_new);
   m = m_new;
   return alpha;
 }
@@ -361,6 +376,20 @@ SK_CPU_KERNEL inline void probs_from_max(T* out, const T* s, int64_t n, T m,
   }
   const T inv = T(1) / l;
   for (int64_t j = 0; j < n; ++j) out[j] = cpu_math::exp(s[j] - m) * inv;
+}
+
+// The softmax of a whole row of scores in place: s[j] = exp(s[j] - m) / l
+// with m the row's maximum and l = sum exp(s - m); a row with no allowed
+// key gives 0.
+template <typename T>
+SK_CPU_KERNEL inline void softmax_in_place(T* s, int64_t n) {
+  const T m = row_max(s, n);
+  if (m == neg_inf<T>()) {
+    std::fill(s, s + n, T(0));
+    return;
+  }
+  const T inv = T(1) / exp_and_sum(s, n, m);
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
 }
 
 // log-sum-exp of a finished row: -inf when every key was masked.
