@@ -16,7 +16,9 @@ namespace {
 
 // Schemas; shapes, dtypes and semantics of each op are documented in its
 // reference implementation, seqkernels/reference/<op>.py (the sequence ops:
-// csrc/include/seqkernels/recurrent_host.h).
+// csrc/include/seqkernels/recurrent_host.h). keep_saved (the sequence ops):
+// false returns saved, cell_states and cell_outputs empty, for a call whose
+// backward will not run; the ops' Python faces pass it.
 const char* kLstmCell =
     "(Tensor x_proj, Tensor h_proj, Tensor c, Tensor? bias)"
     " -> (Tensor h_new, Tensor c_new, Tensor saved)";
@@ -25,7 +27,7 @@ const char* kLstmCellBackward =
     " -> (Tensor grad_gates, Tensor grad_c_prev)";
 const char* kLstmSeq =
     "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias,"
-    " Tensor? w_hr, Tensor? lengths)"
+    " Tensor? w_hr, Tensor? lengths, bool keep_saved=True)"
     " -> (Tensor y, Tensor h_n, Tensor c_n, Tensor saved, Tensor cell_states,"
     " Tensor cell_outputs)";
 const char* kLstmSeqBackward =
@@ -44,7 +46,8 @@ const char* kGruCellBackward =
     " -> (Tensor grad_x_proj, Tensor grad_h_proj, Tensor grad_h_prev)";
 const char* kGruSeq =
     "(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih,"
-    " Tensor? b_hh, Tensor? lengths) -> (Tensor y, Tensor h_n, Tensor saved)";
+    " Tensor? b_hh, Tensor? lengths, bool keep_saved=True)"
+    " -> (Tensor y, Tensor h_n, Tensor saved)";
 const char* kGruSeqBackward =
     "(Tensor grad_y, Tensor grad_h_n, Tensor x, Tensor h0, Tensor w_ih,"
     " Tensor w_hh, Tensor? lengths, Tensor y, Tensor saved, bool has_bias)"
@@ -57,7 +60,7 @@ const char* kRnnCellBackward =
     "(Tensor grad_h, Tensor saved, str nonlinearity) -> Tensor";
 const char* kRnnSeq =
     "(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? bias,"
-    " Tensor? lengths, str nonlinearity)"
+    " Tensor? lengths, str nonlinearity, bool keep_saved=True)"
     " -> (Tensor y, Tensor h_n, Tensor saved)";
 const char* kRnnSeqBackward =
     "(Tensor grad_y, Tensor grad_h_n, Tensor x, Tensor h0, Tensor w_ih,"
@@ -179,8 +182,19 @@ PYBIND11_MODULE(_C, m) {
   // raises the RuntimeError its C++ kernels raise; arguments no check reads
   // are taken and ignored.
   using at::Tensor;
-  m.def("check_lstm_seq", &seqkernels::check_lstm_seq,
-        "Checks the arguments of seqkernels::lstm_seq as its C++ kernels do.");
+  m.def("set_chunk_steps", &seqkernels::set_chunk_steps, py::arg("steps"),
+        "Test hook: the steps per chunk of the sequence ops that run in "
+        "chunks without keep_saved (0: by SeqSteps::chunk_bytes again).");
+  m.def(
+      "check_lstm_seq",
+      [](const Tensor& x, const Tensor& h0, const Tensor& c0,
+         const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
+         const OptTensor& w_hr, const OptTensor& lengths,
+         bool /*keep_saved*/) {
+        seqkernels::check_lstm_seq(x, h0, c0, w_ih, w_hh, bias, w_hr,
+                                   lengths);
+      },
+      "Checks the arguments of seqkernels::lstm_seq as its C++ kernels do.");
   m.def(
       "check_lstm_seq_backward",
       [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
@@ -194,8 +208,14 @@ PYBIND11_MODULE(_C, m) {
                                             saved, cell_states);
       },
       "Checks the arguments of seqkernels::lstm_seq_backward.");
-  m.def("check_gru_seq", &seqkernels::check_gru_seq,
-        "Checks the arguments of seqkernels::gru_seq as its C++ kernels do.");
+  m.def(
+      "check_gru_seq",
+      [](const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+         const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+         const OptTensor& lengths, bool /*keep_saved*/) {
+        seqkernels::check_gru_seq(x, h0, w_ih, w_hh, b_ih, b_hh, lengths);
+      },
+      "Checks the arguments of seqkernels::gru_seq as its C++ kernels do.");
   m.def(
       "check_gru_seq_backward",
       [](const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& x,
@@ -210,7 +230,7 @@ PYBIND11_MODULE(_C, m) {
       "check_rnn_seq",
       [](const Tensor& x, const Tensor& h0, const Tensor& w_ih,
          const Tensor& w_hh, const OptTensor& bias, const OptTensor& lengths,
-         const std::string& nonlinearity) {
+         const std::string& nonlinearity, bool /*keep_saved*/) {
         seqkernels::check_rnn_seq(x, h0, w_ih, w_hh, bias, lengths,
                                   nonlinearity);
       },

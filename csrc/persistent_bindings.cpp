@@ -166,7 +166,7 @@ void bind_persistent(py::module_& m) {
          const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
          const OptTensor& w_hr, const OptTensor& lengths) {
         return lstm_seq(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths,
-                        emulated_steps());
+                        /*keep_saved=*/true, emulated_steps());
       },
       "seqkernels::lstm_seq, emulated.");
   e.def(
@@ -188,7 +188,7 @@ void bind_persistent(py::module_& m) {
          const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
          const OptTensor& lengths) {
         return gru_seq(x, h0, w_ih, w_hh, b_ih, b_hh, lengths,
-                       emulated_steps());
+                       /*keep_saved=*/true, emulated_steps());
       },
       "seqkernels::gru_seq, emulated.");
   e.def(
@@ -207,7 +207,7 @@ void bind_persistent(py::module_& m) {
          const Tensor& w_hh, const OptTensor& bias, const OptTensor& lengths,
          const std::string& nonlinearity) {
         return rnn_seq(x, h0, w_ih, w_hh, bias, lengths, nonlinearity,
-                       emulated_steps());
+                       /*keep_saved=*/true, emulated_steps());
       },
       "seqkernels::rnn_seq, emulated.");
   e.def(

@@ -1,6 +1,8 @@
 // The backend-neutral recurrent machinery: see recurrent_host.h.
 #include "seqkernels/recurrent_host.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -68,6 +70,24 @@ const char* recurrence_name(Recurrence r) {
 
 Recurrence recurrence_algorithm() {
   return parse_recurrence(std::getenv("SEQKERNELS_RECURRENCE"));
+}
+
+namespace {
+std::atomic<int64_t> g_chunk_steps{0};
+}  // namespace
+
+int64_t chunk_steps(const SeqSteps& steps, int64_t T, int64_t step_bytes) {
+  if (steps.chunk_bytes == 0) return T;
+  const int64_t asked = g_chunk_steps.load(std::memory_order_relaxed);
+  if (asked > 0) return std::min(T, asked);
+  return std::clamp<int64_t>(
+      steps.chunk_bytes / std::max<int64_t>(1, step_bytes), 1, T);
+}
+
+void set_chunk_steps(int64_t steps) {
+  TORCH_CHECK(steps >= 0, "seqkernels: chunk steps must be >= 0, got ",
+              steps);
+  g_chunk_steps = steps;
 }
 
 namespace {
@@ -177,7 +197,7 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
                       const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                       const OptTensor& b_ih, const OptTensor& b_hh,
                       const OptTensor& w_hr_in, const OptTensor& lengths_in,
-                      const SeqSteps& steps) {
+                      bool keep_saved, const SeqSteps& steps) {
   if (steps.check != nullptr) steps.check(x_in, "x");
   const Dims d = check_seq(cell, x_in, h0_in, c0_in, w_ih_in, w_hh_in, b_ih,
                            b_hh, w_hr_in, lengths_in);
@@ -203,75 +223,115 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x_in,
     }
   }
 
-  // Input projection of every step in one GEMM, kept in the accumulation
-  // dtype as cuDNN keeps its gate pre-activations in float32: rounded to
-  // bfloat16 it would hand the cell a fresh rounding error every step, which
-  // the cell state (and the GRU's h) integrates over a long sequence.
+  // The input projection, kept in the accumulation dtype as cuDNN keeps
+  // its gate pre-activations in float32: rounded to bfloat16 it would hand
+  // the cell a fresh rounding error every step, which the cell state (and
+  // the GRU's h) integrates over a long sequence. One GEMM for every step
+  // where the saved values are kept; without them, one per chunk of steps
+  // (SeqSteps::chunk_bytes), each chunk's buffers reused by the next.
   const at::Tensor x2 = x.view({d.T * d.B, d.I}).to(acc);
   const at::Tensor w_ih_t = w_ih_in.to(acc).t();
-  const at::Tensor xg =
-      gemm(x2, w_ih_t, bias_x.has_value() ? *bias_x : at::Tensor())
-          .view({d.T, d.B, GH});
+  const at::Tensor b_x = bias_x.has_value() ? *bias_x : at::Tensor();
+  const int64_t step_bytes =
+      d.B * GH * int64_t(c10::elementSize(acc_dtype(x.scalar_type())));
+  const int64_t chunk =
+      keep_saved ? d.T : chunk_steps(steps, d.T, step_bytes);
+  auto project = [&](int64_t t0, int64_t n) {
+    return gemm(x2.narrow(0, t0 * d.B, n * d.B), w_ih_t, b_x)
+        .view({n, d.B, GH});
+  };
 
   at::Tensor y = at::empty({d.T, d.B, d.P}, x.options());
   // The saved values take the pre-activations' place where the backend
   // allows it (one buffer of T*B*G*H fewer to allocate and fault in).
-  at::Tensor saved = steps.saved_over_xg && cell.saved == cell.gates
-                         ? xg
-                         : at::empty({d.T, d.B, cell.saved * d.H}, acc);
-  at::Tensor cell_states = cell.has_c ? at::empty({d.T, d.B, d.H}, acc)
-                             : at::empty({0}, acc);
-  at::Tensor cell_outputs = proj ? at::empty({d.T, d.B, d.H}, x.options())
-                       : at::empty({0}, x.options());
+  const bool over_xg = steps.saved_over_xg && cell.saved == cell.gates;
+  const int64_t rows = keep_saved ? d.T : chunk;  // steps the buffers hold
+  at::Tensor saved = over_xg ? at::Tensor()
+                             : at::empty({rows, d.B, cell.saved * d.H}, acc);
+  at::Tensor cell_states = cell.has_c ? at::empty({rows, d.B, d.H}, acc)
+                                      : at::empty({0}, acc);
+  at::Tensor cell_outputs = proj ? at::empty({rows, d.B, d.H}, x.options())
+                                 : at::empty({0}, x.options());
   at::Tensor c_state;
   if (cell.has_c) {
     c_state = c0_in->to(acc, /*non_blocking=*/false, /*copy=*/true);
   }
-  // Ping-pong hidden states: every block of a step reads all of h_{s-1}.
+  // Ping-pong hidden states (every block of a step reads all of h_{s-1});
+  // h_state[cur] holds the latest.
   at::Tensor h_state[2] = {h0_in.contiguous().clone(),
                            at::empty({d.B, d.P}, x.options())};
-  const bool whole =
-      !proj && persistent_asked(steps, steps.forward_seq) &&
-      steps.forward_seq(cell, SeqForward{xg, h_state[0], w_hh, bias_h,
-                                         c_state, lengths, saved,
-                                         cell_states, y, h_state[1]});
-  // The steps' w_hh and b_hh (SeqSteps::acc_weights), converted once for
-  // all steps where they run.
-  const bool acc_w = steps.acc_weights && !whole;
-  const at::Tensor w_hh_step = acc_w ? w_hh.to(acc) : w_hh;
-  const at::Tensor b_hh_step =
-      acc_w && bias_h.defined() ? bias_h.to(acc) : bias_h;
-  for (int64_t s = 0; s < (whole ? 0 : d.T); ++s) {
-    at::Tensor& h_in = h_state[s % 2];
-    at::Tensor& h_next = h_state[(s + 1) % 2];
-    // Without a projection the step writes y and the next h itself; with
-    // one it writes the cell output, and the projection follows here.
-    const ForwardStep step{s,
-                           xg[s],
-                           h_in,
-                           w_hh_step,
-                           b_hh_step,
-                           c_state,
-                           lengths,
-                           saved[s],
-                           cell.has_c ? cell_states[s] : at::Tensor(),
-                           proj ? cell_outputs[s] : y[s],
-                           proj ? at::Tensor() : h_next};
-    steps.forward(cell, step);
-    if (!proj) continue;
-    const at::Tensor h_new = gemm(step.out, w_hr_in->t());
-    if (lengths.has_value()) {
-      const at::Tensor active = active_mask(lengths, s);
-      y[s].copy_(at::where(active, h_new, at::zeros_like(h_new)));
-      h_next.copy_(at::where(active, h_new, h_in));
-    } else {
-      y[s].copy_(h_new);
-      h_next.copy_(h_new);
+  int cur = 0;
+  // The steps' w_hh and b_hh (SeqSteps::acc_weights), converted at the
+  // first chunk the steps run, for every step.
+  at::Tensor w_hh_step, b_hh_step;
+  at::Tensor prepared;  // SeqForward::prepared, across the chunks
+
+  for (int64_t t0 = 0; t0 < d.T; t0 += chunk) {
+    const int64_t n = std::min(chunk, d.T - t0);
+    const at::Tensor xg = project(t0, n);
+    if (over_xg && keep_saved) saved = xg;  // one chunk: every step
+    // This chunk's rows of the outputs: of the whole sequence's tensors
+    // where they are kept, else of the chunk's buffers.
+    const int64_t r0 = keep_saved ? t0 : 0;
+    const at::Tensor sv = over_xg ? xg : saved.narrow(0, r0, n);
+    const at::Tensor cs =
+        cell.has_c ? cell_states.narrow(0, r0, n) : at::Tensor();
+    const at::Tensor co = proj ? cell_outputs.narrow(0, r0, n) : at::Tensor();
+    const at::Tensor yc = y.narrow(0, t0, n);
+    // The chunk's steps count from 0, and its lengths with them.
+    OptTensor lens;
+    if (lengths.has_value()) lens = t0 == 0 ? *lengths : *lengths - t0;
+    if (!proj && persistent_asked(steps, steps.forward_seq) &&
+        steps.forward_seq(cell, SeqForward{xg, h_state[cur], w_hh, bias_h,
+                                           c_state, lens, sv, cs, yc,
+                                           h_state[1 - cur],
+                                           n < d.T ? &prepared : nullptr})) {
+      cur = 1 - cur;
+      continue;
+    }
+    if (!w_hh_step.defined()) {
+      w_hh_step = steps.acc_weights ? w_hh.to(acc) : w_hh;
+      b_hh_step = steps.acc_weights && bias_h.defined() ? bias_h.to(acc)
+                                                        : bias_h;
+    }
+    for (int64_t s = 0; s < n; ++s) {
+      const at::Tensor h_in = h_state[cur];
+      cur = 1 - cur;
+      const at::Tensor h_next = h_state[cur];
+      // Without a projection the step writes y and the next h itself; with
+      // one it writes the cell output, and the projection follows here.
+      const ForwardStep step{s,
+                             xg[s],
+                             h_in,
+                             w_hh_step,
+                             b_hh_step,
+                             c_state,
+                             lens,
+                             sv[s],
+                             cell.has_c ? cs[s] : at::Tensor(),
+                             proj ? co[s] : yc[s],
+                             proj ? at::Tensor() : h_next};
+      steps.forward(cell, step);
+      if (!proj) continue;
+      const at::Tensor h_new = gemm(step.out, w_hr_in->t());
+      if (lens.has_value()) {
+        const at::Tensor active = active_mask(lens, s);
+        yc[s].copy_(at::where(active, h_new, at::zeros_like(h_new)));
+        h_next.copy_(at::where(active, h_new, h_in));
+      } else {
+        yc[s].copy_(h_new);
+        h_next.copy_(h_new);
+      }
     }
   }
-  at::Tensor h_n = h_state[whole ? 1 : d.T % 2];
-  at::Tensor c_n = cell.has_c ? c_state.to(x.scalar_type())
-                              : at::empty({0}, x.options());
+  const at::Tensor h_n = h_state[cur];
+  const at::Tensor c_n = cell.has_c ? c_state.to(x.scalar_type())
+                                    : at::empty({0}, x.options());
+  if (!keep_saved) {  // nothing for a backward
+    saved = at::empty({0}, acc);
+    cell_states = at::empty({0}, acc);
+    cell_outputs = at::empty({0}, x.options());
+  }
   return {y, h_n, c_n, saved, cell_states, cell_outputs};
 }
 
@@ -420,10 +480,10 @@ LstmSeqOutputs lstm_seq(const at::Tensor& x, const at::Tensor& h0,
                   const at::Tensor& c0, const at::Tensor& w_ih,
                   const at::Tensor& w_hh, const OptTensor& bias,
                   const OptTensor& w_hr, const OptTensor& lengths,
-                  const SeqSteps& steps) {
+                  bool keep_saved, const SeqSteps& steps) {
   return recurrent_seq_forward(cell_desc(CellKind::kLstm), x, h0, c0, w_ih,
                                w_hh, bias, c10::nullopt, w_hr, lengths,
-                               steps);
+                               keep_saved, steps);
 }
 
 LstmSeqGrads lstm_seq_backward(
@@ -444,10 +504,11 @@ LstmSeqGrads lstm_seq_backward(
 SeqOutputs gru_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& b_ih, const OptTensor& b_hh,
-                 const OptTensor& lengths, const SeqSteps& steps) {
+                 const OptTensor& lengths, bool keep_saved,
+                 const SeqSteps& steps) {
   auto [y, h_n, c_n, saved, cell_states, cell_outputs] = recurrent_seq_forward(
       cell_desc(CellKind::kGru), x, h0, c10::nullopt, w_ih, w_hh, b_ih, b_hh,
-      c10::nullopt, lengths, steps);
+      c10::nullopt, lengths, keep_saved, steps);
   return {y, h_n, saved};
 }
 
@@ -469,11 +530,12 @@ GruSeqGrads gru_seq_backward(const at::Tensor& grad_y,
 SeqOutputs rnn_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& bias, const OptTensor& lengths,
-                 c10::string_view nonlinearity, const SeqSteps& steps) {
+                 c10::string_view nonlinearity, bool keep_saved,
+                 const SeqSteps& steps) {
   auto [y, h_n, c_n, saved, cell_states, cell_outputs] = recurrent_seq_forward(
       cell_desc(CellKind::kRnn, parse_activation(nonlinearity)), x, h0,
       c10::nullopt, w_ih, w_hh, bias, c10::nullopt, c10::nullopt, lengths,
-      steps);
+      keep_saved, steps);
   return {y, h_n, saved};
 }
 

@@ -36,6 +36,24 @@ def op_dtype(t: Tensor) -> torch.dtype:
     return autocast_dtype(t) or t.dtype
 
 
+def keep_saved(*tensors: "Tensor | None") -> bool:
+    """The ``keep_saved`` argument of a sequence op call: whether its
+    backward may run, that is grad mode is on and one of ``tensors`` (the
+    op's inputs) requires grad. Without it the op returns no saved values,
+    and the CPU runs the sequence in chunks (csrc/include/seqkernels/
+    recurrent_host.h, SeqSteps::chunk_bytes)."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
+def no_saved_values(op: str) -> RuntimeError:
+    """The error of a backward through a sequence op that ran with
+    ``keep_saved=False``."""
+    return RuntimeError(
+        f"seqkernels: {op} ran with keep_saved=False, so it kept nothing for "
+        f"a backward; call it with keep_saved=True where a gradient is needed")
+
+
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1)."""
     return 1 << max(n - 1, 0).bit_length()

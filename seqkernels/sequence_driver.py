@@ -174,9 +174,11 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
                           c0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor,
                           b_ih: Optional[Tensor], b_hh: Optional[Tensor],
                           w_hr: Optional[Tensor], lengths: Optional[Tensor],
-                          steps: SeqSteps):
+                          keep_saved: bool, steps: SeqSteps):
     """The sequence forward: returns (y, h_n, c_n, saved, cell_states, cell_outputs); absent
-    ones are empty tensors."""
+    ones are empty tensors, and so are the last three without ``keep_saved``
+    (the C++ driver then also runs the sequence in chunks where its backend
+    asks for it; the results are the same)."""
     T, B, I, G, H, P = _sizes(cell, x, h0, w_ih)
     acc = acc_dtype(x.dtype)
     x = x.contiguous()
@@ -232,6 +234,10 @@ def recurrent_seq_forward(cell: CellDesc, x: Tensor, h0: Tensor,
             y[s].copy_(torch.where(active, h_new, 0))
             h_next.copy_(torch.where(active, h_new, h_in))
     c_n = c_state.to(x.dtype) if cell.has_c else x.new_empty(0)
+    if not keep_saved:
+        saved = x.new_empty(0, dtype=acc)
+        cell_states = x.new_empty(0, dtype=acc)
+        cell_outputs = x.new_empty(0)
     return y, h_state[1 if ran else T % 2], c_n, saved, cell_states, cell_outputs
 
 
@@ -332,10 +338,11 @@ def recurrent_seq_backward(cell: CellDesc, grad_y: Tensor, grad_h_n: Tensor,
 
 def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
              bias: Optional[Tensor], w_hr: Optional[Tensor],
-             lengths: Optional[Tensor], steps: SeqSteps):
+             lengths: Optional[Tensor], keep_saved: bool = True, *,
+             steps: SeqSteps):
     """Forward of ``lstm_seq``: returns (y, h_n, c_n, saved, cell_states, cell_outputs)."""
     return recurrent_seq_forward(cell_desc("lstm"), x, h0, c0, w_ih, w_hh,
-                                 bias, None, w_hr, lengths, steps)
+                                 bias, None, w_hr, lengths, keep_saved, steps)
 
 
 def lstm_seq_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
@@ -354,11 +361,12 @@ def lstm_seq_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
 
 def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
             b_ih: Optional[Tensor], b_hh: Optional[Tensor],
-            lengths: Optional[Tensor], steps: SeqSteps):
+            lengths: Optional[Tensor], keep_saved: bool = True, *,
+            steps: SeqSteps):
     """Forward of ``gru_seq``: returns (y, h_n, saved)."""
     y, h_n, _, saved, _, _ = recurrent_seq_forward(
         cell_desc("gru"), x, h0, None, w_ih, w_hh, b_ih, b_hh, None, lengths,
-        steps)
+        keep_saved, steps)
     return y, h_n, saved
 
 
@@ -378,11 +386,12 @@ def gru_seq_backward(grad_y: Tensor, grad_h_n: Tensor, x: Tensor,
 
 def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
             bias: Optional[Tensor], lengths: Optional[Tensor],
-            nonlinearity: str, steps: SeqSteps):
+            nonlinearity: str, keep_saved: bool = True, *,
+            steps: SeqSteps):
     """Forward of ``rnn_seq``: returns (y, h_n, saved)."""
     y, h_n, _, saved, _, _ = recurrent_seq_forward(
         cell_desc("rnn", nonlinearity), x, h0, None, w_ih, w_hh, bias, None,
-        None, lengths, steps)
+        None, lengths, keep_saved, steps)
     return y, h_n, saved
 
 

@@ -499,7 +499,13 @@ bool cpu_forward_seq(const CellDesc& cell, const SeqForward& seq) {
       dispatch_width([&](auto width) {
         constexpr int U = decltype(width)::value;
         using Job = ForwardJob<Cell, scalar_t, U>;
-        const at::Tensor w = pack_gates<scalar_t>(seq.w_hh, G, H, Job::UB);
+        // Packed once per op call: a chunked call keeps it in
+        // seq.prepared for its next chunks.
+        at::Tensor w = seq.prepared != nullptr ? *seq.prepared : at::Tensor();
+        if (!w.defined()) {
+          w = pack_gates<scalar_t>(seq.w_hh, G, H, Job::UB);
+          if (seq.prepared != nullptr) *seq.prepared = w;
+        }
         at::Tensor bias;
         if (seq.b_hh.defined()) {
           bias = pack_gates<scalar_t>(seq.b_hh.view({G * H, 1}), G, H,

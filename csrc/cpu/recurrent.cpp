@@ -241,10 +241,14 @@ void cell_backward(const CellDesc& cell, const at::Tensor& grad_h,
 
 }  // namespace
 
+// Inference runs in chunks of 4 MB of pre-activations (SeqSteps::
+// chunk_bytes): a chunk's input projection is still in L2 or L3 when its
+// steps read it.
 extern const SeqSteps kCpuSteps{check_cpu_dtype,  forward_step,
                                  backward_step,    /*saved_over_xg=*/true,
                                  /*acc_weights=*/true, cpu_forward_seq,
-                                 cpu_backward_seq, /*seq_by_default=*/true};
+                                 cpu_backward_seq, /*seq_by_default=*/true,
+                                 /*chunk_bytes=*/int64_t(4) << 20};
 extern const CellKernels kCpuCells{check_cpu_dtype, cell_forward,
                                    cell_backward};
 

@@ -402,7 +402,8 @@ extern const SeqSteps kCudaSteps{nullptr, forward_step, backward_step,
                                   /*acc_weights=*/false,
                                   cuda_persistent_forward,
                                   cuda_persistent_backward,
-                                  /*seq_by_default=*/false};
+                                  /*seq_by_default=*/false,
+                                  /*chunk_bytes=*/0};
 extern const CellKernels kCudaCells{nullptr, cell_forward, cell_backward};
 
 }  // namespace seqkernels

@@ -40,7 +40,8 @@ const SeqSteps& emulated_steps() {
   static const SeqSteps steps{kCpuSteps.check, kCpuSteps.forward,
                               kCpuSteps.backward, /*saved_over_xg=*/false,
                               kCpuSteps.acc_weights, forward_seq,
-                              backward_seq, /*seq_by_default=*/false};
+                              backward_seq, /*seq_by_default=*/false,
+                              /*chunk_bytes=*/0};
   return steps;
 }
 

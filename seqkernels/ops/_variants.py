@@ -48,17 +48,31 @@ def _by_backend(name: str) -> dict[str, Any]:
             "reference": ops[2]}
 
 
+def _with_defaults(op: torch._ops.OpOverload) -> Callable:
+    # args -> args with the trailing defaults the dispatcher left out (it
+    # drops trailing arguments equal to their defaults, e.g. keep_saved=True
+    # of the sequence ops, when it calls a Python kernel). Our schemas have
+    # no keyword-only arguments.
+    arguments = op._schema.arguments
+    if any(a.kwarg_only for a in arguments):
+        raise TypeError(f"{op}: the ops' Python kernels take positional "
+                        "arguments only")
+    defaults = tuple(a.default_value for a in arguments)
+
+    def full(args: tuple) -> tuple:
+        return args if len(args) == len(defaults) else (
+            args + defaults[len(args):])
+    return full
+
+
 def _autograd_kernel(op: torch._ops.OpOverload, setup_context: Callable,
                      backward: Callable) -> Callable:
     # The Autograd kernel of a forward op: what torch.library.register_autograd
     # builds, without its per-call work that our schemas do not need (it
     # rebuilt the argument list from the schema on every call, filling
     # defaults and splitting keyword-only arguments: 14 us of a 60 us LSTM
-    # layer call at B=1, H=64 on the CPU). Every argument of our schemas is
-    # positional without a default, so the dispatcher passes them all.
-    if any(a.kwarg_only or a.has_default_value() for a in op._schema.arguments):
-        raise TypeError(f"{op}: the autograd kernel takes positional "
-                        "arguments without defaults only")
+    # layer call at B=1, H=64 on the CPU).
+    full = _with_defaults(op)
     below = torch._C._after_autograd_keyset
 
     def forward(ctx, keyset, *args):
@@ -81,6 +95,7 @@ def _autograd_kernel(op: torch._ops.OpOverload, setup_context: Callable,
                      "backward": staticmethod(backward_with_keyset)})
 
     def kernel(keyset, *args):
+        args = full(args)
         if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
             return function.apply(keyset, *args)
         with torch._C._AutoDispatchBelowAutograd():
@@ -88,10 +103,14 @@ def _autograd_kernel(op: torch._ops.OpOverload, setup_context: Callable,
     return kernel
 
 
-def _checked(check: Callable, kernel: Callable) -> Callable:
+def _checked(op: torch._ops.OpOverload, check: Callable,
+             kernel: Callable) -> Callable:
     # The Python variants run the compiled kernels' argument checks first
     # (_C.check_<op>), so a bad input gets the same message on every backend.
+    full = _with_defaults(op)
+
     def run(*args):
+        args = full(args)
         check(*args)
         return kernel(*args)
     return run
@@ -137,8 +156,10 @@ def register_family(name: str, fake: tuple[Callable, Callable],
         register_autocast(fwd)
     for i, ops in enumerate((variants.forward, variants.backward)):
         torch.library.impl(ops["reference"].default.name(), "default",
-                           _checked(check[i], reference[i]))
+                           _checked(ops["reference"].default, check[i],
+                                    reference[i]))
         torch.library.impl(ops["triton"].default.name(), ("cpu", "cuda"),
-                           _checked(check[i], _at_first_use(triton, i)))
+                           _checked(ops["triton"].default, check[i],
+                                    _at_first_use(triton, i)))
     FAMILIES[name] = variants
     return variants

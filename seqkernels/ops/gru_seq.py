@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _C, _backend
 from ..reference import recurrent as reference
-from .._common import acc_dtype
+from .._common import acc_dtype, keep_saved, no_saved_values
 from ._variants import register_family
 
 
@@ -25,11 +25,12 @@ def _triton():
     return recurrent.gru_seq, recurrent.gru_seq_backward
 
 
-def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, keep_saved=True):
     T, B, _ = x.shape
     H = w_ih.shape[0] // 3
+    saved = (T, B, 4 * H) if keep_saved else (0,)
     return (x.new_empty(T, B, H), x.new_empty(B, H),
-            x.new_empty(T, B, 4 * H, dtype=acc_dtype(x.dtype)))
+            x.new_empty(saved, dtype=acc_dtype(x.dtype)))
 
 
 def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
@@ -41,14 +42,17 @@ def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
 
 
 def _setup_context(ctx, inputs, output):
-    x, h0, w_ih, w_hh, b_ih, b_hh, lengths = inputs
+    x, h0, w_ih, w_hh, b_ih, b_hh, lengths, keep = inputs
     y, _, saved = output
+    ctx.keep_saved = keep
     ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, y, saved)
     ctx.has_b_ih = b_ih is not None
     ctx.has_b_hh = b_hh is not None
 
 
 def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
+    if not ctx.keep_saved:
+        raise no_saved_values("gru_seq")
     x, h0, w_ih, w_hh, lengths, y, saved = ctx.saved_tensors
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
@@ -56,7 +60,7 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
         grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
         ctx.has_b_ih or ctx.has_b_hh)
     return (gx, gh0, gw_ih, gw_hh, gb_ih if ctx.has_b_ih else None,
-            gb_hh if ctx.has_b_hh else None, None)
+            gb_hh if ctx.has_b_hh else None, None, None)
 
 
 _OPS = register_family(
@@ -75,5 +79,6 @@ def gru_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     the hand-written ``gru_seq_backward`` op of the same backend.
     """
     which = _backend.resolve(backend, x.device)
-    y, h_n, _ = _OPS.op(which)(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    y, h_n, _ = _OPS.op(which)(x, h0, w_ih, w_hh, b_ih, b_hh, lengths,
+                               keep_saved(x, h0, w_ih, w_hh, b_ih, b_hh))
     return y, h_n

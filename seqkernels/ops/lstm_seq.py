@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import _C, _backend
 from ..reference import recurrent as reference
-from .._common import acc_dtype
+from .._common import acc_dtype, keep_saved, no_saved_values
 from ._variants import register_family
 
 
@@ -24,10 +24,14 @@ def _triton():
     return recurrent.lstm_seq, recurrent.lstm_seq_backward
 
 
-def _fake(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
+def _fake(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, keep_saved=True):
     T, B, _ = x.shape
     H, P = w_ih.shape[0] // 4, h0.shape[1]
     acc = acc_dtype(x.dtype)
+    if not keep_saved:
+        return (x.new_empty(T, B, P), x.new_empty(B, P), x.new_empty(B, H),
+                x.new_empty(0, dtype=acc), x.new_empty(0, dtype=acc),
+                x.new_empty(0))
     return (x.new_empty(T, B, P), x.new_empty(B, P), x.new_empty(B, H),
             x.new_empty(T, B, 4 * H, dtype=acc), x.new_empty(T, B, H, dtype=acc),
             x.new_empty(T, B, H) if w_hr is not None else x.new_empty(0))
@@ -44,14 +48,17 @@ def _fake_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
 
 
 def _setup_context(ctx, inputs, output):
-    x, h0, c0, w_ih, w_hh, bias, w_hr, lengths = inputs
+    x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, keep = inputs
     y, _, _, saved, cell_states, cell_outputs = output
+    ctx.keep_saved = keep
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved, cell_states,
                           cell_outputs)
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, backward_op, grad_y, grad_h_n, grad_c_n, *_unused):
+    if not ctx.keep_saved:
+        raise no_saved_values("lstm_seq")
     x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved, cell_states, cell_outputs = ctx.saved_tensors
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
@@ -60,7 +67,7 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, grad_c_n, *_unused):
         grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, lengths, y,
         saved, cell_states, cell_outputs, ctx.has_bias)
     return (gx, gh0, gc0, gw_ih, gw_hh, gbias if ctx.has_bias else None,
-            gw_hr if w_hr is not None else None, None)
+            gw_hr if w_hr is not None else None, None, None)
 
 
 _OPS = register_family(
@@ -79,6 +86,7 @@ def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     the hand-written ``lstm_seq_backward`` op of the same backend.
     """
     which = _backend.resolve(backend, x.device)
-    y, h_n, c_n, *_ = _OPS.op(which)(x, h0, c0, w_ih, w_hh, bias, w_hr,
-                                     lengths)
+    y, h_n, c_n, *_ = _OPS.op(which)(
+        x, h0, c0, w_ih, w_hh, bias, w_hr, lengths,
+        keep_saved(x, h0, c0, w_ih, w_hh, bias, w_hr))
     return y, h_n, c_n

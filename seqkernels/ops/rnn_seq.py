@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _C, _backend
 from ..reference import recurrent as reference
-from .._common import acc_dtype
+from .._common import acc_dtype, keep_saved, no_saved_values
 from ..cell_table import check_nonlinearity
 from ._variants import register_family
 
@@ -26,12 +26,13 @@ def _triton():
     return recurrent.rnn_seq, recurrent.rnn_seq_backward
 
 
-def _fake(x, h0, w_ih, w_hh, bias, lengths, nonlinearity):
+def _fake(x, h0, w_ih, w_hh, bias, lengths, nonlinearity, keep_saved=True):
     check_nonlinearity(nonlinearity)
     T, B, _ = x.shape
     H = w_ih.shape[0]
+    saved = (T, B, H) if keep_saved else (0,)
     return (x.new_empty(T, B, H), x.new_empty(B, H),
-            x.new_empty(T, B, H, dtype=acc_dtype(x.dtype)))
+            x.new_empty(saved, dtype=acc_dtype(x.dtype)))
 
 
 def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
@@ -43,14 +44,17 @@ def _fake_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
 
 
 def _setup_context(ctx, inputs, output):
-    x, h0, w_ih, w_hh, bias, lengths, nonlinearity = inputs
+    x, h0, w_ih, w_hh, bias, lengths, nonlinearity, keep = inputs
     y, _, saved = output
+    ctx.keep_saved = keep
     ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, y, saved)
     ctx.has_bias = bias is not None
     ctx.nonlinearity = nonlinearity
 
 
 def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
+    if not ctx.keep_saved:
+        raise no_saved_values("rnn_seq")
     x, h0, w_ih, w_hh, lengths, y, saved = ctx.saved_tensors
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
@@ -58,7 +62,7 @@ def _backward(ctx, backward_op, grad_y, grad_h_n, _grad_gates):
         grad_y, grad_h_n, x, h0, w_ih, w_hh, lengths, y, saved,
         ctx.has_bias, ctx.nonlinearity)
     return (gx, gh0, gw_ih, gw_hh, gbias if ctx.has_bias else None, None,
-            None)
+            None, None)
 
 
 _OPS = register_family(
@@ -77,5 +81,6 @@ def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     check_nonlinearity(nonlinearity)
     which = _backend.resolve(backend, x.device)
     y, h_n, _ = _OPS.op(which)(x, h0, w_ih, w_hh, bias, lengths,
-                               nonlinearity)
+                               nonlinearity,
+                               keep_saved(x, h0, w_ih, w_hh, bias))
     return y, h_n

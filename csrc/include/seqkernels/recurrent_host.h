@@ -123,6 +123,11 @@ struct SeqForward {
   at::Tensor cell_states;  // [T, B, H] acc, written (has_c)
   at::Tensor y;            // [T, B, H], written
   at::Tensor h_n;          // [B, H], written
+  // The backend's own state for the whole op call, where the driver runs
+  // the sequence in chunks of steps (SeqSteps::chunk_bytes): undefined at
+  // the first chunk, kept by the driver for the next ones (the CPU's
+  // packed w_hh). Null: the call has one chunk.
+  at::Tensor* prepared;
 };
 
 // A whole backward recurrence without a projection: the loop of
@@ -200,9 +205,27 @@ struct SeqSteps {
   // SEQKERNELS_RECURRENCE is unset too (the CPU's, whose kernel runs in
   // CI), not only when "persistent" asks for them.
   bool seq_by_default;
+  // Where an op need not keep what its backward reads (keep_saved false:
+  // no gradient is asked for), the driver runs the input projection and
+  // the recurrence in chunks of steps whose pre-activations take at most
+  // this many bytes, in buffers of that size reused by every chunk (0: all
+  // steps at once). Memory then grows with B*H, not T*B*H, and the buffers
+  // stay in the cache and, being small, in the allocator's heap, where a
+  // fresh T*B*G*H buffer of more than 32 MB is mapped and faulted in on
+  // every call (3-10 ms at B=64, H=512, T=64 on the CPU).
+  int64_t chunk_bytes;
 };
 
-// The sequence driver. Returns (y, h_n, c_n, saved, cs, ms).
+// The steps per chunk of a sequence whose steps take step_bytes of
+// pre-activations each (SeqSteps::chunk_bytes; T where chunk_bytes is 0),
+// or what set_chunk_steps asked for (tests).
+int64_t chunk_steps(const SeqSteps& steps, int64_t T, int64_t step_bytes);
+// Fixes the steps per chunk of every backend that chunks (0: by
+// chunk_bytes again): a test hook, so that small sequences cross chunks.
+void set_chunk_steps(int64_t steps);
+
+// The sequence driver. Returns (y, h_n, c_n, saved, cs, ms); without
+// keep_saved, saved, cs and ms are empty (the backward cannot run).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
 recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x,
@@ -213,7 +236,7 @@ recurrent_seq_forward(const CellDesc& cell, const at::Tensor& x,
                       const c10::optional<at::Tensor>& b_hh,
                       const c10::optional<at::Tensor>& w_hr,
                       const c10::optional<at::Tensor>& lengths,
-                      const SeqSteps& steps);
+                      bool keep_saved, const SeqSteps& steps);
 
 // Backward through time. Returns (grad_x, grad_h0, grad_c0, grad_w_ih,
 // grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr); absent ones are empty.
@@ -254,7 +277,7 @@ LstmSeqOutputs lstm_seq(const at::Tensor& x, const at::Tensor& h0,
                   const at::Tensor& c0, const at::Tensor& w_ih,
                   const at::Tensor& w_hh, const OptTensor& bias,
                   const OptTensor& w_hr, const OptTensor& lengths,
-                  const SeqSteps& steps);
+                  bool keep_saved, const SeqSteps& steps);
 LstmSeqGrads lstm_seq_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_h_n,
     const at::Tensor& grad_c_n, const at::Tensor& x, const at::Tensor& h0,
@@ -265,7 +288,8 @@ LstmSeqGrads lstm_seq_backward(
 SeqOutputs gru_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& b_ih, const OptTensor& b_hh,
-                 const OptTensor& lengths, const SeqSteps& steps);
+                 const OptTensor& lengths, bool keep_saved,
+                 const SeqSteps& steps);
 GruSeqGrads gru_seq_backward(const at::Tensor& grad_y,
                           const at::Tensor& grad_h_n, const at::Tensor& x,
                           const at::Tensor& h0, const at::Tensor& w_ih,
@@ -275,7 +299,8 @@ GruSeqGrads gru_seq_backward(const at::Tensor& grad_y,
 SeqOutputs rnn_seq(const at::Tensor& x, const at::Tensor& h0,
                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                  const OptTensor& bias, const OptTensor& lengths,
-                 c10::string_view nonlinearity, const SeqSteps& steps);
+                 c10::string_view nonlinearity, bool keep_saved,
+                 const SeqSteps& steps);
 RnnSeqGrads rnn_seq_backward(const at::Tensor& grad_y,
                           const at::Tensor& grad_h_n, const at::Tensor& x,
                           const at::Tensor& h0, const at::Tensor& w_ih,
@@ -388,8 +413,9 @@ struct RecurrentOps {
                               const at::Tensor& c0, const at::Tensor& w_ih,
                               const at::Tensor& w_hh, const OptTensor& bias,
                               const OptTensor& w_hr,
-                              const OptTensor& lengths) {
-    return lstm_seq(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, kSteps);
+                              const OptTensor& lengths, bool keep_saved) {
+    return lstm_seq(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, keep_saved,
+                    kSteps);
   }
   static LstmSeqGrads lstm_seq_backward_op(
       const at::Tensor& grad_y, const at::Tensor& grad_h_n,
@@ -405,8 +431,9 @@ struct RecurrentOps {
   static SeqOutputs gru_seq_op(const at::Tensor& x, const at::Tensor& h0,
                              const at::Tensor& w_ih, const at::Tensor& w_hh,
                              const OptTensor& b_ih, const OptTensor& b_hh,
-                             const OptTensor& lengths) {
-    return gru_seq(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kSteps);
+                             const OptTensor& lengths, bool keep_saved) {
+    return gru_seq(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, keep_saved,
+                   kSteps);
   }
   static GruSeqGrads gru_seq_backward_op(
       const at::Tensor& grad_y, const at::Tensor& grad_h_n,
@@ -419,8 +446,10 @@ struct RecurrentOps {
   static SeqOutputs rnn_seq_op(const at::Tensor& x, const at::Tensor& h0,
                              const at::Tensor& w_ih, const at::Tensor& w_hh,
                              const OptTensor& bias, const OptTensor& lengths,
-                             c10::string_view nonlinearity) {
-    return rnn_seq(x, h0, w_ih, w_hh, bias, lengths, nonlinearity, kSteps);
+                             c10::string_view nonlinearity,
+                             bool keep_saved) {
+    return rnn_seq(x, h0, w_ih, w_hh, bias, lengths, nonlinearity,
+                   keep_saved, kSteps);
   }
   static RnnSeqGrads rnn_seq_backward_op(
       const at::Tensor& grad_y, const at::Tensor& grad_h_n,
