@@ -18,6 +18,10 @@ struct DeviceLimits {
   int sm_count;       // blocks that can be resident at once, one per SM
   int64_t max_smem;   // dynamic shared memory a block may have (opt-in)
   bool cooperative;   // cooperative launches (co-residency guaranteed)
+  // Whether W_hh may stay in registers where it fits (the Layout's
+  // w_regs_forward / w_regs_backward); false keeps it in shared memory
+  // everywhere: a test hook, so that the emulation runs both paths.
+  bool w_registers = true;
 };
 
 // Whether the persistent kernels serve a layer, and with which layout; the
@@ -31,6 +35,10 @@ struct DeviceLimits {
 //     (the block's W_hh rows, h or the gate gradients, padded to the
 //     tiles) within the device's limit per block;
 //   - a device with cooperative launches.
+// Where it serves, each product keeps W_hh in registers where every warp's
+// A fragments fit the kernels' compile-time bound (kForwardFrags: the
+// forward with at most one item per warp; kBackwardFrags), else in shared
+// memory (make_layout).
 struct PersistentPlan {
   bool serves;
   std::string reason;
