@@ -13,8 +13,8 @@ keeps it in shared memory (w_registers=False)."""
 
 import pytest
 import torch
-from persistent_cases import (REGISTER_SHAPES, SHAPES, cases, check_op,
-                              inputs64)
+from persistent_cases import (REGISTER_SHAPES, SHAPES, backward_args, cases,
+                              check_op, inputs64)
 
 from seqkernels import _C
 from seqkernels.ops._variants import FAMILIES
@@ -62,6 +62,42 @@ def test_emulated_kernels_match_reference(persistent, w_registers, op, act,
              getattr(EMU, op + "_backward"))
     # Both passes ran the persistent kernels, not the per-step fallback.
     assert EMU.launches() == before + 2
+
+
+@pytest.mark.parametrize(
+    "op,act,shape,dtype,reverse",
+    list(cases((torch.bfloat16,), {**SHAPES, **REGISTER_SHAPES})))
+def test_w_in_registers_is_bit_for_bit_w_in_shared_memory(
+        persistent, op, act, shape, dtype, reverse):
+    """Both paths issue the same tensor-core products in the same order on
+    the same operand values (a fragment loaded once holds what the shared
+    tile gives at every step, rounded to tf32 alike), so their outputs and
+    gradients agree bit for bit: a sharper check of the register path than
+    the tolerance against the reference (a product missing one fragment's
+    rows can stay within that)."""
+    args = tuple(a.to(dtype) if isinstance(a, torch.Tensor)
+                 and a.is_floating_point() else a
+                 for a in inputs64(op, act, shape, reverse))
+    device = EMU.device()
+    results = []
+    try:
+        for w_registers in (True, False):
+            EMU.set_device(device["sm_count"], device["max_smem"],
+                           w_registers)
+            before = EMU.launches()
+            out = getattr(EMU, op)(*args)
+            g = torch.Generator().manual_seed(1)
+            cot = [torch.randn(o.shape, generator=g).to(dtype)
+                   for o in out[:3 if op == "lstm_seq" else 2]]
+            grads = getattr(EMU, op + "_backward")(
+                *backward_args(op, args, out, cot))
+            assert EMU.launches() == before + 2
+            results.append([*out, *grads])
+    finally:
+        EMU.set_device(device["sm_count"], device["max_smem"], True)
+    for i, (a, b) in enumerate(zip(*results)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m: f"result {i}: {m}")
 
 
 # (forward, backward) in registers at each shape of the emulated device; see
