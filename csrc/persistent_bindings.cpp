@@ -149,8 +149,22 @@ void bind_persistent(py::module_& m) {
 #endif
       },
       py::arg("device"),
-      "dict(sm_count, max_smem, cooperative) of a CUDA device, as the "
-      "persistent kernels' plan sees it.");
+      "dict(sm_count, max_smem, cooperative, w_registers) of a CUDA device, "
+      "as the persistent kernels' plan sees it.");
+  m.def(
+      "set_cuda_w_registers",
+      [](bool allow) {
+#if defined(SEQKERNELS_WITH_CUDA)
+        set_cuda_w_registers(allow);
+#else
+        TORCH_CHECK(false, "seqkernels: built without CUDA kernels (",
+                    allow, ")");
+#endif
+      },
+      py::arg("allow"),
+      "Whether the CUDA backend's persistent kernels may keep W_hh in "
+      "registers where it fits (True, the default) or keep it in shared "
+      "memory everywhere (False): test infrastructure.");
 
   py::module_ e = m.def_submodule(
       "emulated",

@@ -119,6 +119,28 @@ def _on(args, device):
                  for a in args)
 
 
+def outputs_and_grads(op, act, shape, dtype, reverse, forward, backward,
+                      device="cpu"):
+    """The op's outputs, then its gradients for seeded cotangents of the
+    outputs the user sees, from ``forward``/``backward`` on ``device`` in
+    ``dtype`` (on the CPU)."""
+    args = _on(_cast(inputs64(op, act, shape, reverse), dtype), device)
+    out = forward(*args)
+    g = torch.Generator().manual_seed(1)
+    cot = [torch.randn(o.shape, generator=g).to(dtype).to(device)
+           for o in out[:3 if op == "lstm_seq" else 2]]
+    grads = backward(*backward_args(op, args, out, cot))
+    return [o.cpu() for o in (*out, *grads)]
+
+
+def assert_bit_for_bit(results, other):
+    """Two outputs_and_grads results agree bit for bit (NaN where NaN)."""
+    assert len(results) == len(other)
+    for i, (a, b) in enumerate(zip(results, other)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, i=i: f"result {i}: {m}")
+
+
 def check_op(op, act, shape, dtype, reverse, forward, backward,
              device="cpu"):
     """Runs ``forward``/``backward`` (op-shaped: the schema's arguments and

@@ -13,8 +13,8 @@ keeps it in shared memory (w_registers=False)."""
 
 import pytest
 import torch
-from persistent_cases import (REGISTER_SHAPES, SHAPES, backward_args, cases,
-                              check_op, inputs64)
+from persistent_cases import (REGISTER_SHAPES, SHAPES, assert_bit_for_bit,
+                              cases, check_op, inputs64, outputs_and_grads)
 
 from seqkernels import _C
 from seqkernels.ops._variants import FAMILIES
@@ -75,9 +75,6 @@ def test_w_in_registers_is_bit_for_bit_w_in_shared_memory(
     gradients agree bit for bit: a sharper check of the register path than
     the tolerance against the reference (a product missing one fragment's
     rows can stay within that)."""
-    args = tuple(a.to(dtype) if isinstance(a, torch.Tensor)
-                 and a.is_floating_point() else a
-                 for a in inputs64(op, act, shape, reverse))
     device = EMU.device()
     results = []
     try:
@@ -85,19 +82,13 @@ def test_w_in_registers_is_bit_for_bit_w_in_shared_memory(
             EMU.set_device(device["sm_count"], device["max_smem"],
                            w_registers)
             before = EMU.launches()
-            out = getattr(EMU, op)(*args)
-            g = torch.Generator().manual_seed(1)
-            cot = [torch.randn(o.shape, generator=g).to(dtype)
-                   for o in out[:3 if op == "lstm_seq" else 2]]
-            grads = getattr(EMU, op + "_backward")(
-                *backward_args(op, args, out, cot))
+            results.append(outputs_and_grads(
+                op, act, shape, dtype, reverse, getattr(EMU, op),
+                getattr(EMU, op + "_backward")))
             assert EMU.launches() == before + 2
-            results.append([*out, *grads])
     finally:
         EMU.set_device(device["sm_count"], device["max_smem"], True)
-    for i, (a, b) in enumerate(zip(*results)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True,
-                                   msg=lambda m: f"result {i}: {m}")
+    assert_bit_for_bit(*results)
 
 
 # (forward, backward) in registers at each shape of the emulated device; see

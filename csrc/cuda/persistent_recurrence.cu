@@ -22,6 +22,8 @@
 //   backward lstm 202 / 203   gru 196 / 202   rnn 248 / 244.
 // Without the arrays (W_hh read from shared memory at every step) they
 // were 72 to 212.
+#include <atomic>
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -66,7 +68,11 @@ void launch(Cell, const Args& args, int blocks, int smem_bytes) {
                            smem_bytes);
 }
 
+std::atomic<bool> g_w_registers{true};
+
 }  // namespace
+
+void set_cuda_w_registers(bool allow) { g_w_registers = allow; }
 
 DeviceLimits cuda_device_limits(int device) {
   int sms = 0, smem = 0, coop = 0;
@@ -76,7 +82,7 @@ DeviceLimits cuda_device_limits(int device) {
       &smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
-  return DeviceLimits{sms, smem, coop != 0};
+  return DeviceLimits{sms, smem, coop != 0, g_w_registers};
 }
 
 bool cuda_persistent_forward(const CellDesc& cell, const SeqForward& seq) {

@@ -53,6 +53,9 @@ PersistentPlan plan_persistent(const CellDesc& cell, int64_t T, int64_t B,
 // The CUDA backend (csrc/cuda/persistent_recurrence.cu): the limits of a
 // device, and the whole-sequence functions of its SeqSteps.
 DeviceLimits cuda_device_limits(int device);
+// The w_registers that cuda_device_limits gives (true until set): a test
+// hook, so that the GPU runs both places of W_hh.
+void set_cuda_w_registers(bool allow);
 bool cuda_persistent_forward(const CellDesc& cell, const SeqForward& seq);
 bool cuda_persistent_backward(const CellDesc& cell, const SeqBackward& seq);
 #endif
