@@ -51,9 +51,11 @@ PersistentPlan plan_persistent(const CellDesc& cell, int64_t T, int64_t B,
         if (frags < 0) {
           why << "several items per warp";
         } else {
-          why << frags << " A fragments per warp, at most " << bound;
+          why << frags << " A fragments per warp, at most " << bound
+              << " in registers";
         }
-        why << " in registers)";
+        if (!device.w_registers) why << "; the test hook keeps W_hh shared";
+        why << ")";
       };
       why << L.blocks << " blocks of " << units << " units, " << smem
           << " bytes of shared memory; W_hh of the forward in ";

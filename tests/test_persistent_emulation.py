@@ -175,6 +175,7 @@ def test_plan_at_the_l1_shape(kind, blocks, units):
     shared = _C.persistent_plan(kind, "tanh", 1024, 16, 768, torch.bfloat16,
                                 **H100, w_registers=False)
     assert shared["serves"]
+    assert "the test hook keeps W_hh shared" in shared["reason"]
     assert not shared["forward_w_registers"]
     assert not shared["backward_w_registers"]
     assert ({k: shared[k] for k in ("blocks", "units", "forward_smem",
@@ -189,6 +190,9 @@ def test_plan_at_the_l1_shape(kind, blocks, units):
     # 4 batch tiles: 8 forward tiles of 48 k steps, 24 backward items per
     # warp.
     (64, 768, False, False, "forward in shared memory (48 A fragments"),
+    # 5 batch tiles of 2 m tiles: 10 forward items, more than the warps.
+    (80, 768, False, False, "forward in shared memory (several items per "
+     "warp)"),
 ])
 def test_plan_keeps_w_in_shared_memory_where_it_does_not_fit(
         B, H, forward, backward, why):

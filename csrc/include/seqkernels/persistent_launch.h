@@ -20,7 +20,7 @@ struct DeviceLimits {
   bool cooperative;   // cooperative launches (co-residency guaranteed)
   // Whether W_hh may stay in registers where it fits (the Layout's
   // w_regs_forward / w_regs_backward); false keeps it in shared memory
-  // everywhere: a test hook, so that the emulation runs both paths.
+  // everywhere: a test hook, so that the tests run both paths.
   bool w_registers = true;
 };
 
