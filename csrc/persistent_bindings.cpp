@@ -45,13 +45,18 @@ py::dict plan_dict(const PersistentPlan& plan) {
                   py::arg("blocks") = plan.serves ? L.blocks : 0,
                   py::arg("units") = plan.serves ? L.units : 0,
                   py::arg("forward_smem") = plan.serves ? L.f_bytes : 0,
-                  py::arg("backward_smem") = plan.serves ? L.b_bytes : 0);
+                  py::arg("backward_smem") = plan.serves ? L.b_bytes : 0,
+                  py::arg("forward_w_registers") =
+                      plan.serves && L.w_regs_forward,
+                  py::arg("backward_w_registers") =
+                      plan.serves && L.w_regs_backward);
 }
 
 py::dict limits_dict(const DeviceLimits& d) {
   return py::dict(py::arg("sm_count") = d.sm_count,
                   py::arg("max_smem") = d.max_smem,
-                  py::arg("cooperative") = d.cooperative);
+                  py::arg("cooperative") = d.cooperative,
+                  py::arg("w_registers") = d.w_registers);
 }
 
 }  // namespace
@@ -116,19 +121,22 @@ void bind_persistent(py::module_& m) {
       "persistent_plan",
       [](const std::string& kind, const std::string& nonlinearity, int64_t T,
          int64_t B, int64_t H, at::ScalarType dtype, int sm_count,
-         int64_t max_smem, bool cooperative) {
-        return plan_dict(plan_persistent(parse_cell(kind, nonlinearity), T, B,
-                                         H, dtype,
-                                         {sm_count, max_smem, cooperative}));
+         int64_t max_smem, bool cooperative, bool w_registers) {
+        return plan_dict(plan_persistent(
+            parse_cell(kind, nonlinearity), T, B, H, dtype,
+            {sm_count, max_smem, cooperative, w_registers}));
       },
       py::arg("kind"), py::arg("nonlinearity"), py::arg("T"), py::arg("B"),
       py::arg("H"), py::arg("dtype"), py::arg("sm_count"), py::arg("max_smem"),
-      py::arg("cooperative") = true,
-      "dict(serves, reason, blocks, units, forward_smem, backward_smem): "
-      "whether the persistent kernels serve a layer (cell kind, T steps, "
-      "batch B, hidden size H, storage dtype) on a device with sm_count SMs "
-      "and max_smem bytes of shared memory per block; the rule of "
-      "plan_persistent in csrc/include/seqkernels/persistent_launch.h.");
+      py::arg("cooperative") = true, py::arg("w_registers") = true,
+      "dict(serves, reason, blocks, units, forward_smem, backward_smem, "
+      "forward_w_registers, backward_w_registers): whether the persistent "
+      "kernels serve a layer (cell kind, T steps, batch B, hidden size H, "
+      "storage dtype) on a device with sm_count SMs and max_smem bytes of "
+      "shared memory per block, and whether each of its products keeps "
+      "W_hh in registers (w_registers=False: in shared memory everywhere, "
+      "the test hook of DeviceLimits); the rule of plan_persistent in "
+      "csrc/include/seqkernels/persistent_launch.h.");
   m.def(
       "cuda_device_limits",
       [](int device) {
@@ -141,8 +149,22 @@ void bind_persistent(py::module_& m) {
 #endif
       },
       py::arg("device"),
-      "dict(sm_count, max_smem, cooperative) of a CUDA device, as the "
-      "persistent kernels' plan sees it.");
+      "dict(sm_count, max_smem, cooperative, w_registers) of a CUDA device, "
+      "as the persistent kernels' plan sees it.");
+  m.def(
+      "set_cuda_w_registers",
+      [](bool allow) {
+#if defined(SEQKERNELS_WITH_CUDA)
+        set_cuda_w_registers(allow);
+#else
+        TORCH_CHECK(false, "seqkernels: built without CUDA kernels (",
+                    allow, ")");
+#endif
+      },
+      py::arg("allow"),
+      "Whether the CUDA backend's persistent kernels may keep W_hh in "
+      "registers where it fits (True, the default) or keep it in shared "
+      "memory everywhere (False): test infrastructure.");
 
   py::module_ e = m.def_submodule(
       "emulated",
@@ -151,11 +173,13 @@ void bind_persistent(py::module_& m) {
       "SEQKERNELS_RECURRENCE=persistent: test infrastructure.");
   e.def(
       "set_device",
-      [](int sm_count, int64_t max_smem) {
-        set_emulated_device({sm_count, max_smem, true});
+      [](int sm_count, int64_t max_smem, bool w_registers) {
+        set_emulated_device({sm_count, max_smem, true, w_registers});
       },
-      py::arg("sm_count"), py::arg("max_smem"),
-      "The emulated device's SMs and shared memory per block.");
+      py::arg("sm_count"), py::arg("max_smem"), py::arg("w_registers") = true,
+      "The emulated device's SMs and shared memory per block, and whether "
+      "the plan may keep W_hh in registers (False: shared memory "
+      "everywhere).");
   e.def("device", [] { return limits_dict(emulated_device()); },
         "The emulated device's limits.");
   e.def("launches", &emulated_launches,

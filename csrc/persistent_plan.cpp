@@ -28,7 +28,8 @@ PersistentPlan plan_persistent(const CellDesc& cell, int64_t T, int64_t B,
     // fill the 16-row tile those units need anyway.
     const int at_least = int((H + device.sm_count - 1) / device.sm_count);
     const int units = round_up(G * at_least, kTile) / G;
-    const Layout L = make_layout(G, cell.saved, int(T), int(B), int(H), units);
+    const Layout L = make_layout(G, cell.saved, int(T), int(B), int(H), units,
+                                 device.w_registers);
     const int64_t smem = std::max(L.f_bytes, L.b_bytes);
     if (L.blocks > kThreads) {
       why << L.blocks << " blocks: more than the " << kThreads
@@ -43,8 +44,24 @@ PersistentPlan plan_persistent(const CellDesc& cell, int64_t T, int64_t B,
     } else {
       plan.serves = true;
       plan.layout = L;
-      why << L.blocks << " blocks of " << units << " units, "
-          << smem << " bytes of shared memory";
+      // Where each product keeps W_hh, and the busiest warp's fragments
+      // against the bound.
+      const auto where = [&](bool regs, int frags, int bound) {
+        why << (regs ? "registers" : "shared memory") << " (";
+        if (frags < 0) {
+          why << "several items per warp";
+        } else {
+          why << frags << " A fragments per warp, at most " << bound
+              << " in registers";
+        }
+        if (!device.w_registers) why << "; the test hook keeps W_hh shared";
+        why << ")";
+      };
+      why << L.blocks << " blocks of " << units << " units, " << smem
+          << " bytes of shared memory; W_hh of the forward in ";
+      where(L.w_regs_forward, forward_frags_per_warp(L), kForwardFrags);
+      why << ", of the backward in ";
+      where(L.w_regs_backward, backward_frags_per_warp(L), kBackwardFrags);
     }
   }
   plan.reason = why.str();

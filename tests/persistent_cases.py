@@ -29,6 +29,20 @@ SHAPES = {
     "batch17": (3, 17, 3, 20, [3, 1, 2, 3, 3, 1, 2, 2, 3, 1, 1, 3, 2, 2, 3, 1, 3]),
 }
 
+# Where the plan keeps W_hh in registers or not (make_layout; with the
+# emulated device's 3 SMs, H = 80: 5 k tiles). "deep": every cell's both
+# products in registers; the rnn forward's K range split 4 ways over 5 k
+# steps, the last range empty. "deep17" (two batch tiles): lstm in shared
+# memory in both products (the forward has more items than warps, the
+# backward 28 fragments per warp); gru's forward in shared memory, its
+# backward in registers at the bound (24: two items per warp, 12 k steps);
+# rnn's both in registers, the backward two items per warp.
+REGISTER_SHAPES = {
+    "deep": (3, 3, 3, 80, None),
+    "deep17": (3, 17, 2, 80, [3, 1, 2, 3, 3, 1, 2, 2, 3, 1, 1, 3, 2, 2, 3,
+                              1, 3]),
+}
+
 # The CPU kernel's own (test_persistent_cpu.py): "chunks" runs the products
 # over chunks of k (H = 136: two or three chunks of at most 128) and of n
 # (4H = 544), with a last block of 8 units; "many_rows" over groups of rows
@@ -57,7 +71,7 @@ def cases(dtypes, shapes=SHAPES):
 def inputs64(op, act, shape, reverse, seed=0):
     """The op's forward arguments in float64; weights scaled as torch
     initializes them (1/sqrt(H)), so that no cell saturates or explodes."""
-    T, B, I, H, lengths = {**SHAPES, **CPU_SHAPES}[shape]
+    T, B, I, H, lengths = {**SHAPES, **REGISTER_SHAPES, **CPU_SHAPES}[shape]
     g = torch.Generator().manual_seed(seed)
 
     def r(*size, scale=1.0):
@@ -103,6 +117,28 @@ def backward_args(op, inputs, outputs, cotangents):
 def _on(args, device):
     return tuple(a.to(device) if isinstance(a, torch.Tensor) else a
                  for a in args)
+
+
+def outputs_and_grads(op, act, shape, dtype, reverse, forward, backward,
+                      device="cpu"):
+    """The op's outputs, then its gradients for seeded cotangents of the
+    outputs the user sees, from ``forward``/``backward`` on ``device`` in
+    ``dtype`` (on the CPU)."""
+    args = _on(_cast(inputs64(op, act, shape, reverse), dtype), device)
+    out = forward(*args)
+    g = torch.Generator().manual_seed(1)
+    cot = [torch.randn(o.shape, generator=g).to(dtype).to(device)
+           for o in out[:3 if op == "lstm_seq" else 2]]
+    grads = backward(*backward_args(op, args, out, cot))
+    return [o.cpu() for o in (*out, *grads)]
+
+
+def assert_bit_for_bit(results, other):
+    """Two outputs_and_grads results agree bit for bit (NaN where NaN)."""
+    assert len(results) == len(other)
+    for i, (a, b) in enumerate(zip(results, other)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, i=i: f"result {i}: {m}")
 
 
 def check_op(op, act, shape, dtype, reverse, forward, backward,

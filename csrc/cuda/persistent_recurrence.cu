@@ -8,9 +8,22 @@
 // on each other), __launch_bounds__(256, 1), so up to 255 registers per
 // thread; dynamic shared memory as the layout says, for instance at
 // L1 (LSTM, B = 16, H = 768; 96 blocks of 8 units): forward 32 x 776 bf16
-// of W_hh rows + 16 x 776 of h + 32 x 16 x k_split floats, about 83 KB;
-// backward 32 x 772 floats of W_hh rows + two 16 x 36 float tiles, about
-// 104 KB; both within the H100's 227 KB.
+// of W_hh rows + 16 x 776 of h + 32 x 16 x k_split floats, 83328 bytes;
+// backward 32 x 772 floats of W_hh rows + two 16 x 36 float tiles and the
+// units' carries, 104576 bytes; both within the H100's 227 KB. The W_hh
+// tile is allocated on the register path as well: the fragments are
+// loaded from it once.
+// Registers (ptxas -v, CUDA 13.0, with the register-resident fragment
+// arrays of kForwardFrags = 16 and kBackwardFrags = 24, 64 and 96
+// registers), sm_80 / sm_90a, bf16 and fp16 alike except where two are
+// given (bf16, fp16); no stack frame and no spills in any of them:
+//   forward  lstm 205, 180 / 205, 181   gru 184, 154 / 186, 156
+//            rnn  168, 142 / 168, 144
+//   backward lstm 202 / 203   gru 196 / 202   rnn 248 / 244.
+// Without the arrays (W_hh read from shared memory at every step) they
+// were 72 to 212.
+#include <atomic>
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -55,7 +68,11 @@ void launch(Cell, const Args& args, int blocks, int smem_bytes) {
                            smem_bytes);
 }
 
+std::atomic<bool> g_w_registers{true};
+
 }  // namespace
+
+void set_cuda_w_registers(bool allow) { g_w_registers = allow; }
 
 DeviceLimits cuda_device_limits(int device) {
   int sms = 0, smem = 0, coop = 0;
@@ -65,7 +82,7 @@ DeviceLimits cuda_device_limits(int device) {
       &smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
-  return DeviceLimits{sms, smem, coop != 0};
+  return DeviceLimits{sms, smem, coop != 0, g_w_registers};
 }
 
 bool cuda_persistent_forward(const CellDesc& cell, const SeqForward& seq) {

@@ -18,6 +18,10 @@ struct DeviceLimits {
   int sm_count;       // blocks that can be resident at once, one per SM
   int64_t max_smem;   // dynamic shared memory a block may have (opt-in)
   bool cooperative;   // cooperative launches (co-residency guaranteed)
+  // Whether W_hh may stay in registers where it fits (the Layout's
+  // w_regs_forward / w_regs_backward); false keeps it in shared memory
+  // everywhere: a test hook, so that the tests run both paths.
+  bool w_registers = true;
 };
 
 // Whether the persistent kernels serve a layer, and with which layout; the
@@ -31,6 +35,10 @@ struct DeviceLimits {
 //     (the block's W_hh rows, h or the gate gradients, padded to the
 //     tiles) within the device's limit per block;
 //   - a device with cooperative launches.
+// Where it serves, each product keeps W_hh in registers where every warp's
+// A fragments fit the kernels' compile-time bound (kForwardFrags: the
+// forward with at most one item per warp; kBackwardFrags), else in shared
+// memory (make_layout).
 struct PersistentPlan {
   bool serves;
   std::string reason;
@@ -45,6 +53,9 @@ PersistentPlan plan_persistent(const CellDesc& cell, int64_t T, int64_t B,
 // The CUDA backend (csrc/cuda/persistent_recurrence.cu): the limits of a
 // device, and the whole-sequence functions of its SeqSteps.
 DeviceLimits cuda_device_limits(int device);
+// The w_registers that cuda_device_limits gives (true until set): a test
+// hook, so that the GPU runs both places of W_hh.
+void set_cuda_w_registers(bool allow);
 bool cuda_persistent_forward(const CellDesc& cell, const SeqForward& seq);
 bool cuda_persistent_backward(const CellDesc& cell, const SeqBackward& seq);
 #endif

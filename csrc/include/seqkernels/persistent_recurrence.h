@@ -7,10 +7,19 @@
 //
 // Work split. Block p owns the hidden units [p*U, p*U + U) and all G gates
 // of them, so the cell math and the cell state stay in the block. Its rows
-// of W_hh (rows g*H + u, as tile row g*U + u) are loaded into shared memory
-// once and stay there for the whole sequence. Every block must be resident
-// at once (the launcher uses a cooperative launch, which fails instead of
-// deadlocking where they cannot be): blocks wait on each other.
+// of W_hh (rows g*H + u, as tile row g*U + u) are loaded into a shared-
+// memory tile once and stay on chip for the whole sequence: in registers
+// where they fit, else in that tile. A warp's product work items are the
+// same at every step, so where the tensor-core A fragments of its items
+// (the W rows of its k range) fit a compile-time bound (kForwardFrags,
+// kBackwardFrags; the plan decides each product's case, Layout's
+// w_regs_forward / w_regs_backward), the warp loads them from the tile
+// into a register array once, before the time loop, and each step loads
+// only the other operand (h, or the gate gradients) from shared memory;
+// elsewhere each step loads the A fragments from the tile as well. Every
+// block must be resident at once (the launcher uses a cooperative launch,
+// which fails instead of deadlocking where they cannot be): blocks wait on
+// each other.
 //
 // Forward step t (all shapes padded to the 16-wide tensor-core tiles):
 //   1. load this step's input side xg[t] of the block's units into
@@ -28,8 +37,9 @@
 // only after every block has published h_t, that is after every block has
 // finished reading h_{t-1}, the buffer's previous content.
 //
-// Backward step s (time reversed), same ownership and resident W_hh (as
-// float, for the tf32 product below):
+// Backward step s (time reversed), same ownership and resident W_hh (the
+// tile as float, the register fragments rounded to tf32 once, for the tf32
+// product below):
 //   1. wait until every block has published its partial of step s + 1;
 //      the block's units' dh carried from step s + 1 is the sum of those
 //      partials over blocks 0, 1, ... in that order (deterministic: no
@@ -64,6 +74,17 @@ constexpr int kTf32K = 8;
 constexpr int kPairs = 4;   // (unit, batch row) pairs per thread at most
 constexpr int kPad16 = 8;   // row pitch padding of 16-bit tiles (elements)
 constexpr int kPad32 = 4;   // and of float tiles
+// The tensor-core A fragments (W_hh rows) a warp may keep in registers for
+// the whole sequence: 4 registers each per thread (an m16n16k16 bf16/fp16
+// fragment is 8 16-bit elements, an m16n16k8 tf32 one 4 floats), so 64 and
+// 96 registers of the 255 that __launch_bounds__(256, 1) allows. The
+// bounds are compile-time because the fragment arrays are indexed only by
+// fully unrolled loops (a runtime index would put them in local memory);
+// ptxas -v shows no spills and no stack with them (the figures are in
+// csrc/cuda/persistent_recurrence.cu). Where a warp's fragments exceed a
+// bound, every step reads them from the shared-memory tile instead.
+constexpr int kForwardFrags = 16;
+constexpr int kBackwardFrags = 24;
 
 SK_DEVICE constexpr int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
@@ -76,14 +97,34 @@ struct Layout {
   int k_pad;   // H rounded up to the tile
   int b_pad;   // B rounded up to the tile
   int k_split; // warps sharing one forward output tile's K range
+  // Whether each warp's A fragments of W_hh stay in registers (loaded once
+  // before the time loop) in the forward and the backward product; where
+  // not, every step loads them from the shared-memory tile.
+  bool w_regs_forward, w_regs_backward;
   int ld_w, ld_h;  // forward: row pitches of the W and h tiles (16-bit)
   int ld_wf, ld_g; // backward: of the float W tile and gate-gradient tiles
   int f_w, f_h, f_acc, f_c, f_len, f_bytes;              // forward smem
   int b_w, b_hi, b_lo, b_dh, b_carry, b_len, b_bytes;    // backward smem
 };
 
+// The A fragments of W_hh the busiest warp multiplies each step, or -1
+// where a warp has more than one forward item (the forward register path
+// keeps one item's k range per warp).
+inline int forward_frags_per_warp(const Layout& L) {
+  const int items = (L.m_pad / kTile) * (L.b_pad / kTile) * L.k_split;
+  const int k_steps = L.k_pad / kTile;
+  return items <= kWarps ? (k_steps + L.k_split - 1) / L.k_split : -1;
+}
+inline int backward_frags_per_warp(const Layout& L) {
+  const int items = (L.k_pad / kTile) * (L.b_pad / kTile);
+  return (items + kWarps - 1) / kWarps * (L.m_pad / kTf32K);
+}
+
 // The layout for U units per block; plain integer arithmetic, host side.
-inline Layout make_layout(int G, int S, int T, int B, int H, int units) {
+// w_registers: whether W_hh may stay in registers where the fragments fit
+// (false keeps it in shared memory: a test hook).
+inline Layout make_layout(int G, int S, int T, int B, int H, int units,
+                          bool w_registers) {
   Layout L{};
   L.T = T;
   L.B = B;
@@ -98,6 +139,11 @@ inline Layout make_layout(int G, int S, int T, int B, int H, int units) {
   const int tiles = (L.m_pad / kTile) * (L.b_pad / kTile);
   const int k_steps = L.k_pad / kTile;
   L.k_split = std::max(1, std::min(kWarps / tiles, k_steps));
+  const int fwd_frags = forward_frags_per_warp(L);
+  L.w_regs_forward = w_registers && fwd_frags >= 0 &&
+                     fwd_frags <= kForwardFrags;
+  L.w_regs_backward =
+      w_registers && backward_frags_per_warp(L) <= kBackwardFrags;
   L.ld_w = L.k_pad + kPad16;
   L.ld_h = L.k_pad + kPad16;
   L.ld_wf = L.k_pad + kPad32;
@@ -201,34 +247,90 @@ SK_DEVICE void load_rows(const Layout& L, const scalar_t* w_hh, int u0,
   }
 }
 
-// Forward step 3: acc[ks][m][b] = sum over the k range ks of
-// w[m][k] * h[b][k], each warp a set of (m tile, b tile, k range) items.
-template <typename scalar_t>
-SK_DEVICE void forward_product(const Layout& L, const scalar_t* w,
-                               const scalar_t* h, float* acc) {
-  namespace wm = blk::wmma;
-  using mma_t = typename blk::MmaType<scalar_t>::type;
-  const int m_tiles = L.m_pad / kTile, n_tiles = L.b_pad / kTile;
-  const int k_steps = L.k_pad / kTile;
+// A forward work item: output tile (mt, nt) over the k steps [k0, k1) of
+// its K range ks (empty for a range past the end: the tile is then zero).
+struct ForwardItem {
+  int mt, nt, ks, k0, k1;
+};
+SK_DEVICE ForwardItem forward_item(const Layout& L, int it) {
+  const int m_tiles = L.m_pad / kTile, k_steps = L.k_pad / kTile;
   const int chunk = (k_steps + L.k_split - 1) / L.k_split;
-  const int items = m_tiles * n_tiles * L.k_split;
+  const int ks = it % L.k_split, mn = it / L.k_split;
+  return ForwardItem{mn % m_tiles, mn / m_tiles, ks, ks * chunk,
+                     std::min(k_steps, (ks + 1) * chunk)};
+}
+
+// The forward product's operand fragments.
+template <typename scalar_t>
+struct ForwardFrags {
+  using mma_t = typename blk::MmaType<scalar_t>::type;
+  using A = blk::wmma::fragment<blk::wmma::matrix_a, kTile, kTile, kTile,
+                                mma_t, blk::wmma::row_major>;
+  using B = blk::wmma::fragment<blk::wmma::matrix_b, kTile, kTile, kTile,
+                                mma_t, blk::wmma::col_major>;
+  using C = blk::wmma::fragment<blk::wmma::accumulator, kTile, kTile, kTile,
+                                float>;
+};
+
+// Where W_hh stays in registers (L.w_regs_forward): this warp's item (at
+// most one per warp there) and its A fragments, loaded once from the
+// shared tile w; fragment i is k step k0 + i.
+template <typename scalar_t>
+SK_DEVICE void load_forward_frags(
+    const Layout& L, const scalar_t* w,
+    typename ForwardFrags<scalar_t>::A (&wa)[kForwardFrags]) {
+  const int it = blk::warp_index();
+  if (it >= (L.m_pad / kTile) * (L.b_pad / kTile) * L.k_split) return;
+  const ForwardItem q = forward_item(L, it);
+  SK_UNROLL
+  for (int i = 0; i < kForwardFrags; ++i) {
+    if (q.k0 + i < q.k1) {
+      blk::wmma::load_matrix_sync(
+          wa[i],
+          blk::mma_ptr(w + q.mt * kTile * L.ld_w + (q.k0 + i) * kTile),
+          L.ld_w);
+    }
+  }
+}
+
+// Forward step 3: acc[ks][m][b] = sum over the k range ks of
+// w[m][k] * h[b][k], each warp a set of (m tile, b tile, k range) items;
+// the A fragments from wa (loaded by load_forward_frags) where W_hh stays
+// in registers, else from the shared tile w.
+template <typename scalar_t>
+SK_DEVICE void forward_product(
+    const Layout& L, const scalar_t* w,
+    const typename ForwardFrags<scalar_t>::A (&wa)[kForwardFrags],
+    const scalar_t* h, float* acc) {
+  namespace wm = blk::wmma;
+  using F = ForwardFrags<scalar_t>;
+  const int items = (L.m_pad / kTile) * (L.b_pad / kTile) * L.k_split;
   for (int it = blk::warp_index(); it < items; it += kWarps) {
-    const int ks = it % L.k_split, mn = it / L.k_split;
-    const int mt = mn % m_tiles, nt = mn / m_tiles;
-    wm::fragment<wm::accumulator, kTile, kTile, kTile, float> c;
+    const ForwardItem q = forward_item(L, it);
+    typename F::C c;
+    typename F::B b;
     wm::fill_fragment(c, 0.0f);
-    const int k_end = std::min(k_steps, (ks + 1) * chunk);
-    for (int kk = ks * chunk; kk < k_end; ++kk) {
-      wm::fragment<wm::matrix_a, kTile, kTile, kTile, mma_t, wm::row_major> a;
-      wm::fragment<wm::matrix_b, kTile, kTile, kTile, mma_t, wm::col_major> b;
-      wm::load_matrix_sync(
-          a, blk::mma_ptr(w + mt * kTile * L.ld_w + kk * kTile), L.ld_w);
-      wm::load_matrix_sync(
-          b, blk::mma_ptr(h + nt * kTile * L.ld_h + kk * kTile), L.ld_h);
-      wm::mma_sync(c, a, b, c);
+    const scalar_t* h_tile = h + q.nt * kTile * L.ld_h;
+    if (L.w_regs_forward) {
+      SK_UNROLL
+      for (int i = 0; i < kForwardFrags; ++i) {
+        if (q.k0 + i < q.k1) {
+          wm::load_matrix_sync(
+              b, blk::mma_ptr(h_tile + (q.k0 + i) * kTile), L.ld_h);
+          wm::mma_sync(c, wa[i], b, c);
+        }
+      }
+    } else {
+      for (int kk = q.k0; kk < q.k1; ++kk) {
+        typename F::A a;
+        wm::load_matrix_sync(
+            a, blk::mma_ptr(w + q.mt * kTile * L.ld_w + kk * kTile), L.ld_w);
+        wm::load_matrix_sync(b, blk::mma_ptr(h_tile + kk * kTile), L.ld_h);
+        wm::mma_sync(c, a, b, c);
+      }
     }
     wm::store_matrix_sync(
-        acc + (ks * L.m_pad + mt * kTile) * L.b_pad + nt * kTile, c,
+        acc + (q.ks * L.m_pad + q.mt * kTile) * L.b_pad + q.nt * kTile, c,
         L.b_pad, wm::mem_row_major);
   }
 }
@@ -257,6 +359,9 @@ SK_DEVICE void persistent_forward(const ForwardArgs<scalar_t>& a) {
     }
   }
   const int t_end = load_lengths(a.lengths, L.T, B, len);
+  // After load_lengths' barrier, which orders load_rows' writes of w.
+  typename ForwardFrags<scalar_t>::A wa[kForwardFrags];
+  if (L.w_regs_forward) load_forward_frags(L, w, wa);
 
   for (int t = 0; t < L.T; ++t) {
     const int64_t tb = int64_t(t) * B;
@@ -295,7 +400,7 @@ SK_DEVICE void persistent_forward(const ForwardArgs<scalar_t>& a) {
     }
     blk::sync();
     // 3. The recurrent side on tensor cores.
-    forward_product(L, w, h, acc);
+    forward_product(L, w, wa, h, acc);
     blk::sync();
     // 4. The cell.
     scalar_t* dst = a.exchange + int64_t((t + 1) % 2) * B * H;
@@ -349,39 +454,111 @@ SK_DEVICE void persistent_forward(const ForwardArgs<scalar_t>& a) {
   }
 }
 
+// The backward product's operand fragments (tf32, float accumulation).
+struct BackwardFrags {
+  using A = blk::wmma::fragment<blk::wmma::matrix_a, kTile, kTile, kTf32K,
+                                blk::wmma::precision::tf32,
+                                blk::wmma::col_major>;
+  using B = blk::wmma::fragment<blk::wmma::matrix_b, kTile, kTile, kTf32K,
+                                blk::wmma::precision::tf32,
+                                blk::wmma::col_major>;
+  using C = blk::wmma::fragment<blk::wmma::accumulator, kTile, kTile, kTf32K,
+                                float>;
+};
+
+// The A fragment of W^T for output k tile mt at k step kk (rows kk*8 ..
+// kk*8 + 7 of the float tile w), rounded to tf32.
+SK_DEVICE void load_backward_a(const Layout& L, const float* w, int mt,
+                               int kk, BackwardFrags::A& wa) {
+  blk::wmma::load_matrix_sync(wa, w + kk * kTf32K * L.ld_wf + mt * kTile,
+                              L.ld_wf);
+  for (int e = 0; e < wa.num_elements; ++e) {
+    wa.x[e] = blk::wmma::__float_to_tf32(wa.x[e]);
+  }
+}
+
+// Where W_hh stays in registers (L.w_regs_backward): this warp's A
+// fragments, loaded once from the shared tile w and rounded to tf32 once.
+// Fragment f is k step f % k_steps of the warp's item f / k_steps (items
+// warp, warp + kWarps, ...), the order backward_product walks them in.
+SK_DEVICE void load_backward_frags(const Layout& L, const float* w,
+                                   BackwardFrags::A (&wa)[kBackwardFrags]) {
+  const int m_tiles = L.k_pad / kTile, k_steps = L.m_pad / kTf32K;
+  const int items = m_tiles * (L.b_pad / kTile), warp = blk::warp_index();
+  const int frags = (items - warp + kWarps - 1) / kWarps * k_steps;
+  int it = warp, kk = 0;
+  SK_UNROLL
+  for (int f = 0; f < kBackwardFrags; ++f) {
+    if (f < frags) {
+      load_backward_a(L, w, it % m_tiles, kk, wa[f]);
+      if (++kk == k_steps) {
+        kk = 0;
+        it += kWarps;
+      }
+    }
+  }
+}
+
 // Backward step 3: part[k][b] = sum over the block's rows r of
-// w[r][k] * (hi[b][r] + lo[b][r]), one (k tile, b tile) per warp item.
+// w[r][k] * (hi[b][r] + lo[b][r]), one (k tile, b tile) per warp item; the
+// A fragments from wa (load_backward_frags) where W_hh stays in
+// registers, else from the shared tile w, rounded to tf32 at each load.
 SK_DEVICE void backward_product(const Layout& L, const float* w,
+                                const BackwardFrags::A (&wa)[kBackwardFrags],
                                 const float* hi, const float* lo,
                                 float* part) {
   namespace wm = blk::wmma;
-  using wm::precision::tf32;
   const int m_tiles = L.k_pad / kTile, n_tiles = L.b_pad / kTile;
   const int k_steps = L.m_pad / kTf32K;
-  for (int it = blk::warp_index(); it < m_tiles * n_tiles; it += kWarps) {
-    const int mt = it % m_tiles, nt = it / m_tiles;
-    wm::fragment<wm::accumulator, kTile, kTile, kTf32K, float> c;
-    wm::fill_fragment(c, 0.0f);
-    for (int kk = 0; kk < k_steps; ++kk) {
-      wm::fragment<wm::matrix_a, kTile, kTile, kTf32K, tf32, wm::col_major> wa;
-      wm::fragment<wm::matrix_b, kTile, kTile, kTf32K, tf32, wm::col_major> gb;
-      wm::load_matrix_sync(wa, w + kk * kTf32K * L.ld_wf + mt * kTile,
-                           L.ld_wf);
-      for (int e = 0; e < wa.num_elements; ++e) {
-        wa.x[e] = wm::__float_to_tf32(wa.x[e]);
+  const int items = m_tiles * n_tiles, warp = blk::warp_index();
+  // c += wa * (hi + lo) at k step kk of output tile (mt, nt).
+  const auto step = [&](const BackwardFrags::A& a, int nt, int kk,
+                        BackwardFrags::C& c) {
+    BackwardFrags::B gb;
+    const float* terms[2] = {hi, lo};
+    for (const float* g : terms) {
+      wm::load_matrix_sync(gb, g + nt * kTile * L.ld_g + kk * kTf32K,
+                           L.ld_g);
+      for (int e = 0; e < gb.num_elements; ++e) {
+        gb.x[e] = wm::__float_to_tf32(gb.x[e]);
       }
-      const float* terms[2] = {hi, lo};
-      for (const float* g : terms) {
-        wm::load_matrix_sync(gb, g + nt * kTile * L.ld_g + kk * kTf32K,
-                             L.ld_g);
-        for (int e = 0; e < gb.num_elements; ++e) {
-          gb.x[e] = wm::__float_to_tf32(gb.x[e]);
-        }
-        wm::mma_sync(c, wa, gb, c);
-      }
+      wm::mma_sync(c, a, gb, c);
     }
+  };
+  const auto store = [&](int mt, int nt, const BackwardFrags::C& c) {
     wm::store_matrix_sync(part + mt * kTile * L.b_pad + nt * kTile, c,
                           L.b_pad, wm::mem_row_major);
+  };
+  BackwardFrags::C c;
+  if (L.w_regs_backward) {
+    // The fragments in load_backward_frags' order; an item's tile is
+    // stored after its last k step.
+    const int frags = (items - warp + kWarps - 1) / kWarps * k_steps;
+    int it = warp, kk = 0;
+    wm::fill_fragment(c, 0.0f);
+    SK_UNROLL
+    for (int f = 0; f < kBackwardFrags; ++f) {
+      if (f < frags) {
+        step(wa[f], it / m_tiles, kk, c);
+        if (++kk == k_steps) {
+          store(it % m_tiles, it / m_tiles, c);
+          wm::fill_fragment(c, 0.0f);
+          kk = 0;
+          it += kWarps;
+        }
+      }
+    }
+    return;
+  }
+  for (int it = warp; it < items; it += kWarps) {
+    const int mt = it % m_tiles, nt = it / m_tiles;
+    wm::fill_fragment(c, 0.0f);
+    for (int kk = 0; kk < k_steps; ++kk) {
+      BackwardFrags::A a;
+      load_backward_a(L, w, mt, kk, a);
+      step(a, nt, kk, c);
+    }
+    store(mt, nt, c);
   }
 }
 
@@ -418,6 +595,9 @@ SK_DEVICE void persistent_backward(const BackwardArgs<scalar_t>& a) {
     if (kCarry) carry_s[q.u * B + q.b] = a.carry[bj];
   }
   const int t_end = load_lengths(a.lengths, L.T, B, len);
+  // After load_lengths' barrier, which orders load_rows' writes of w.
+  BackwardFrags::A wa[kBackwardFrags];
+  if (L.w_regs_backward) load_backward_frags(L, w, wa);
 
   for (int s = L.T - 1; s >= 0; --s) {
     const int64_t sb = int64_t(s) * B;
@@ -493,7 +673,7 @@ SK_DEVICE void persistent_backward(const BackwardArgs<scalar_t>& a) {
     blk::sync();
     if (s == 0) break;
     // 3. This block's partial of dh_{s-1}, then publish it.
-    backward_product(L, w, hi, lo,
+    backward_product(L, w, wa, hi, lo,
                      a.partials + (int64_t(s % 2) * L.blocks + me) * part_size);
     blk::sync();
     if (tid == 0) blk::publish(a.flags + me, t_end - s);
