@@ -36,7 +36,7 @@ def op_dtype(t: Tensor) -> torch.dtype:
     return autocast_dtype(t) or t.dtype
 
 
-def keep_saved(*tensors: "Tensor | None") -> bool:
+def saved_needed(*tensors: "Tensor | None") -> bool:
     """The ``keep_saved`` argument of a sequence op call: whether its
     backward may run, that is grad mode is on and one of ``tensors`` (the
     op's inputs) requires grad. Without it the op returns no saved values,

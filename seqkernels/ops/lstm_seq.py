@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import _C, _backend
 from ..reference import recurrent as reference
-from .._common import acc_dtype, keep_saved, no_saved_values
+from .._common import acc_dtype, no_saved_values, saved_needed
 from ._variants import register_family
 
 
@@ -88,5 +88,5 @@ def lstm_seq(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     which = _backend.resolve(backend, x.device)
     y, h_n, c_n, *_ = _OPS.op(which)(
         x, h0, c0, w_ih, w_hh, bias, w_hr, lengths,
-        keep_saved(x, h0, c0, w_ih, w_hh, bias, w_hr))
+        saved_needed(x, h0, c0, w_ih, w_hh, bias, w_hr))
     return y, h_n, c_n

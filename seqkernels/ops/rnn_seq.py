@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import _C, _backend
 from ..reference import recurrent as reference
-from .._common import acc_dtype, keep_saved, no_saved_values
+from .._common import acc_dtype, no_saved_values, saved_needed
 from ..cell_table import check_nonlinearity
 from ._variants import register_family
 
@@ -82,5 +82,5 @@ def rnn_seq(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     which = _backend.resolve(backend, x.device)
     y, h_n, _ = _OPS.op(which)(x, h0, w_ih, w_hh, bias, lengths,
                                nonlinearity,
-                               keep_saved(x, h0, w_ih, w_hh, bias))
+                               saved_needed(x, h0, w_ih, w_hh, bias))
     return y, h_n

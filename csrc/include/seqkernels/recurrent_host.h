@@ -78,7 +78,7 @@ using OptTensor = c10::optional<at::Tensor>;
 // accumulation dtype (acc_dtype), else in the storage dtype; "w": in the
 // dtype SeqSteps::acc_weights asks for.
 struct ForwardStep {
-  int64_t s;
+  int64_t s;              // counted from the chunk's first step, as lengths
   at::Tensor xg;          // [B, G*H] acc: input side of the pre-activations
   at::Tensor h_in;        // [B, P]: h of step s - 1
   at::Tensor w_hh;        // [G*H, P] w
@@ -112,6 +112,10 @@ struct BackwardStep {
 // A whole forward recurrence without a projection (P == H), for a backend
 // whose persistent kernel runs every step in one launch: the loop of
 // ForwardStep over s = 0..T-1 at once, same results. "acc" as above.
+// Where the driver runs the sequence in chunks (SeqSteps::chunk_bytes),
+// each call is one chunk: T is its steps, and lengths (as ForwardStep's)
+// count from its first step, so a length may be <= 0 or > T; a row is
+// active at step s while s < lengths[b], whatever the value.
 struct SeqForward {
   at::Tensor xg;           // [T, B, G*H] acc
   at::Tensor h0;           // [B, H]
