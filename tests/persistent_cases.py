@@ -44,12 +44,15 @@ REGISTER_SHAPES = {
 }
 
 # The CPU kernel's own (test_persistent_cpu.py): "chunks" runs the products
-# over chunks of k (H = 136: two or three chunks of at most 128) and of n
-# (4H = 544), with a last block of 8 units; "many_rows" over groups of rows
-# (B = 130: three groups of at most 64) ending in partial register blocks.
+# over equal chunks of k (H = 136: two or three) and of n (4H = 544), with a
+# last block of 8 units; "many_rows" over groups of rows (B = 130: three
+# groups of at most 64) ending in partial register blocks; "row_split" has
+# so few blocks of units (H = 64) that 2 threads split the rows, one task
+# ending in a block of one row, whose products split their sums over k.
 CPU_SHAPES = {
     "chunks": (3, 45, 4, 136, None),
     "many_rows": (2, 130, 3, 20, [2] * 64 + [1] * 66),
+    "row_split": (3, 13, 4, 64, None),
 }
 
 CELL_CASES = [("lstm_seq", None), ("gru_seq", None), ("rnn_seq", "tanh"),

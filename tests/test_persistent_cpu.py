@@ -77,13 +77,16 @@ def _run(op, shape, threads, dtype=torch.float32):
 
 @pytest.mark.skipif(torch.get_num_threads() < 2,
                     reason="needs 2 threads (torch.get_num_threads())")
+@pytest.mark.parametrize("shape", ["chunks", "row_split"])
 @pytest.mark.parametrize("op", ["lstm_seq", "gru_seq", "rnn_seq"])
-def test_results_do_not_depend_on_threads(persistent, width, op):
-    # "chunks" is work enough for 2 threads (rule: 16K multiply-adds a step)
-    # with tasks split by units; a task's sums are the same on any thread.
-    assert _C.cpu_persistent_plan(op[:-4], 45, 136, torch.float32,
+def test_results_do_not_depend_on_threads(persistent, width, op, shape):
+    # Both shapes are work enough for 2 threads (rule: 16K multiply-adds a
+    # step): "chunks" splits the tasks by units, "row_split" by rows too; a
+    # row's sums are the same whichever task and thread run it.
+    _, B, _, H, _ = CPU_SHAPES[shape]
+    assert _C.cpu_persistent_plan(op[:-4], B, H, torch.float32,
                                   "persistent")["threads"] >= 2
-    one, two = _run(op, "chunks", 1), _run(op, "chunks", 2)
+    one, two = _run(op, shape, 1), _run(op, shape, 2)
     for a, b in zip(one, two):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

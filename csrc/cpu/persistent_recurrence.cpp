@@ -4,7 +4,7 @@
 // rows. Per step it computes, R rows at a time, the recurrent product of
 // those rows and units in registers (products: for each k, V vectors of U
 // packed weights times the broadcast h[r, k]), then runs the cell on them
-// (forward_row) and publishes the new h of its units. A backward task
+// (forward_cells) and publishes the new h of its units. A backward task
 // owns a block of units likewise: it computes the carried gradient dh of
 // its units from the whole recurrent-side gradient of the step after (the
 // same products over the transposed packing) and runs the cell backward on
@@ -16,8 +16,10 @@
 // The products sum over k in order, in float32 with FMA, split into a few
 // independent partial sums where the rows and gates alone give too few
 // chains of FMAs to hide their latency; the split depends only on the
-// number of rows of the block (R), so a result does not depend on the
-// number of threads.
+// number of rows of the block (R) and the chunks of k on the layout alone
+// (chunk), so a result does not depend on the number of threads
+// (test_persistent_cpu.py; before chunk took the rows of a task, a block
+// of one row summed in a thread-dependent order).
 #include "seqkernels/cpu_persistent.h"
 
 #include <ATen/Parallel.h>
@@ -97,10 +99,17 @@ constexpr int64_t kL1Floats = 8192;
 // rows of a power-of-two stride would (H = 256, 512).
 int64_t padded_stride(int64_t n) { return (n + 15) / 16 * 16 + 16; }
 
-// The chunk of k for a group of `rows` rows whose weights take `per_k`
-// floats per k: a multiple of 8, at least 8.
-int64_t chunk(int64_t per_k, int64_t rows) {
-  return std::max<int64_t>(8, kL1Floats / (per_k + rows) / 8 * 8);
+// The chunk of k of a product over K whose weights take `per_k` floats per
+// k, for groups of up to `rows` rows: K in equal chunks (multiples of 8, at
+// least 8) whose weights and rows fit kL1Floats together. It depends on the
+// layout alone, not on the rows a task got, so that where products splits
+// its sums (S > 1) the order of additions does not depend on the number of
+// threads; equal chunks leave no short last one.
+int64_t chunk(int64_t per_k, int64_t rows, int64_t K) {
+  const int64_t most =
+      std::max<int64_t>(8, kL1Floats / (per_k + rows) / 8 * 8);
+  const int64_t pieces = (K + most - 1) / most;
+  return ((K + pieces - 1) / pieces + 7) / 8 * 8;
 }
 
 // The rule's numbers (cpu_persistent_plan).
@@ -246,6 +255,9 @@ at::Tensor pack_columns(const at::Tensor& w, int64_t H, int UB) {
 // The forward of a whole sequence (SeqForward), T the storage dtype.
 template <typename Cell, typename T, int U>
 struct ForwardJob {
+  using CellType = Cell;
+  using Storage = T;
+  static constexpr int kU = U;
   static constexpr int G = Cell::kGates, S = Cell::kSaved;
   // Vectors per k, units per block (module comment).
   static constexpr int V = G == 1 ? 4 : G, UB = U * V / G;
@@ -271,15 +283,12 @@ struct ForwardJob {
     const int64_t n = std::min<int64_t>(UB, H - j0);
     const int64_t r0 = task / sp.blocks * sp.chunk_rows;
     const int64_t r1 = std::min(B, r0 + sp.chunk_rows);
-    const T* h_in = h[s % 2];
-    T* h_out = h[(s + 1) % 2];
     const float* hf_in = hf[s % 2];
-    float* hf_out = hf[(s + 1) % 2];
     constexpr int64_t kRows = std::max<int64_t>(R, kGroupRows / R * R);
     float hg[kRows * V * U];
     for (int64_t g0 = r0; g0 < r1; g0 += kRows) {
       const int64_t g1 = std::min(r1, g0 + kRows);
-      const int64_t step_k = chunk(V * U, g1 - g0);
+      const int64_t step_k = chunk(V * U, kRows, H);
       for (int64_t k0 = 0; k0 < H; k0 += step_k) {
         const int64_t kc = std::min(step_k, H - k0);
         for (int64_t b = g0; b < g1; b += R) {
@@ -290,36 +299,60 @@ struct ForwardJob {
               k0 > 0);
         }
       }
-      for (int64_t row = g0; row < g1; ++row) {
-        const int64_t at = s * B + row, hj = row * H + j0;
-        float* sv = saved + at * S * H + j0;
-        T* yo = y + at * H + j0;
-        if (active(lengths, row, s)) {
-          float* c_row = Cell::kHasC ? c + hj : nullptr;
-          forward_row<Cell>(act, n, H, xg + at * G * H + j0,
-                            hg + (row - g0) * V * U, UB, h_in + hj, c_row,
-                            c_row, Cell::kHasC ? cs + at * H + j0 : nullptr,
-                            sv, h_out + hj);
-          for (int64_t l = 0; l < n; ++l) {
-            yo[l] = h_out[hj + l];
-            hf_out[row * ldh + j0 + l] = static_cast<float>(h_out[hj + l]);
-          }
-        } else {
-          for (int k = 0; k < S; ++k) {
-            std::fill(sv + k * H, sv + k * H + n, 0.f);
-          }
-          if (Cell::kHasC) {
-            std::fill(cs + at * H + j0, cs + at * H + j0 + n, 0.f);
-          }
-          std::fill(yo, yo + n, T(0));
-          std::copy(h_in + hj, h_in + hj + n, h_out + hj);
-          std::copy(hf_in + row * ldh + j0, hf_in + row * ldh + j0 + n,
-                    hf_out + row * ldh + j0);
-        }
-      }
+      forward_cells(*this, s, g0, g1, j0, n, hg);
     }
   }
 };
+
+// The cells of rows g0 .. g1 of a forward task's block of units at step s,
+// hg its products, and what the step publishes: one call per group of
+// rows, compiled per instruction set with the copies into y and hf (a call
+// of forward_row per row went through the ifunc each time, and a row's
+// cell is one vector of units: its chain of an exp, a division and a tanh
+// after them is latency, which the next row's cell can overlap only within
+// one loop).
+template <typename Job>
+SK_CPU_KERNEL void forward_cells(const Job& job, int64_t s, int64_t g0,
+                                 int64_t g1, int64_t j0, int64_t n,
+                                 const float* hg) {
+  using Cell = typename Job::CellType;
+  using T = typename Job::Storage;
+  constexpr int G = Job::G, S = Job::S, VU = Job::V * Job::kU;
+  const int64_t B = job.B, H = job.H, ldh = job.ldh;
+  const T* h_in = job.h[s % 2];
+  T* h_out = job.h[(s + 1) % 2];
+  const float* hf_in = job.hf[s % 2];
+  float* hf_out = job.hf[(s + 1) % 2];
+  with_activation<Cell>(job.act, [&](auto act) {
+    for (int64_t row = g0; row < g1; ++row) {
+      const int64_t at = s * B + row, hj = row * H + j0;
+      float* sv = job.saved + at * S * H + j0;
+      T* yo = job.y + at * H + j0;
+      if (active(job.lengths, row, s)) {
+        float* c_row = Cell::kHasC ? job.c + hj : nullptr;
+        forward_units<Cell, decltype(act)::value>(
+            n, H, job.xg + at * G * H + j0, hg + (row - g0) * VU, Job::UB,
+            h_in + hj, c_row, c_row,
+            Cell::kHasC ? job.cs + at * H + j0 : nullptr, sv, h_out + hj);
+        for (int64_t l = 0; l < n; ++l) {
+          yo[l] = h_out[hj + l];
+          hf_out[row * ldh + j0 + l] = static_cast<float>(h_out[hj + l]);
+        }
+      } else {
+        for (int k = 0; k < S; ++k) {
+          std::fill(sv + k * H, sv + k * H + n, 0.f);
+        }
+        if (Cell::kHasC) {
+          std::fill(job.cs + at * H + j0, job.cs + at * H + j0 + n, 0.f);
+        }
+        std::fill(yo, yo + n, T(0));
+        std::copy(h_in + hj, h_in + hj + n, h_out + hj);
+        std::copy(hf_in + row * ldh + j0, hf_in + row * ldh + j0 + n,
+                  hf_out + row * ldh + j0);
+      }
+    }
+  });
+}
 
 // The backward of a whole sequence (SeqBackward); task i runs step
 // T - 1 - i.
@@ -357,7 +390,7 @@ struct BackwardJob {
     const int64_t N = G * H;
     for (int64_t g0 = r0; g0 < r1; g0 += kRows) {
       const int64_t g1 = std::min(r1, g0 + kRows);
-      const int64_t step_n = chunk(UB, g1 - g0);
+      const int64_t step_n = chunk(UB, kRows, N);
       if (s + 1 < steps) {
         for (int64_t n0 = 0; n0 < N; n0 += step_n) {
           const int64_t nc = std::min(step_n, N - n0);
