@@ -10,6 +10,9 @@
 # Time budgets (seconds; each phase is cut at its budget and says so):
 #   GPU_CHECK_TESTS        what pytest runs (default: tests)
 #   GPU_CHECK_TEST_S       the test suite (default 1200), on
+#   GPU_CHECK_TUNED_S      then tests/test_attention.py -k triton with
+#                          SEQKERNELS_TRITON_TUNE=1 (default 300; appended
+#                          to tests.log), on
 #   GPU_CHECK_WORKERS      pytest-xdist workers (default 8)
 #   GPU_CHECK_SANITIZE     the sanitizer case scripts (default: both) and
 #   GPU_CHECK_SANITIZER_TOOLS  its tools (default: memcheck racecheck)
@@ -41,6 +44,7 @@ cd "$(dirname "$0")/.."
 source scripts/gpu_lib.sh
 build_s="${GPU_CHECK_BUILD_S:-600}"
 test_s="${GPU_CHECK_TEST_S:-1200}"
+tuned_s="${GPU_CHECK_TUNED_S:-300}"
 sanitizer_s="${GPU_CHECK_SANITIZER_S:-600}"
 bench_s="${GPU_CHECK_BENCH_S:-3600}"
 read -r -a test_args <<<"${GPU_CHECK_TESTS:-tests}"
@@ -81,7 +85,16 @@ done
 gpu_pytest "$out/tests.log" "$test_s" "${test_args[@]}" \
   -n "${GPU_CHECK_WORKERS:-8}"
 tests=$?
-gpu_stamp "tests done: $(gpu_status $tests); waiting for the sanitizer"
+tests_summary="$(gpu_test_summary "$out/tests.log")"
+gpu_stamp "tests done: $(gpu_status $tests); the Triton attention tests with SEQKERNELS_TRITON_TUNE=1 (budget ${tuned_s} s)"
+# The autotuned launches (triton_kernels/tuning.py), appended to tests.log.
+SEQKERNELS_TRITON_TUNE=1 gpu_pytest "$out/tuned.log" "$tuned_s" \
+  tests/test_attention.py -k triton -n "${GPU_CHECK_WORKERS:-8}"
+tuned=$?
+{ echo; echo "== SEQKERNELS_TRITON_TUNE=1 tests/test_attention.py -k triton"; cat "$out/tuned.log"; } >>"$out/tests.log"
+tuned_summary="$(gpu_test_summary "$out/tuned.log")"
+rm -f "$out/tuned.log"
+gpu_stamp "tuned tests done: $(gpu_status $tuned); waiting for the sanitizer"
 wait "${sanitizer_pids[@]}"
 cat "$out"/sanitizer.*.log >"$out/sanitizer.log" && rm "$out"/sanitizer.*.log
 sanitizer=0
@@ -110,7 +123,8 @@ fi
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   gpu_versions | sed 's/^/- /'
   echo "- build (sm_90a): $(gpu_status $build)"
-  echo "- tests: $(gpu_status $tests): $(gpu_test_summary "$out/tests.log")"
+  echo "- tests: $(gpu_status $tests): $tests_summary"
+  echo "- Triton attention tests with SEQKERNELS_TRITON_TUNE=1: $(gpu_status $tuned): $tuned_summary"
   echo "- compute-sanitizer (${tools[*]} over ${sanitize[*]}, and the attention cases with SEQKERNELS_ATTENTION=tensor_core): $(gpu_status $sanitizer)"
   echo "- benchmarks (${bench_args[*]}): $(gpu_status $bench)"
   echo "- wall time: $(( $(date +%s) - gpu_start )) s"

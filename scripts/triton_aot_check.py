@@ -11,7 +11,13 @@ The persistent kernels are compiled as their plan configures them on an
 H100 (132 SMs), with several programs, so the flag waits and atomics go
 through ptxas; their registers and spills are printed (ptxas -v).
 
-    python scripts/triton_aot_check.py [--arch 90]
+    python scripts/triton_aot_check.py [--arch 90] [--tuned]
+
+--tuned compiles, instead, every candidate of the attention kernels'
+tuning spaces (triton_kernels/tuning.py) as the tuners would try them, and
+prints each one's registers, spills and shared memory; it fails where a
+candidate spills in the plain case (no mask, no dropout) or needs more
+shared memory than sm_90 gives a block.
 
 Run from the repository root, without TRITON_INTERPRET.
 """
@@ -36,12 +42,13 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 import torch  # noqa: E402
+from triton.runtime.autotuner import Autotuner  # noqa: E402
 from triton.runtime.jit import JITFunction, mangle_type  # noqa: E402
 
 from seqkernels.cell_table import cell_desc  # noqa: E402
 from seqkernels.sequence_driver import SeqBackward, SeqForward  # noqa: E402
 from triton_kernels import (additive_attention, attention_scores,  # noqa: E402
-                            cells, persistent, recurrent, sdpa)
+                            cells, persistent, recurrent, sdpa, tuning)
 
 # (storage type, USE_DOT, ACC, BLOCK_K): as recurrent._config picks them on
 # a GPU.
@@ -77,8 +84,12 @@ def arg_types(storage, acc, acc_ptrs):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--arch", type=int, default=90)
-    arch = parser.parse_args().arch
+    parser.add_argument("--tuned", action="store_true")
+    options = parser.parse_args()
+    arch = options.arch
     target = GPUTarget("cuda", arch, 32)
+    if options.tuned:
+        raise SystemExit(tuning_spaces(target))
     n = 0
     start = time.time()
     for (st, dot, acc, bk), (cell, act, G, S), lengths in \
@@ -135,19 +146,28 @@ def compiling_launches(target):
         signature = {n: "constexpr" if n in const else mangle_type(values[n])
                      for n in names}
         constants = {n: values[n] for n in const}
-        compiled.append(triton.compile(ASTSource(self, signature, constants),
-                                       target=target, options=options))
+        kernel = triton.compile(ASTSource(self, signature, constants),
+                                target=target, options=options)
+        kernel.launch_constants = constants  # for the reports
+        compiled.append(kernel)
+
+    def tuned_run(self, *args, **kwargs):
+        # Every candidate the tuner would time, compiled instead.
+        self.nargs = dict(zip(self.arg_names, args))
+        for config in self.prune_configs(kwargs):
+            self.fn.run(*args, **kwargs, **config.all_kwargs())
 
     modules = (sdpa, attention_scores, additive_attention)
     saved = [m.on_gpu for m in modules]
-    saved_run = JITFunction.run
+    saved_run, saved_tuned = JITFunction.run, Autotuner.run
     try:
         for m in modules:
             m.on_gpu = lambda t: True
         JITFunction.run = run
+        Autotuner.run = tuned_run
         yield compiled
     finally:
-        JITFunction.run = saved_run
+        JITFunction.run, Autotuner.run = saved_run, saved_tuned
         for m, f in zip(modules, saved):
             m.on_gpu = f
 
@@ -192,6 +212,84 @@ def attention_kernels(target):
         n += len(done)
     torch.backends.cuda.matmul.allow_tf32 = False
     return n
+
+
+# sm_90's shared memory for one block (227 KiB), and the spills a candidate
+# beside the table's may have in the plain case (the spaces' rule).
+SM90_SHARED = 227 * 1024
+PLAIN_SPILLS = 128
+
+
+def _sdpa_table(kernel):
+    return lambda dtype, D: sdpa._gpu_tiles(kernel, dtype, sdpa.pad_dim(D),
+                                            sdpa.pad_dim(D))
+
+
+def _scores_table(kernel):
+    return lambda dtype, D: attention_scores._GPU_TILES[
+        kernel, dtype == torch.float32, min(256, max(64, sdpa.pad_dim(D)))]
+
+
+# A compiled kernel's name -> its table entry by (dtype, D).
+TABLES = {"_sdpa_fwd_kernel": _sdpa_table("fwd"),
+          "_sdpa_bwd_dkdv_kernel": _sdpa_table("dkdv"),
+          "_sdpa_bwd_dq_kernel": _sdpa_table("dq"),
+          "_scores_fwd_kernel": _scores_table("fwd"),
+          "_scores_bwd_dq_kernel": _scores_table("dq"),
+          "_scores_bwd_dk_kernel": _scores_table("dk")}
+
+
+def tuning_spaces(target):
+    """Compiles every candidate of the attention kernels' tuning spaces, per
+    dtype family and padded head dim, plain and with a mask and dropout;
+    returns 0, or the failures' report."""
+    g = torch.Generator().manual_seed(0)
+    os.environ[tuning.ENV] = "1"
+    failures = []
+    start = time.time()
+    n = 0
+    for dtype, D in itertools.product(
+            (torch.bfloat16, torch.float16, torch.float32), (64, 128, 256)):
+        torch.backends.cuda.matmul.allow_tf32 = dtype == torch.float32
+        B, H, T = 1, 2, 40
+        q, k, v = (torch.randn(B, H, T, D, generator=g).to(dtype)
+                   for _ in range(3))
+        mask = torch.rand(B, 1, T, T, generator=g) > 0.2
+        rng = torch.tensor([1, 2], dtype=torch.int64)
+        for plain, (m, p) in ((True, (None, 0.0)), (False, (mask, 0.1))):
+            with compiling_launches(target) as done:
+                out, lse = sdpa.sdpa(q, k, v, m, p, False, 0.125, rng)
+                sdpa.sdpa_backward(out, q, k, v, out, lse, m, p, False,
+                                   0.125, rng)
+                probs = attention_scores.attention_scores(q, k, m, False,
+                                                          0.125)
+                attention_scores.attention_scores_backward(probs, q, k,
+                                                           probs, 0.125)
+            for kernel in done:
+                if kernel.name not in TABLES:  # rowdot: no tiles to tune
+                    continue
+                n += 1
+                usage = ptxas_usage(kernel)
+                shared = kernel.metadata.shared
+                tiles = {t: kernel.launch_constants.get(t)
+                         for t in ("BLOCK_M", "BLOCK_N")}
+                line = (f"{kernel.name} {str(dtype)[6:]} D={D} {tiles} "
+                        f"{'plain' if plain else 'mask+dropout'} "
+                        f"warps={kernel.metadata.num_warps} "
+                        f"stages={kernel.metadata.num_stages}: {usage}, "
+                        f"shared {shared} B")
+                table = tuple(TABLES[kernel.name](dtype, D)) == (
+                    tiles["BLOCK_M"], tiles["BLOCK_N"],
+                    kernel.metadata.num_warps, kernel.metadata.num_stages)
+                print(line + (" (the table's)" if table else ""), flush=True)
+                spills = re.search(r"spills (\d+) B", usage)
+                if (shared > SM90_SHARED or spills is None
+                        or (plain and not table
+                            and int(spills.group(1)) > PLAIN_SPILLS)):
+                    failures.append(line)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    print(f"compiled {n} candidates in {time.time() - start:.0f} s")
+    return "\n".join(["FAILED:"] + failures) if failures else 0
 
 
 # (B, H) of the persistent kernels' compiles: target L1's layer, a wide

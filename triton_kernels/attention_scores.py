@@ -33,6 +33,7 @@ from .attention_common import (batch_head, dot_precision, f64_scalar,
                                online_softmax_step, pad_dim, rowdot,
                                softmax_epilogue, span, split_scalar,
                                store_tile, tl_acc_dtype)
+from . import tuning
 
 
 # ---------------------------------------------------------------------------
@@ -250,6 +251,48 @@ _GPU_TILES = {
 _CHUNKED_TILES = {"fwd": (64, 32, 8, 2), "dq": (32, 32, 4, 2),
                   "dk": (32, 16, 4, 2)}
 
+# The tuning spaces of hoisted mode in float16 and bfloat16 (SEQKERNELS_
+# TRITON_TUNE=1, triton_kernels/tuning.py): (kernel, padded head dim) ->
+# candidates beside the table's entry, chosen as sdpa's are (ptxas counts
+# for sm_90 of 18 shapes each: at most five of the largest tiles that spill
+# at most 128 bytes without a mask and at most 1 KiB with one). float32
+# (TF32) keeps its table.
+_TUNING_SPACE = {
+    ("fwd", 64): ((128, 64, 8, 2), (64, 128, 8, 2), (32, 128, 8, 2),
+                  (64, 64, 8, 2), (128, 32, 8, 2)),
+    ("fwd", 128): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2),
+                   (32, 128, 8, 2), (128, 32, 4, 2)),
+    ("fwd", 256): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2),
+                   (32, 64, 8, 2), (64, 32, 4, 2)),
+    ("dq", 64): ((128, 64, 8, 2), (64, 128, 8, 2), (32, 128, 8, 2),
+                 (64, 64, 8, 2), (128, 32, 8, 2)),
+    ("dq", 128): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2),
+                  (32, 64, 8, 2)),
+    ("dq", 256): ((64, 64, 8, 2), (128, 32, 8, 2), (32, 64, 8, 2),
+                  (32, 32, 8, 2)),
+    ("dk", 64): ((32, 128, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2),
+                 (64, 32, 8, 2)),
+    ("dk", 128): ((32, 128, 8, 2), (64, 64, 8, 2), (64, 32, 8, 2),
+                  (32, 64, 4, 2)),
+    ("dk", 256): ((64, 64, 8, 2), (64, 32, 8, 2), (32, 32, 8, 2),
+                  (32, 32, 4, 2)),
+}
+# The kernels' arguments that key the tuners' caches.
+_TUNING_KEY = ("D", "GROUP", "MASK_KIND", "IS_CAUSAL")
+
+
+def _space(kernel: str, dtype: torch.dtype, gpu: bool,
+           D: int) -> list[tuning.Tiles]:
+    """The tuning space of a kernel: its table entry first, then the other
+    candidates of _TUNING_SPACE; empty off the GPU and in chunked mode."""
+    if not (gpu and mode(dtype, gpu)[1]):
+        return []
+    wide = min(256, max(64, pad_dim(D)))
+    table = _GPU_TILES[kernel, dtype == torch.float32, wide]
+    others = (() if dtype == torch.float32
+              else _TUNING_SPACE[kernel, wide])
+    return [table] + [t for t in others if t != table]
+
 
 def _check(q: Tensor, k: Tensor) -> None:
     if q.dim() != 4 or k.dim() != 4:
@@ -278,12 +321,14 @@ def attention_scores(q: Tensor, k: Tensor, attn_mask: Tensor | None,
     cfg = _config("fwd", q.dtype, on_gpu(q), D)
     mask, ms, kind = mask_arg(attn_mask, (B, Hq, Tq, Tk), q)
     scale_hi, scale_lo = split_scalar(float(scale))
-    grid = (triton.cdiv(Tq, cfg["BLOCK_M"]), B * Hq)
     with device_guard(q):
-        _scores_fwd_kernel[grid](
+        tuning.launch(
+            _scores_fwd_kernel, cfg, _space("fwd", q.dtype, on_gpu(q), D),
+            _TUNING_KEY, (Tq, Tk),
+            lambda c: (triton.cdiv(Tq, c["BLOCK_M"]), B * Hq),
             q, k, mask, p, Hq, Tq, Tk, D, Hq // Hk,
             *q.stride(), *k.stride(), *ms, *p.stride(), scale_hi, scale_lo,
-            MASK_KIND=kind, IS_CAUSAL=bool(is_causal), **cfg)
+            MASK_KIND=kind, IS_CAUSAL=bool(is_causal))
     return p
 
 
@@ -303,18 +348,22 @@ def attention_scores_backward(
     with device_guard(q):
         if grad_q.numel() > 0:
             cfg = _config("dq", q.dtype, gpu, D)
-            grid = (triton.cdiv(Tq, cfg["BLOCK_M"]), B * Hq,
-                    triton.cdiv(D, cfg["BLOCK_CK"]))
-            _scores_bwd_dq_kernel[grid](
+            chunks = triton.cdiv(D, cfg["BLOCK_CK"])
+            tuning.launch(
+                _scores_bwd_dq_kernel, cfg, _space("dq", q.dtype, gpu, D),
+                _TUNING_KEY, (Tq, Tk),
+                lambda c: (triton.cdiv(Tq, c["BLOCK_M"]), B * Hq, chunks),
                 grad_p, p, r, k, grad_q, Hq, Tq, Tk, D, Hq // Hk,
                 *grad_p.stride(), *p.stride(), *k.stride(), *grad_q.stride(),
-                scale_hi, scale_lo, **cfg)
+                scale_hi, scale_lo)
         if grad_k.numel() > 0:
             cfg = _config("dk", q.dtype, gpu, D)
-            grid = (triton.cdiv(Tk, cfg["BLOCK_N"]), B * Hk,
-                    triton.cdiv(D, cfg["BLOCK_CK"]))
-            _scores_bwd_dk_kernel[grid](
+            chunks = triton.cdiv(D, cfg["BLOCK_CK"])
+            tuning.launch(
+                _scores_bwd_dk_kernel, cfg, _space("dk", q.dtype, gpu, D),
+                _TUNING_KEY, (Tq, Tk),
+                lambda c: (triton.cdiv(Tk, c["BLOCK_N"]), B * Hk, chunks),
                 grad_p, p, r, q, grad_k, Hq, Hk, Tq, Tk, D, Hq // Hk,
                 *grad_p.stride(), *p.stride(), *q.stride(), *grad_k.stride(),
-                scale_hi, scale_lo, **cfg)
+                scale_hi, scale_lo)
     return grad_q, grad_k

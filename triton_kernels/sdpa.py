@@ -46,6 +46,7 @@ from .attention_common import (b_rows_tile, batch_head, dot_precision,
                                mode, on_gpu, online_softmax_step, pad_dim,
                                rng_arg, rowdot, softmax_epilogue, span,
                                split_scalar, store_tile, tl_acc_dtype)
+from . import tuning
 from .dropout import dropout_key, dropout_keep
 
 
@@ -316,6 +317,45 @@ _GPU_TILES = {
 _CHUNKED_TILES = {"fwd": (64, 32, 8, 2), "dkdv": (64, 32, 8, 2),
                   "dq": (64, 32, 8, 2)}
 
+# The tuning spaces of hoisted mode in float16 and bfloat16 (SEQKERNELS_
+# TRITON_TUNE=1, triton_kernels/tuning.py): (kernel, wider padded head dim)
+# -> candidates beside the table's entry, (BLOCK_M, BLOCK_N, num_warps,
+# num_stages). Chosen from ptxas counts for sm_90 of 18 shapes each (BLOCK_M
+# and BLOCK_N of 32, 64, 128, 4 or 8 warps, compiled without a GPU): at most
+# six of the largest tiles that spill at most 128 bytes without a mask and
+# at most 1 KiB with a mask and dropout. float32 (TF32) keeps its table.
+_TUNING_SPACE = {
+    ("fwd", 64): ((128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 2),
+                  (32, 128, 8, 2), (64, 64, 8, 2)),
+    ("fwd", 128): ((64, 64, 8, 2), (32, 128, 8, 2), (128, 32, 8, 2),
+                   (32, 64, 8, 2), (64, 32, 4, 2)),
+    ("fwd", 256): ((32, 64, 8, 2), (32, 32, 8, 2)),
+    ("dkdv", 64): ((64, 128, 8, 2), (64, 64, 8, 2), (32, 128, 8, 2),
+                   (128, 32, 8, 2), (64, 32, 8, 2)),
+    ("dkdv", 128): ((32, 64, 8, 2), (64, 32, 8, 2), (32, 32, 8, 2)),
+    ("dkdv", 256): ((32, 32, 8, 2),),
+    ("dq", 64): ((128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 8, 2),
+                 (64, 32, 4, 2), (32, 64, 8, 2)),
+    ("dq", 128): ((32, 32, 8, 2),),
+    ("dq", 256): (),
+}
+# The kernels' arguments that key the tuners' caches.
+_TUNING_KEY = ("D", "Dv", "GROUP", "MASK_KIND", "IS_CAUSAL", "HAS_DROPOUT")
+
+
+def _space(kernel: str, dtype: torch.dtype, gpu: bool, D: int,
+           Dv: int) -> list[tuning.Tiles]:
+    """The tuning space of a kernel: its table entry first, then the other
+    candidates of _TUNING_SPACE; empty off the GPU and in chunked mode."""
+    if not (gpu and mode(dtype, gpu)[1]):
+        return []
+    dp, dvp = pad_dim(D), pad_dim(Dv)
+    table = _gpu_tiles(kernel, dtype, dp, dvp)
+    wide = min(256, max(64, dp, dvp))
+    others = (() if dtype == torch.float32
+              else _TUNING_SPACE[kernel, wide])
+    return [table] + [t for t in others if t != table]
+
 
 def _config(kernel: str, dtype: torch.dtype, gpu: bool, D: int,
             Dv: int) -> dict:
@@ -395,15 +435,17 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None,
     mask, ms, kind = mask_arg(attn_mask, (B, Hq, Tq, Tk), q)
     rng_t = rng_arg(dropout_p, rng, q)
     chunks = triton.cdiv(Dv, cfg["BLOCK_CV"]) if Dv > 0 else 1
-    grid = (triton.cdiv(Tq, cfg["BLOCK_M"]), B * Hq, chunks)
     with device_guard(q):
-        _sdpa_fwd_kernel[grid](
+        tuning.launch(
+            _sdpa_fwd_kernel, cfg, _space("fwd", q.dtype, on_gpu(q), D, Dv),
+            _TUNING_KEY, (Tq, Tk),
+            lambda c: (triton.cdiv(Tq, c["BLOCK_M"]), B * Hq, chunks),
             q, k, v, mask, rng_t, out, lse,
             Hq, Tq, Tk, D, Dv, Hq // Hk,
             *q.stride(), *k.stride(), *v.stride(), *ms, *out.stride(),
             **_scalars(scale, dropout_p),
             MASK_KIND=kind, IS_CAUSAL=bool(is_causal),
-            HAS_DROPOUT=dropout_p != 0.0, **cfg)
+            HAS_DROPOUT=dropout_p != 0.0)
     return out, lse
 
 
@@ -433,21 +475,25 @@ def sdpa_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor,
             cfg = _config("dkdv", q.dtype, gpu, D, Dv)
             chunks = (1 if cfg["HOIST"]
                       else triton.cdiv(max(D, Dv, 1), cfg["BLOCK_CK"]))
-            grid = (triton.cdiv(Tk, cfg["BLOCK_N"]), B * Hk, chunks)
-            _sdpa_bwd_dkdv_kernel[grid](
+            tuning.launch(
+                _sdpa_bwd_dkdv_kernel, cfg,
+                _space("dkdv", q.dtype, gpu, D, Dv), _TUNING_KEY, (Tq, Tk),
+                lambda c: (triton.cdiv(Tk, c["BLOCK_N"]), B * Hk, chunks),
                 q, k, v, grad_out, lse, delta, mask, rng_t, grad_k, grad_v,
                 Hq, Hk, Tq, Tk, D, Dv, Hq // Hk,
                 *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
                 *ms, *grad_k.stride(), *grad_v.stride(),
-                **scalars, **flags, **cfg)
+                **scalars, **flags)
         if grad_q.numel() > 0:
             cfg = _config("dq", q.dtype, gpu, D, Dv)
             chunks = triton.cdiv(D, cfg["BLOCK_CK"])
-            grid = (triton.cdiv(Tq, cfg["BLOCK_M"]), B * Hq, chunks)
-            _sdpa_bwd_dq_kernel[grid](
+            tuning.launch(
+                _sdpa_bwd_dq_kernel, cfg, _space("dq", q.dtype, gpu, D, Dv),
+                _TUNING_KEY, (Tq, Tk),
+                lambda c: (triton.cdiv(Tq, c["BLOCK_M"]), B * Hq, chunks),
                 q, k, v, grad_out, lse, delta, mask, rng_t, grad_q,
                 Hq, Tq, Tk, D, Dv, Hq // Hk,
                 *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
                 *ms, *grad_q.stride(),
-                **scalars, **flags, **cfg)
+                **scalars, **flags)
     return grad_q, grad_k, grad_v
