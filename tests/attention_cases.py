@@ -83,6 +83,8 @@ TENSOR_CORE_CASES = {
     "dropout": (1, 2, 1, 20, 75, 16, 24, None, True, 0.3),
     # Causal over several tiles both ways; keys 128, 129 follow every row.
     "causal_tiles": (1, 1, 1, 100, 130, 24, 40, None, True, 0.0),
+    # D padded to 128, Dv to 64; GQA with a bool mask.
+    "wide_keys_gqa_mask": (1, 2, 1, 33, 50, 100, 20, "bool", False, 0.0),
 }
 
 
