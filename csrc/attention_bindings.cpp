@@ -1,7 +1,7 @@
-// The _C functions of the tensor-core sdpa forward: which forward the CUDA
-// sdpa runs (the rule of csrc/include/seqkernels/sdpa_tensor_core.h), and
-// _C.emulated.sdpa / warp_tiles, the kernel and its warp primitives run on
-// the CPU by the host emulation (tests only).
+// The _C functions of the tensor-core sdpa: which forward and backward the
+// CUDA sdpa runs (the rule of csrc/include/seqkernels/sdpa_tensor_core.h),
+// and _C.emulated.sdpa / sdpa_backward / warp_tiles, the kernels and their
+// warp primitives run on the CPU by the host emulation (tests only).
 #include <torch/python.h>
 
 #include "seqkernels/emulation.h"
@@ -26,12 +26,30 @@ void bind_attention(pybind11::module_& m) {
       "The forward the CUDA sdpa runs for q's dtype and head dims D, Dv "
       "under the current SEQKERNELS_ATTENTION: 'simt' or 'tensor_core'.");
 
+  m.def(
+      "sdpa_backward_kernel",
+      [](at::ScalarType dtype, int64_t D, int64_t Dv) {
+        return sdpa_tc::kernel_name(
+            sdpa_tc::sdpa_backward_kernel(dtype, D, Dv));
+      },
+      py::arg("dtype"), py::arg("D"), py::arg("Dv"),
+      "The backward the CUDA sdpa_backward runs for q's dtype and head dims "
+      "D, Dv under the current SEQKERNELS_ATTENTION: 'simt' or "
+      "'tensor_core'.");
+
   py::module_ e = m.attr("emulated").cast<py::module_>();
   e.def("sdpa", &emulated_sdpa, py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("attn_mask"), py::arg("dropout_p"), py::arg("is_causal"),
         py::arg("scale"), py::arg("rng"),
         "seqkernels::sdpa's forward (out, lse) by the tensor-core kernel, on "
         "CPU tensors (float16, bfloat16; D, Dv <= 128), emulated.");
+  e.def("sdpa_backward", &emulated_sdpa_backward, py::arg("grad_out"),
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"),
+        py::arg("lse"), py::arg("attn_mask"), py::arg("dropout_p"),
+        py::arg("is_causal"), py::arg("scale"), py::arg("rng"),
+        "seqkernels::sdpa_backward (grad_q, grad_k, grad_v) by the "
+        "tensor-core kernels, on CPU tensors (float16, bfloat16; D, Dv <= "
+        "128), emulated.");
   e.def("warp_tiles", &emulated_warp_tiles, py::arg("a"), py::arg("bt"),
         py::arg("v"),
         "(S, O): S = a bt^T and O = round(S) v on one emulated warp through "

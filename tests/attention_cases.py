@@ -10,6 +10,7 @@ import torch.nn.functional as TF
 
 from conftest import assert_all_match, seed
 from seqkernels.reference.sdpa import sdpa as ref_sdpa
+from seqkernels.reference.sdpa import sdpa_backward as ref_sdpa_backward
 
 # name: (B, Hq, Hk, Tq, Tk, D, Dv, mask kind, is_causal)
 SDPA_CASES = {
@@ -65,9 +66,12 @@ ADDITIVE_CASES = {
 }
 
 
-# The tensor-core sdpa forward's cases (tests/test_sdpa_tensor_core_*.py)
+# The tensor-core sdpa's cases, forward and backward
+# (tests/test_sdpa_tensor_core_*.py)
 # name: (B, Hq, Hk, Tq, Tk, D, Dv, mask kind, is_causal, dropout_p). Tq and
-# Tk cross its 64-row and 64-key tiles; D, Dv are padded to 64 or 128.
+# Tk cross the kernels' tiles (64 query rows and 64 keys in the forward;
+# 64 rows by 32 keys in the dQ kernel, 64 keys by 16 rows in the dK/dV
+# kernel); D, Dv are padded to 64 or 128.
 TENSOR_CORE_CASES = {
     "odd_sizes": (1, 1, 1, 70, 97, 59, 37, None, False, 0.0),
     "wide_heads": (1, 1, 1, 20, 70, 72, 128, None, False, 0.0),
@@ -77,6 +81,10 @@ TENSOR_CORE_CASES = {
     "float_mask": (1, 2, 2, 9, 33, 40, 24, "float", False, 0.0),
     "gqa": (1, 4, 2, 10, 21, 32, 16, None, False, 0.0),
     "dropout": (1, 2, 1, 20, 75, 16, 24, None, True, 0.3),
+    # Causal over several tiles both ways; keys 128, 129 follow every row.
+    "causal_tiles": (1, 1, 1, 100, 130, 24, 40, None, True, 0.0),
+    # D padded to 128, Dv to 64; GQA with a bool mask.
+    "wide_keys_gqa_mask": (1, 2, 1, 33, 50, 100, 20, "bool", False, 0.0),
 }
 
 
@@ -127,3 +135,45 @@ def check_sdpa_forward(fn, case, dtype, device):
                       ("lse", lse[full], lse_d[full], lse64[full])], dtype)
     if mask is not None and mask.dtype == torch.bool:
         assert empty.any(), "the case has a fully masked row"
+
+
+def check_sdpa_backward(fwd, bwd, case, dtype, device):
+    """fwd as check_sdpa_forward's fn; bwd(grad_out, q, k, v, out, lse,
+    mask, dropout_p, is_causal, scale, rng) -> (grad_q, grad_k, grad_v), the
+    op sdpa_backward, run on ``device`` in ``dtype`` from fwd's out and lse,
+    against the float64 reference's gradients by the tolerance rule."""
+    q, k, v, mask, causal, p, scale, rng = _tensor_core_inputs(case)
+    gen = torch.Generator().manual_seed(seed(1))
+    go = torch.randn(*q.shape[:3], v.shape[-1], generator=gen,
+                     dtype=torch.float64)
+    qd, kd, vd, md, god = (_cast(t, dtype) for t in (q, k, v, mask, go))
+
+    def on(t):
+        return None if t is None else t.to(device)
+
+    args = (on(md), p, causal, scale, on(rng))
+    out, lse = fwd(on(qd), on(kd), on(vd), *args)
+    grads = [g.cpu() for g in bwd(on(god), on(qd), on(kd), on(vd), out, lse,
+                                  *args)]
+    out64, lse64 = ref_sdpa(q, k, v, mask, p, causal, scale, rng)
+    grads64 = ref_sdpa_backward(go, q, k, v, out64, lse64, mask, p, causal,
+                                scale, rng)
+    # PyTorch's own error in dtype: its SDPA's gradients, or with dropout
+    # (whose mask torch draws otherwise) the reference's formulas in dtype.
+    if p:
+        out_d, lse_d = ref_sdpa(qd, kd, vd, md, p, causal, scale, rng)
+        grads_d = ref_sdpa_backward(god, qd, kd, vd, out_d, lse_d, md, p,
+                                    causal, scale, rng)
+    else:
+        leaves = [t.clone().requires_grad_() for t in (qd, kd, vd)]
+        out_d = TF.scaled_dot_product_attention(
+            *leaves, md, is_causal=causal, scale=scale,
+            enable_gqa=q.shape[1] != k.shape[1])
+        grads_d = torch.autograd.grad(out_d, leaves, god)
+    assert all(g.dtype == dtype for g in grads)
+    # A row with no allowed key: a zero grad_q row, as the reference.
+    empty = torch.isneginf(lse64)
+    assert (grads[0][empty] == 0).all()
+    assert_all_match([(name, g, g_d, g64) for name, g, g_d, g64 in
+                      zip(("grad_q", "grad_k", "grad_v"), grads, grads_d,
+                          grads64)], dtype)

@@ -1,10 +1,11 @@
-"""The tensor-core sdpa forward of the CUDA backend
-(csrc/include/seqkernels/sdpa_tensor_core.h), compiled for the host and run
-on the CPU by the host emulation (host_emulation.h: every GPU thread a host
-thread; ldmatrix, mma.sync and shuffles computed lane by lane from the
-layouts the PTX ISA documents, warp_mma.h): its warp primitives exactly
-against a plain matmul, then out and lse against the float64 reference by
-the tolerance rule on odd shapes, masks, causal with Tq != Tk, GQA and
+"""The tensor-core sdpa forward and backward of the CUDA backend
+(csrc/include/seqkernels/sdpa_tensor_core.h, sdpa_tensor_core_backward.h),
+compiled for the host and run on the CPU by the host emulation
+(host_emulation.h: every GPU thread a host thread; ldmatrix, mma.sync and
+shuffles computed lane by lane from the layouts the PTX ISA documents,
+warp_mma.h): its warp primitives exactly against a plain matmul, then out
+and lse, and the gradients from them, against the float64 reference by the
+tolerance rule on odd shapes, masks, causal with Tq != Tk, GQA, D != Dv and
 dropout (the reference's very mask). What the emulation does not model (the
 tensor cores' order of additions, timing, the GPU's memory system) waits
 for a GPU: tests/test_sdpa_tensor_core_cuda.py."""
@@ -12,7 +13,8 @@ for a GPU: tests/test_sdpa_tensor_core_cuda.py."""
 import pytest
 import torch
 
-from attention_cases import TENSOR_CORE_CASES, check_sdpa_forward
+from attention_cases import (TENSOR_CORE_CASES, check_sdpa_backward,
+                             check_sdpa_forward)
 from conftest import seed
 from seqkernels import _C
 from seqkernels.reference.dropout import keep_mask
@@ -78,6 +80,31 @@ def test_emulated_dropout_keeps_the_reference_mask(dtype):
     assert torch.equal(out != 0, kept)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("case", list(TENSOR_CORE_CASES))
+def test_emulated_backward_matches_reference(case, dtype):
+    check_sdpa_backward(EMU.sdpa, EMU.sdpa_backward, case, dtype,
+                        torch.device("cpu"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_emulated_backward_drops_the_reference_mask(dtype):
+    """With dO the identity, grad_v[j, i] is the dropped P[i, j]: nonzero
+    exactly where the forward's mask keeps the element."""
+    B, H, Tq, Tk, p = 1, 2, 70, 80, 0.4
+    gen = torch.Generator().manual_seed(seed())
+    q = torch.randn(B, H, Tq, 8, generator=gen).to(dtype)
+    k = torch.randn(B, H, Tk, 8, generator=gen).to(dtype)
+    v = torch.randn(B, H, Tk, Tq, generator=gen).to(dtype)
+    go = torch.eye(Tq).expand(B, H, Tq, Tq).to(dtype)
+    rng = torch.tensor([987654321, 17])
+    out, lse = EMU.sdpa(q, k, v, None, p, False, 0.3, rng)
+    _, _, dv = EMU.sdpa_backward(go, q, k, v, out, lse, None, p, False, 0.3,
+                                 rng)
+    kept = keep_mask(rng, (B, H, Tq, Tk), p, torch.device("cpu"))
+    assert torch.equal(dv.transpose(-1, -2) != 0, kept)
+
+
 def test_unserved_inputs_are_refused():
     q = torch.randn(1, 1, 4, 8)
     with pytest.raises(RuntimeError, match="float16 and bfloat16"):
@@ -85,6 +112,9 @@ def test_unserved_inputs_are_refused():
     q = torch.randn(1, 1, 4, 129).bfloat16()
     with pytest.raises(RuntimeError, match="D = 129"):
         EMU.sdpa(q, q, q, None, 0.0, False, 1.0, None)
+    lse = torch.zeros(1, 1, 4)
+    with pytest.raises(RuntimeError, match="D = 129"):
+        EMU.sdpa_backward(q, q, q, q, q, lse, None, 0.0, False, 1.0, None)
 
 
 def test_the_rule_reads_the_variable_at_every_call(monkeypatch):
@@ -101,6 +131,15 @@ def test_the_rule_reads_the_variable_at_every_call(monkeypatch):
     assert _C.sdpa_forward_kernel(torch.float16, 64, 200) == "simt"
     monkeypatch.setenv("SEQKERNELS_ATTENTION", "simt")
     assert _C.sdpa_forward_kernel(torch.float16, 64, 64) == "simt"
+    # The backward runs where the forward does.
+    for env in ("simt", "tensor_core"):
+        monkeypatch.setenv("SEQKERNELS_ATTENTION", env)
+        for args in ((torch.bfloat16, 64, 64), (torch.float16, 128, 1),
+                     (torch.float32, 64, 64), (torch.bfloat16, 129, 64),
+                     (torch.float16, 64, 200)):
+            assert (_C.sdpa_backward_kernel(*args)
+                    == _C.sdpa_forward_kernel(*args))
+    assert _C.sdpa_backward_kernel(torch.float16, 128, 128) == "tensor_core"
     monkeypatch.setenv("SEQKERNELS_ATTENTION", "tensorcore")
     with pytest.raises(RuntimeError, match="SEQKERNELS_ATTENTION"):
         _C.attention_kernel()

@@ -4,8 +4,9 @@
 // Flash style, SIMT float (double for float64) accumulation, no tensor
 // cores; the layout shared by the kernels is described in
 // seqkernels/attention_cuda.cuh. A tensor-core forward producing the same
-// out and lse (seqkernels/sdpa_tensor_core.h) runs instead where its rule
-// picks it: SEQKERNELS_ATTENTION=tensor_core, float16/bfloat16, D and
+// out and lse (seqkernels/sdpa_tensor_core.h), and a tensor-core backward
+// (seqkernels/sdpa_tensor_core_backward.h), run instead where their rule
+// picks them: SEQKERNELS_ATTENTION=tensor_core, float16/bfloat16, D and
 // Dv <= 128.
 //   forward: a block owns BM query rows of one (b, h) and loops over tiles
 //            of BN keys: scores, online softmax, P V in registers; saves the
@@ -23,6 +24,7 @@
 
 #include "seqkernels/attention_cuda.cuh"
 #include "seqkernels/sdpa_tensor_core.h"
+#include "seqkernels/sdpa_tensor_core_backward.h"
 
 namespace seqkernels {
 namespace {
@@ -430,6 +432,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sdpa_backward_cuda(
   at::Tensor grad_k = at::empty(k.sizes(), k.options());
   at::Tensor grad_v = at::empty(v.sizes(), v.options());
   at::Tensor delta = at::empty({d.B, d.Hq, d.Tq}, lse.options());
+  // The rule of sdpa_tensor_core.h, read at every call.
+  if (sdpa_tc::sdpa_backward_kernel(q.scalar_type(), d.D, d.Dv) ==
+      sdpa_tc::AttentionKernel::kTensorCore) {
+    sdpa_tc::launch_backward(dout, q, k, v, out, lse, mask, rng_c, d,
+                             dropout_p, is_causal, scale, delta, grad_q,
+                             grad_k, grad_v);
+    return {grad_q, grad_k, grad_v};
+  }
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "sdpa_backward_cuda", [&] {

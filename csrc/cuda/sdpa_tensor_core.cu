@@ -1,11 +1,13 @@
-// The launcher of the tensor-core sdpa forward (the kernel, its layout and
-// the rule that selects it: seqkernels/sdpa_tensor_core.h), called by the
-// CUDA sdpa (csrc/cuda/sdpa.cu) when the rule picks it.
+// The launchers of the tensor-core sdpa forward and backward (the kernels,
+// their layouts and the rule that selects them: seqkernels/
+// sdpa_tensor_core.h, sdpa_tensor_core_backward.h), called by the CUDA sdpa
+// and sdpa_backward (csrc/cuda/sdpa.cu) when the rule picks them.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "seqkernels/attention_cuda.cuh"
 #include "seqkernels/sdpa_tensor_core.h"
+#include "seqkernels/sdpa_tensor_core_backward.h"
 
 namespace seqkernels {
 namespace sdpa_tc {
@@ -22,6 +24,46 @@ __global__ void __launch_bounds__(kThreads)
                            scalar_t* __restrict__ out,
                            float* __restrict__ lse) {
   forward<scalar_t, DP, DVP>(p, q, k, v, mask, rng, out, lse);
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    sdpa_tc_row_dot_kernel(int64_t rows, int64_t n,
+                           const scalar_t* __restrict__ a,
+                           const scalar_t* __restrict__ b,
+                           float* __restrict__ out) {
+  row_dot<scalar_t>(rows, n, gridDim.x, a, b, out);
+}
+
+template <typename scalar_t, int DP, int DVP>
+__global__ void __launch_bounds__(kThreads)
+    sdpa_tc_dq_kernel(const attn::FlashParams<float> p,
+                      const scalar_t* __restrict__ q,
+                      const scalar_t* __restrict__ k,
+                      const scalar_t* __restrict__ v,
+                      const scalar_t* __restrict__ dout,
+                      const float* __restrict__ lse,
+                      const float* __restrict__ delta,
+                      const attn::MaskView mask,
+                      const int64_t* __restrict__ rng,
+                      scalar_t* __restrict__ dq) {
+  backward_dq<scalar_t, DP, DVP>(p, q, k, v, dout, lse, delta, mask, rng, dq);
+}
+
+template <typename scalar_t, int DP, int DVP>
+__global__ void __launch_bounds__(kThreads)
+    sdpa_tc_dkdv_kernel(const attn::FlashParams<float> p,
+                        const scalar_t* __restrict__ q,
+                        const scalar_t* __restrict__ k,
+                        const scalar_t* __restrict__ v,
+                        const scalar_t* __restrict__ dout,
+                        const float* __restrict__ lse,
+                        const float* __restrict__ delta,
+                        const attn::MaskView mask,
+                        const int64_t* __restrict__ rng,
+                        scalar_t* __restrict__ dk, scalar_t* __restrict__ dv) {
+  backward_dkdv<scalar_t, DP, DVP>(p, q, k, v, dout, lse, delta, mask, rng, dk,
+                                   dv);
 }
 
 }  // namespace
@@ -52,6 +94,65 @@ void launch_forward(const at::Tensor& q, const at::Tensor& k,
             v.data_ptr<scalar_t>(), mask, attn::ptr_or_null<int64_t>(rng_c),
             out.data_ptr<scalar_t>(), lse.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+// dout, q, k, v, out contiguous, checked by the CUDA sdpa_backward; lse
+// contiguous float; delta, grad_q, grad_k, grad_v allocated; rng_c in
+// device memory, or undefined without dropout.
+void launch_backward(const at::Tensor& dout, const at::Tensor& q,
+                     const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& out, const at::Tensor& lse,
+                     const attn::MaskView& mask, const at::Tensor& rng_c,
+                     const AttentionDims& d, double dropout_p,
+                     bool is_causal, double scale, at::Tensor& delta,
+                     at::Tensor& grad_q, at::Tensor& grad_k,
+                     at::Tensor& grad_v) {
+  const BackwardPlan plan =
+      make_backward_plan(d, dropout_p, is_causal, scale);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t* rng_p = attn::ptr_or_null<int64_t>(rng_c);
+  dispatch(q.scalar_type(), d.D, d.Dv, [&](auto type, auto dp, auto dvp) {
+    using scalar_t = decltype(type);
+    constexpr int DP = decltype(dp)::value, DVP = decltype(dvp)::value;
+    const scalar_t* qp = q.data_ptr<scalar_t>();
+    const scalar_t* kp = k.data_ptr<scalar_t>();
+    const scalar_t* vp = v.data_ptr<scalar_t>();
+    const scalar_t* dop = dout.data_ptr<scalar_t>();
+    const float* lsep = lse.data_ptr<float>();
+    float* deltap = delta.data_ptr<float>();
+    // Launch budget: kThreads = 128 threads each. row_dot: no shared
+    // memory, 30 (sm_80) / 31 (sm_90a) registers. dQ: DqSmem<DP, DVP>::
+    // kBytes of dynamic shared memory (9,216 bytes at 64/64 to 17,408 at
+    // 128/128), registers sm_90a 200 to 242, sm_80 198 to 251. dK/dV:
+    // DkvSmem<DP, DVP>::kBytes (23,168 at 64/64 to 43,648 at 128/128),
+    // registers sm_90a 136 to 252, sm_80 197 to 248. All under the 48 KB
+    // that needs no opt-in; ptxas -v: no spills, no stack; at 252
+    // registers a block holds half of an SM's 65,536 (2 blocks per SM).
+    static_assert(DqSmem<DP, DVP>::kBytes <= 48 * 1024 &&
+                      DkvSmem<DP, DVP>::kBytes <= 48 * 1024,
+                  "dynamic shared memory above 48 KB needs an opt-in");
+    if (plan.rows > 0) {
+      sdpa_tc_row_dot_kernel<scalar_t>
+          <<<attn::warp_per_row_blocks(plan.rows, "sdpa_backward"), kThreads,
+             0, stream>>>(plan.rows, d.Dv, dop, out.data_ptr<scalar_t>(),
+                          deltap);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      sdpa_tc_dq_kernel<scalar_t, DP, DVP>
+          <<<attn::grid_blocks(plan.dq_blocks, "sdpa_backward"), kThreads,
+             DqSmem<DP, DVP>::kBytes, stream>>>(plan.dq, qp, kp, vp, dop, lsep, deltap,
+                                 mask, rng_p, grad_q.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    // Runs even without query rows: it writes the zero dK, dV.
+    if (plan.dkdv_blocks > 0) {
+      sdpa_tc_dkdv_kernel<scalar_t, DP, DVP>
+          <<<attn::grid_blocks(plan.dkdv_blocks, "sdpa_backward"), kThreads,
+             DkvSmem<DP, DVP>::kBytes, stream>>>(plan.dkdv, qp, kp, vp, dop, lsep, deltap,
+                                  mask, rng_p, grad_k.data_ptr<scalar_t>(),
+                                  grad_v.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
 }
 

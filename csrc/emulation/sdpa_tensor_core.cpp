@@ -1,23 +1,36 @@
-// The tensor-core sdpa forward (sdpa_tensor_core.h) and its warp
-// primitives (warp_mma.h), compiled for the host and run by the host
-// emulation: see emulation.h.
+// The tensor-core sdpa forward and backward (sdpa_tensor_core.h,
+// sdpa_tensor_core_backward.h) and their warp primitives (warp_mma.h),
+// compiled for the host and run by the host emulation: see emulation.h.
+#include <algorithm>
+
 #include "seqkernels/emulation.h"
 #include "seqkernels/sdpa_tensor_core.h"
+#include "seqkernels/sdpa_tensor_core_backward.h"
 
 namespace seqkernels {
+
+namespace {
+
+// The emulated kernels take CPU tensors of the dtypes and head dims the
+// tensor-core kernels serve.
+void check_emulated(const at::Tensor& q, const AttentionDims& d) {
+  TORCH_CHECK(q.device().is_cpu(), "seqkernels: the emulated sdpa takes "
+              "CPU tensors; q is on ", q.device());
+  TORCH_CHECK(sdpa_tc::serves(q.scalar_type(), d.D, d.Dv),
+              "seqkernels: the tensor-core sdpa serves float16 and bfloat16 "
+              "q with head dims D, Dv <= ", sdpa_tc::kMaxDim, "; got ",
+              q.scalar_type(), ", D = ", d.D, ", Dv = ", d.Dv);
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> emulated_sdpa(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const c10::optional<at::Tensor>& attn_mask, double dropout_p,
     bool is_causal, double scale, const c10::optional<at::Tensor>& rng) {
-  TORCH_CHECK(q_in.device().is_cpu(), "seqkernels: the emulated sdpa takes "
-              "CPU tensors; q is on ", q_in.device());
   const AttentionDims d =
       check_sdpa(q_in, k_in, v_in, attn_mask, dropout_p, rng);
-  TORCH_CHECK(sdpa_tc::serves(q_in.scalar_type(), d.D, d.Dv),
-              "seqkernels: the tensor-core sdpa serves float16 and bfloat16 "
-              "q with head dims D, Dv <= ", sdpa_tc::kMaxDim, "; got ",
-              q_in.scalar_type(), ", D = ", d.D, ", Dv = ", d.Dv);
+  check_emulated(q_in, d);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
                    v = v_in.contiguous();
   const at::Tensor rng_c = dropout_p > 0.0 ? rng->contiguous() : at::Tensor();
@@ -42,6 +55,66 @@ std::tuple<at::Tensor, at::Tensor> emulated_sdpa(
                     });
       });
   return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> emulated_sdpa_backward(
+    const at::Tensor& grad_out_in, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& out_in,
+    const at::Tensor& lse_in, const c10::optional<at::Tensor>& attn_mask,
+    double dropout_p, bool is_causal, double scale,
+    const c10::optional<at::Tensor>& rng) {
+  const AttentionDims d =
+      check_sdpa_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in,
+                          attn_mask, dropout_p, rng);
+  check_emulated(q_in, d);
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
+                   v = v_in.contiguous(), dout = grad_out_in.contiguous(),
+                   out = out_in.contiguous(), lse = lse_in.contiguous();
+  const at::Tensor rng_c = dropout_p > 0.0 ? rng->contiguous() : at::Tensor();
+  at::Tensor grad_q = at::empty(q.sizes(), q.options());
+  at::Tensor grad_k = at::empty(k.sizes(), k.options());
+  at::Tensor grad_v = at::empty(v.sizes(), v.options());
+  at::Tensor delta = at::empty({d.B, d.Hq, d.Tq}, lse.options());
+  const sdpa_tc::BackwardPlan plan =
+      sdpa_tc::make_backward_plan(d, dropout_p, is_causal, scale);
+  const attn::MaskView mask = attn::make_mask_view(attn_mask);
+  const int64_t* rng_p = attn::ptr_or_null<int64_t>(rng_c);
+  sdpa_tc::dispatch(
+      q.scalar_type(), d.D, d.Dv, [&](auto type, auto dp, auto dvp) {
+        using scalar_t = decltype(type);
+        constexpr int DP = decltype(dp)::value, DVP = decltype(dvp)::value;
+        const scalar_t* qp = q.data_ptr<scalar_t>();
+        const scalar_t* kp = k.data_ptr<scalar_t>();
+        const scalar_t* vp = v.data_ptr<scalar_t>();
+        const scalar_t* dop = dout.data_ptr<scalar_t>();
+        const float* lsep = lse.data_ptr<float>();
+        float* deltap = delta.data_ptr<float>();
+        if (plan.rows > 0) {
+          // Two blocks at most, so that the rows' grid-stride loop runs.
+          const int64_t n_grid = std::min<int64_t>(
+              (plan.rows + attn::kWarps - 1) / attn::kWarps, 2);
+          emu::launch(static_cast<int>(n_grid), sdpa_tc::kThreads, 0, [&] {
+            sdpa_tc::row_dot<scalar_t>(plan.rows, d.Dv, n_grid, dop,
+                                       out.data_ptr<scalar_t>(), deltap);
+          });
+          emu::launch(static_cast<int>(plan.dq_blocks), sdpa_tc::kThreads,
+                      sdpa_tc::DqSmem<DP, DVP>::kBytes, [&] {
+                        sdpa_tc::backward_dq<scalar_t, DP, DVP>(
+                            plan.dq, qp, kp, vp, dop, lsep, deltap, mask,
+                            rng_p, grad_q.data_ptr<scalar_t>());
+                      });
+        }
+        if (plan.dkdv_blocks > 0) {
+          emu::launch(static_cast<int>(plan.dkdv_blocks), sdpa_tc::kThreads,
+                      sdpa_tc::DkvSmem<DP, DVP>::kBytes, [&] {
+                        sdpa_tc::backward_dkdv<scalar_t, DP, DVP>(
+                            plan.dkdv, qp, kp, vp, dop, lsep, deltap, mask,
+                            rng_p, grad_k.data_ptr<scalar_t>(),
+                            grad_v.data_ptr<scalar_t>());
+                      });
+        }
+      });
+  return {grad_q, grad_k, grad_v};
 }
 
 namespace {

@@ -273,12 +273,6 @@ __device__ __forceinline__ acc_t online_softmax_step(acc_t (&s)[NT], acc_t& m,
   return alpha;
 }
 
-// Probability from a score and its row's log-sum-exp; 0 for an empty row.
-template <typename acc_t>
-__device__ __forceinline__ acc_t prob_from_lse(acc_t x, acc_t lse) {
-  return lse == neg_inf<acc_t>() ? acc_t(0) : sk_exp(x - lse);
-}
-
 // Probability from a score, its row's maximum m and 1 / l (l = sum of
 // exp(s - m)); 0 for an empty row (inv_l = 0). Where the probabilities are
 // an output, this beats exp(x - lse): lse = m + log(l) is rounded at the

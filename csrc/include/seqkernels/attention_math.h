@@ -122,6 +122,12 @@ SK_HD acc_t finish_lse(acc_t m, acc_t l) {
   return l > acc_t(0) ? m + sk_log(l) : neg_inf<acc_t>();
 }
 
+// Probability from a score and its row's log-sum-exp; 0 for an empty row
+// (lse -inf) and for a masked score.
+template <typename acc_t>
+SK_HD acc_t prob_from_lse(acc_t x, acc_t lse) {
+  return lse == neg_inf<acc_t>() ? acc_t(0) : sk_exp(x - lse);
+}
 
 // ---------------------------------------------------------------------------
 // Where a block of the query-row kernels (sdpa forward and dQ,

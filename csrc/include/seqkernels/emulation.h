@@ -1,4 +1,4 @@
-// The persistent recurrence kernels and the tensor-core sdpa forward run on
+// The persistent recurrence kernels and the tensor-core sdpa run on
 // the CPU through the host emulation (host_emulation.h): test
 // infrastructure, bound as _C.emulated (csrc/persistent_bindings.cpp,
 // csrc/attention_bindings.cpp). Nothing of it serves users' tensors.
@@ -29,6 +29,15 @@ int64_t emulated_launches();
 // (sdpa_tensor_core.h), for the dtypes and head dims it serves: (out, lse).
 std::tuple<at::Tensor, at::Tensor> emulated_sdpa(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const c10::optional<at::Tensor>& attn_mask, double dropout_p,
+    bool is_causal, double scale, const c10::optional<at::Tensor>& rng);
+
+// The op sdpa_backward on CPU tensors by the tensor-core backward
+// (sdpa_tensor_core_backward.h), for the dtypes and head dims it serves:
+// (grad_q, grad_k, grad_v).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> emulated_sdpa_backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     const c10::optional<at::Tensor>& attn_mask, double dropout_p,
     bool is_causal, double scale, const c10::optional<at::Tensor>& rng);
 

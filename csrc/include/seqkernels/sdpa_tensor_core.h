@@ -2,8 +2,9 @@
 // float16 and bfloat16): FlashAttention-2's structure on mma.sync
 // m16n8k16 with float accumulation and the softmax in float registers. It
 // produces what the SIMT forward (csrc/cuda/sdpa.cu) produces, out in q's
-// dtype and lse [B, Hq, Tq] in float, so that the SIMT backward serves
-// both. One source for the GPU (csrc/cuda/sdpa_tensor_core.cu) and for the
+// dtype and lse [B, Hq, Tq] in float, so that either backward (the SIMT
+// one, or the tensor-core one of sdpa_tensor_core_backward.h, which also
+// uses the warp tile products below) serves both. One source for the GPU (csrc/cuda/sdpa_tensor_core.cu) and for the
 // host emulation that runs it on the CPU in CI
 // (csrc/emulation/sdpa_tensor_core.cpp, through warp_mma.h and
 // block_primitives.h).
@@ -11,8 +12,11 @@
 // Which forward runs (the rule, read at every call by the CUDA sdpa):
 // SEQKERNELS_ATTENTION=tensor_core asks for this kernel, and it runs when q
 // is float16 or bfloat16 and D, Dv <= kMaxDim; otherwise, and by default
-// (SEQKERNELS_ATTENTION unset or "simt"), the SIMT kernel runs. It is
-// opt-in until a GPU run has passed it (tests/test_sdpa_tensor_core_cuda.py).
+// (SEQKERNELS_ATTENTION unset or "simt"), the SIMT kernel runs. The
+// backward follows the same rule (sdpa_backward_kernel): the tensor-core
+// backward (sdpa_tensor_core_backward.h) runs exactly where this forward
+// would. Both are opt-in until a GPU run has passed them
+// (tests/test_sdpa_tensor_core_cuda.py).
 //
 // Layout. A block of kThreads = 4 warps owns kRows = 64 query rows of one
 // (b, h) (attn::row_block: GQA maps h to its kv head); warp w owns rows
@@ -71,19 +75,19 @@ struct Smem {
   static constexpr int kBytes = 2 * (kV + kKeys * kLdV);
 };
 
-// dst[r * LD + c] = the bits of src[(row0 + r) * n_cols + c] for r < 64,
+// dst[r * LD + c] = the bits of src[(row0 + r) * n_cols + c] for r < ROWS,
 // c < COLS, zero where row0 + r >= n_rows or c >= n_cols. Rows of 8
 // elements go as 16-byte copies when every row allows them (n_cols % 8 ==
 // 0 and src 16-byte aligned), else element by element. All kThreads
 // threads of the block call.
-template <int COLS, int LD, typename scalar_t>
+template <int COLS, int LD, int ROWS = kRows, typename scalar_t>
 SK_DEVICE void stage_rows(uint16_t* dst, const scalar_t* src, int64_t n_rows,
                           int64_t n_cols, int64_t row0) {
   static_assert(COLS % 8 == 0 && LD % 8 == 0, "16-byte rows");
   const int tid = blk::thread_index();
   if (n_cols % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
     constexpr int kVecs = COLS / 8;
-    for (int e = tid; e < kRows * kVecs; e += kThreads) {
+    for (int e = tid; e < ROWS * kVecs; e += kThreads) {
       const int r = e / kVecs, c = (e % kVecs) * 8;
       uint16_t* d = dst + r * LD + c;
       if (row0 + r < n_rows && c < n_cols) {
@@ -93,11 +97,128 @@ SK_DEVICE void stage_rows(uint16_t* dst, const scalar_t* src, int64_t n_rows,
       }
     }
   } else {
-    for (int e = tid; e < kRows * COLS; e += kThreads) {
+    for (int e = tid; e < ROWS * COLS; e += kThreads) {
       const int r = e / COLS, c = e % COLS;
       dst[r * LD + c] = row0 + r < n_rows && c < n_cols
                             ? warp::bits_of(src[(row0 + r) * n_cols + c])
                             : uint16_t(0);
+    }
+  }
+}
+
+// The A fragments af[kc] of this warp's 16 rows (from warp_row0 of the
+// block's kRows) of the row-major [n_rows, n_cols] src from row0 on,
+// staged through smem (stage_rows, then a block barrier): Q, or dO. The
+// chunks from n_cols on are left unset (never used). All threads call.
+template <int COLS, int LD, typename scalar_t>
+SK_DEVICE void stage_a_frags(uint32_t (&af)[COLS / 16][4], uint16_t* smem,
+                             const scalar_t* src, int64_t n_rows,
+                             int64_t n_cols, int64_t row0, int warp_row0,
+                             warp::TileCoord xa) {
+  stage_rows<COLS, LD>(smem, src, n_rows, n_cols, row0);
+  blk::sync();
+  SK_UNROLL
+  for (int kc = 0; kc < COLS / 16; ++kc) {
+    if (16 * kc < n_cols) {
+      warp::ldmatrix_x4(af[kc],
+                        smem + (warp_row0 + xa.row) * LD + 16 * kc + xa.col);
+    }
+  }
+}
+
+// Warp tile products of the kernels (forward and backward), on a warp's
+// 16-row A fragment a and C fragments acc[nb] (8 columns each), B from a
+// shared-memory tile of 16-bit elements with pitch ld.
+
+template <int N>
+SK_DEVICE void zero(float (&acc)[N][4]) {
+  SK_UNROLL
+  for (int n = 0; n < N; ++n) {
+    SK_UNROLL
+    for (int r = 0; r < 4; ++r) acc[n][r] = 0.f;
+  }
+}
+
+// acc[nb] += a B, B = bt^T: B's columns 8 nb .. 8 nb + 7 are rows of the
+// row-major tile bt (its first 16 columns the k), through ldmatrix; pairs
+// of 8-column blocks from n on are skipped. xk = warp::x4_rows_bt(lane).
+template <typename scalar_t, int NB>
+SK_DEVICE void mma_cols_bt(float (&acc)[NB][4], const uint32_t (&a)[4],
+                           const uint16_t* bt, int ld, int64_t n,
+                           warp::TileCoord xk) {
+  SK_UNROLL
+  for (int nb = 0; nb < NB; nb += 2) {
+    if (8 * nb < n) {
+      uint32_t f[4];
+      warp::ldmatrix_x4(f, bt + (8 * nb + xk.row) * ld + xk.col);
+      warp::mma_16816<scalar_t>(acc[nb], a, {f[0], f[1]});
+      warp::mma_16816<scalar_t>(acc[nb + 1], a, {f[2], f[3]});
+    }
+  }
+}
+
+// acc += A B over the k chunks kc < KC that start before k_cols, A's
+// chunk kc being the fragment af[kc] and B's the 16 columns from 16 kc of
+// bt's rows (mma_cols_bt): the warp's 16 rows of Q K^T or dO V^T.
+template <typename scalar_t, int KC, int NB>
+SK_DEVICE void mma_frags_bt(float (&acc)[NB][4], const uint32_t (&af)[KC][4],
+                            const uint16_t* bt, int ld, int64_t k_cols,
+                            int64_t n, warp::TileCoord xk) {
+  SK_UNROLL
+  for (int kc = 0; kc < KC; ++kc) {
+    if (16 * kc < k_cols) {
+      mma_cols_bt<scalar_t>(acc, af[kc], bt + 16 * kc, ld, n, xk);
+    }
+  }
+}
+
+// The same with A's 16 rows read from the row-major tile a (pitch ld, as
+// bt's) chunk by chunk (ldmatrix; xa = warp::x4_rows_a(lane)), KC chunks
+// at most: K Q^T or V dO^T of a warp's 16 keys.
+template <typename scalar_t, int KC, int NB>
+SK_DEVICE void mma_rows_bt(float (&acc)[NB][4], const uint16_t* a,
+                           const uint16_t* bt, int ld, int64_t k_cols,
+                           int64_t n, warp::TileCoord xa,
+                           warp::TileCoord xk) {
+  SK_UNROLL
+  for (int kc = 0; kc < KC; ++kc) {
+    if (16 * kc < k_cols) {
+      uint32_t f[4];
+      warp::ldmatrix_x4(f, a + xa.row * ld + 16 * kc + xa.col);
+      mma_cols_bt<scalar_t>(acc, f, bt + 16 * kc, ld, n, xk);
+    }
+  }
+}
+
+// acc[nb] += a B, B the row-major 16 x 8 NB tile b (rows the k), through
+// ldmatrix.trans; pairs of 8-column blocks from n on are skipped.
+// xa = warp::x4_rows_a(lane).
+template <typename scalar_t, int NB>
+SK_DEVICE void mma_rows_b(float (&acc)[NB][4], const uint32_t (&a)[4],
+                          const uint16_t* b, int ld, int64_t n,
+                          warp::TileCoord xa) {
+  SK_UNROLL
+  for (int nb = 0; nb < NB; nb += 2) {
+    if (8 * nb < n) {
+      uint32_t f[4];
+      warp::ldmatrix_x4_trans(f, b + xa.row * ld + 8 * nb + xa.col);
+      warp::mma_16816<scalar_t>(acc[nb], a, {f[0], f[1]});
+      warp::mma_16816<scalar_t>(acc[nb + 1], a, {f[2], f[3]});
+    }
+  }
+}
+
+// row[8 nb + 2 t + e] = acc[nb][2 hr + e] * f for the columns < n: this
+// lane's share of row g + 8 hr of the warp's C fragments.
+template <typename scalar_t, int NB>
+SK_DEVICE void store_row(scalar_t* row, const float (&acc)[NB][4], int hr,
+                         int t, int64_t n, float f) {
+  SK_UNROLL
+  for (int nb = 0; nb < NB; ++nb) {
+    SK_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      const int col = 8 * nb + 2 * t + e;
+      if (col < n) row[col] = static_cast<scalar_t>(acc[nb][2 * hr + e] * f);
     }
   }
 }
@@ -135,24 +256,13 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
   const warp::TileCoord xk = warp::x4_rows_bt(rb.lane);
 
   // Q, through the K buffer, into A fragments.
-  stage_rows<DP, S::kLdK>(ks, q + rb.bh * p.Tq * p.D, p.Tq, p.D, rb.i0);
-  blk::sync();
   uint32_t qf[KC][4];
-  SK_UNROLL
-  for (int kc = 0; kc < KC; ++kc) {
-    if (16 * kc < p.D) {
-      warp::ldmatrix_x4(qf[kc],
-                        ks + (rb.row0 + xa.row) * S::kLdK + 16 * kc + xa.col);
-    }
-  }
+  stage_a_frags<DP, S::kLdK>(qf, ks, q + rb.bh * p.Tq * p.D, p.Tq, p.D,
+                             rb.i0, rb.row0, xa);
 
   // Row g of the warp is hr = 0, row g + 8 is hr = 1.
   float o[VB][4], m[2], l[2];
-  SK_UNROLL
-  for (int vb = 0; vb < VB; ++vb) {
-    SK_UNROLL
-    for (int r = 0; r < 4; ++r) o[vb][r] = 0.f;
-  }
+  zero(o);
   m[0] = m[1] = kNegInf;
   l[0] = l[1] = 0.f;
 
@@ -166,26 +276,8 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
 
     // S = Q K^T over the 8-key blocks that hold a key before kend.
     float s[NB][4];
-    SK_UNROLL
-    for (int nb = 0; nb < NB; ++nb) {
-      SK_UNROLL
-      for (int r = 0; r < 4; ++r) s[nb][r] = 0.f;
-    }
-    SK_UNROLL
-    for (int kc = 0; kc < KC; ++kc) {
-      if (16 * kc < p.D) {
-        SK_UNROLL
-        for (int nb = 0; nb < NB; nb += 2) {
-          if (j0 + 8 * nb < kend) {
-            uint32_t b[4];
-            warp::ldmatrix_x4(
-                b, ks + (8 * nb + xk.row) * S::kLdK + 16 * kc + xk.col);
-            warp::mma_16816<scalar_t>(s[nb], qf[kc], {b[0], b[1]});
-            warp::mma_16816<scalar_t>(s[nb + 1], qf[kc], {b[2], b[3]});
-          }
-        }
-      }
-    }
+    zero(s);
+    mma_frags_bt<scalar_t>(s, qf, ks, S::kLdK, p.D, kend - j0, xk);
 
     // Scores, the online softmax step, dropout: element (hr, nb, e) of this
     // lane is row g + 8 hr, key j0 + 8 nb + 2 t + e (register 2 hr + e).
@@ -242,16 +334,7 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
       if (j0 + 16 * c < kend) {
         uint32_t pa[4];
         warp::a_from_c<scalar_t>(pa, s[2 * c], s[2 * c + 1]);
-        SK_UNROLL
-        for (int vb = 0; vb < VB; vb += 2) {
-          if (8 * vb < p.Dv) {
-            uint32_t b[4];
-            warp::ldmatrix_x4_trans(
-                b, vs + (16 * c + xa.row) * S::kLdV + 8 * vb + xa.col);
-            warp::mma_16816<scalar_t>(o[vb], pa, {b[0], b[1]});
-            warp::mma_16816<scalar_t>(o[vb + 1], pa, {b[2], b[3]});
-          }
-        }
+        mma_rows_b<scalar_t>(o, pa, vs + 16 * c * S::kLdV, S::kLdV, p.Dv, xa);
       }
     }
   }
@@ -266,17 +349,7 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
     if (i < p.Tq) {
       // The undropped sum l normalizes; kept entries carry 1 / (1 - p).
       const float f = lsum > 0.f ? p.inv_keep / lsum : 0.f;
-      scalar_t* orow = out + (rb.bh * p.Tq + i) * p.Dv;
-      SK_UNROLL
-      for (int vb = 0; vb < VB; ++vb) {
-        SK_UNROLL
-        for (int e = 0; e < 2; ++e) {
-          const int col = 8 * vb + 2 * t + e;
-          if (col < p.Dv) {
-            orow[col] = static_cast<scalar_t>(o[vb][2 * hr + e] * f);
-          }
-        }
-      }
+      store_row(out + (rb.bh * p.Tq + i) * p.Dv, o, hr, t, p.Dv, f);
       if (t == 0) lse[rb.bh * p.Tq + i] = attn::finish_lse(m[hr], lsum);
     }
   }
@@ -314,6 +387,14 @@ inline AttentionKernel sdpa_forward_kernel(at::ScalarType dtype, int64_t D,
                  serves(dtype, D, Dv)
              ? AttentionKernel::kTensorCore
              : AttentionKernel::kSimt;
+}
+
+// The backward the CUDA sdpa_backward runs: the tensor-core one
+// (sdpa_tensor_core_backward.h) where the forward's rule picks the
+// tensor-core forward, the SIMT one elsewhere.
+inline AttentionKernel sdpa_backward_kernel(at::ScalarType dtype, int64_t D,
+                                            int64_t Dv) {
+  return sdpa_forward_kernel(dtype, D, Dv);
 }
 
 inline const char* kernel_name(AttentionKernel k) {
