@@ -10,13 +10,26 @@ list, so the harness is exercised end to end before the CPU kernels exist).
     sdpa           scaled dot-product attention, [B, heads, T, D] inputs;
                    target rows A1 (fwd) and A2 (fwd+bwd, and bwd alone)
       seqkernels-<b>       seqkernels.functional.scaled_dot_product_attention
+      seqkernels-cuda-tensor-core  the same with SEQKERNELS_ATTENTION=
+                           tensor_core (the opt-in tensor-core forward; also
+                           for the scores and MHA kinds; every other
+                           seqkernels provider of them sets "simt")
       torch-sdpa-flash     F.scaled_dot_product_attention pinned to one
       torch-sdpa-efficient backend with torch.nn.attention.sdpa_kernel
       torch-sdpa-cudnn     (CUDA); -math also on CPU. The math backend
       torch-sdpa-math      materializes B*heads*Tq*Tk scores, in float32
                            (it upcasts bf16): on CUDA it is skipped above
-                           MATH_SCORES_LIMIT bytes of them.
+                           MATH_SCORES_LIMIT bytes of them. On the CPU the
+                           flash, efficient and cuDNN backends are listed
+                           as skipped, with the reason.
       torch-sdpa           torch's own choice of backend (CPU only)
+      torch-flex-compile   torch.nn.attention.flex_attention under
+                           torch.compile (compiled before timing, one
+                           graph per shape, so it runs with the other
+                           compile providers, last), the same mask as a
+                           block mask (causal: q_idx >= kv_idx; none: no
+                           block mask); CUDA only (skipped, with the
+                           reason, on the CPU and with --no-compile)
     scores         attention probabilities softmax(q k^T * scale), A3
       seqkernels-<b>       seqkernels.functional.attention_scores
       torch-matmul-softmax torch.softmax(q @ k^T * scale): S and P written
@@ -49,7 +62,9 @@ anchor's figures come from: 32 heads at hd 64, 16 at hd 128); A3 and A4 at
 their target shapes (targets.py). On CPU (float32) a few small rows.
 
 Work counts: SDPA forward 4*B*heads*Tq*Tk*D FLOPs (halved when causal),
-backward 2.5x the forward. Probabilities: 2*B*heads*Tq*Tk*D forward, twice
+backward 2.5x the forward; the SDPA target rows show each side's achieved
+TFLOP/s and its share of the bf16 GEMM ceiling measured in the same run
+(``Pairing.tflops``). Probabilities: 2*B*heads*Tq*Tk*D forward, twice
 that backward; their bytes are those of the P write (B*heads*Tq*Tk elements)
 forward, P and dP read backward. Multi-head attention adds the four
 projections, 8*B*T*E^2 forward, twice that backward. Additive: the two
@@ -83,6 +98,16 @@ SDPA_BACKENDS = {                  # provider suffix -> SDPBackend name
 }
 A1_TOKENS = 16384                  # B*T of the A1/A2 rows
 A1_WIDTH = 2048                    # heads*D of the A1/A2 rows
+FLEX = "torch-flex-compile"        # the FlexAttention provider
+# The dot-product kinds, whose CUDA kernels SEQKERNELS_ATTENTION picks: each
+# seqkernels provider of them sets it around its calls, "simt" (the
+# default), or "tensor_core" for the providers named with TENSOR_CORE (CUDA
+# only; the opt-in tensor-core forwards of sdpa and attention_scores).
+ATTENTION_ENV = "SEQKERNELS_ATTENTION"
+TENSOR_CORE = "-tensor-core"
+DOT_PRODUCT_KINDS = ("sdpa", "scores", "mha-weights", "mha-noweights")
+# SDPA backends that run on CUDA only: listed as skipped on the CPU.
+CUDA_ONLY_SDPA = ("flash", "efficient", "cudnn")
 
 
 # --------------------------------------------------------------------------
@@ -211,12 +236,18 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
         ours = {"mha-weights": "seqkernels-mha-weights-",
                 "mha-noweights": "seqkernels-mha-noweights-"}.get(
                     cfg.kind, "seqkernels-")
-        jobs += seqkernels_jobs(cfg, device, ours, dtype,
-                                extra=["reference"] if cfg.sanity else [])
+        mine = seqkernels_jobs(cfg, device, ours, dtype,
+                               extra=["reference"] if cfg.sanity else [])
+        if cuda and cfg.kind in DOT_PRODUCT_KINDS:
+            mine += [Job(cfg, j.provider + TENSOR_CORE, dtype, j.skip)
+                     for j in mine if j.provider == ours + "cuda"]
+        jobs += mine
         if cfg.kind == "sdpa":
-            for name in (SDPA_BACKENDS if cuda else ("math",)):
+            for name in SDPA_BACKENDS:
                 skip = ""
                 size = _scores_bytes(cfg)
+                if not cuda and name in CUDA_ONLY_SDPA:
+                    skip = f"torch's {name} SDPA backend runs on CUDA only"
                 if cuda and name == "math" and size > MATH_SCORES_LIMIT:
                     skip = (f"the math backend materializes "
                             f"{size / 2**30:.0f} GiB of float32 scores (limit "
@@ -224,6 +255,7 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
                 jobs.append(Job(cfg, f"torch-sdpa-{name}", dtype, skip))
             if not cuda:
                 jobs.append(Job(cfg, "torch-sdpa", dtype))
+            jobs.append(Job(cfg, FLEX, dtype, _flex_skip(cuda, compile)))
         elif cfg.kind == "scores":
             jobs.append(Job(cfg, "torch-matmul-softmax", dtype))
         elif cfg.kind in ("mha-weights", "mha-noweights"):
@@ -236,6 +268,16 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
         else:
             raise ValueError(f"unknown attention kind {cfg.kind!r}")
     return jobs
+
+
+def _flex_skip(cuda: bool, compile: bool) -> str:
+    """Why the FlexAttention provider does not run here ("" if it does)."""
+    if not cuda:
+        return ("FlexAttention is benchmarked on CUDA only (on the CPU it "
+                "would time torch.compile's CPU code, not the anchor)")
+    if not compile:
+        return "FlexAttention needs torch.compile, skipped (--no-compile)"
+    return ""
 
 
 # --------------------------------------------------------------------------
@@ -263,7 +305,7 @@ def _qkv(cfg: Config, device, dtype, with_value: bool = True
 
 
 def _seqkernels_backend(provider: str) -> str:
-    return provider.rsplit("-", 1)[1]
+    return provider.removesuffix(TENSOR_CORE).rsplit("-", 1)[1]
 
 
 def _backend_note(backend: str, device: torch.device) -> str:
@@ -293,6 +335,10 @@ def _sdpa_case(cfg: Config, provider: str, dtype, device) -> Case:
             return [TF.scaled_dot_product_attention(q, k, v,
                                                     is_causal=causal)]
         return Case(forward, leaves)
+    if provider == FLEX:
+        case = flex_case(cfg, leaves, device)
+        compile_now(case, device)
+        return case
     name = provider[len("torch-sdpa-"):]
     if name not in SDPA_BACKENDS:
         raise ValueError(f"unknown SDPA provider {provider!r}")
@@ -304,6 +350,33 @@ def _sdpa_case(cfg: Config, provider: str, dtype, device) -> Case:
         with sdpa_kernel(pinned):
             return [TF.scaled_dot_product_attention(q, k, v,
                                                     is_causal=causal)]
+    return Case(forward, leaves)
+
+
+def causal_mask_mod(b, h, q_idx, kv_idx):
+    """FlexAttention's mask of is_causal (top-left aligned, as SDPA's and
+    ours): key j is allowed for query i when j <= i."""
+    return q_idx >= kv_idx
+
+
+def flex_case(cfg: Config, leaves: dict[str, Tensor], device,
+              compile: bool = True) -> Case:
+    """The FlexAttention provider's case on ``leaves`` (query, key, value):
+    flex_attention under torch.compile (``compile=False``: eager, for the
+    CPU tests of this wiring), with the configuration's mask as a block
+    mask, built once, outside the timing; scale 1/sqrt(D), as SDPA's."""
+    from torch.nn.attention.flex_attention import (create_block_mask,
+                                                   flex_attention)
+    q, k, v = leaves.values()
+    block_mask = None
+    if cfg.causal:
+        block_mask = create_block_mask(causal_mask_mod, B=None, H=None,
+                                       Q_LEN=cfg.Tq, KV_LEN=cfg.keys,
+                                       device=device)
+    fn = compiled(flex_attention) if compile else flex_attention
+
+    def forward():
+        return [fn(q, k, v, block_mask=block_mask)]
     return Case(forward, leaves)
 
 
@@ -412,12 +485,18 @@ def _additive_case(cfg: Config, provider: str, dtype, device) -> Case:
 def build(job: Job, device: torch.device) -> Case:
     """The case of ``job``, ready to time."""
     cfg, provider, dtype = job.config, job.provider, job.dtype
-    if cfg.kind == "sdpa":
-        return _sdpa_case(cfg, provider, dtype, device)
-    if cfg.kind == "scores":
-        return _scores_case(cfg, provider, dtype, device)
-    if cfg.kind in ("mha-weights", "mha-noweights"):
-        return _mha_case(cfg, provider, dtype, device)
+    if cfg.kind in DOT_PRODUCT_KINDS:
+        if cfg.kind == "sdpa":
+            case = _sdpa_case(cfg, provider, dtype, device)
+        elif cfg.kind == "scores":
+            case = _scores_case(cfg, provider, dtype, device)
+        else:
+            case = _mha_case(cfg, provider, dtype, device)
+        if provider.startswith("seqkernels-"):
+            case.env[ATTENTION_ENV] = ("tensor_core"
+                                       if provider.endswith(TENSOR_CORE)
+                                       else "simt")
+        return case
     if cfg.kind == "additive":
         return _additive_case(cfg, provider, dtype, device)
     raise ValueError(f"unknown attention kind {cfg.kind!r}")
@@ -521,13 +600,23 @@ def _sdpa_pairings() -> list[Pairing]:
                 + (" causal" if c.causal else ""))
         out += [
             Pairing("A1", f"{what}, fwd", "fwd", c.name, c.name,
-                    "torch-sdpa-flash", ">= 1.0x", 1.0),
+                    "torch-sdpa-flash", ">= 1.0x", 1.0, tflops=True),
             Pairing("A1", f"{what}, fwd, moonshot vs cuDNN", "fwd", c.name,
-                    c.name, "torch-sdpa-cudnn", ">= 0.9x (moonshot)", 0.9),
+                    c.name, "torch-sdpa-cudnn", ">= 0.9x (moonshot)", 0.9,
+                    tflops=True),
+            Pairing("A1", f"{what}, fwd, vs FlexAttention", "fwd", c.name,
+                    c.name, FLEX, "(for reference)", None, tflops=True),
             Pairing("A2", f"{what}, fwd+bwd", "fwd+bwd", c.name, c.name,
-                    "torch-sdpa-flash", ">= 1.0x", 1.0),
+                    "torch-sdpa-flash", ">= 1.0x", 1.0, tflops=True),
+            Pairing("A2", f"{what}, fwd+bwd, vs cuDNN", "fwd+bwd", c.name,
+                    c.name, "torch-sdpa-cudnn", "(for reference)", None,
+                    tflops=True),
+            Pairing("A2", f"{what}, fwd+bwd, vs FlexAttention", "fwd+bwd",
+                    c.name, c.name, FLEX, "(for reference)", None,
+                    tflops=True),
             Pairing("A2", f"{what}, bwd alone", "bwd", c.name, c.name,
-                    "torch-sdpa-flash", "(for reference)", None),
+                    "torch-sdpa-flash", "(for reference)", None,
+                    tflops=True),
         ]
     # The quick and the full CPU lists both have this row (at other batch
     # sizes and head counts).

@@ -140,12 +140,23 @@ def target_table(rows: Sequence[dict], pairings: Iterable) -> str:
     per (seqkernels provider, anchor provider and dtype). A pairing's
     ``metric`` may instead be "copy" (ours GB/s against the copy ceiling)
     or "memory" (ours peak MB against the row's ``io_mem_mb``, met when
-    peak / io_mem_mb <= threshold)."""
+    peak / io_mem_mb <= threshold). A time pairing with ``tflops`` also
+    gives each side's achieved TFLOP/s and its share of the GEMM ceiling
+    measured in the same run."""
     head = ("| id | workload | ours | ours ms | anchor | anchor ms "
             "| anchor/ours | target | met |")
     lines = [head, "|" + " --- |" * 9]
-    copy_gbps = next((num(r["gbps"]) for r in rows if r["kernel"] == "ceiling"
-                      and r["provider"] == "copy"), math.nan)
+    copy_gbps = _ceiling(rows, "copy", "gbps")
+    gemm_tflops = _ceiling(rows, "gemm", "tflops")
+
+    def with_tflops(text: str, row: Optional[dict], p) -> str:
+        if not (p.tflops and row is not None and _ok(row)):
+            return text
+        achieved = num(row["tflops"])
+        if math.isnan(achieved):
+            return text
+        return (f"{text} ({achieved:.4g} TFLOP/s, "
+                f"{_pct(achieved / gemm_tflops)} of GEMM)")
     for p in pairings:
         ours_rows = [r for r in rows if r["config"] == p.ours_config
                      and r["mode"] == p.mode
@@ -196,6 +207,7 @@ def target_table(rows: Sequence[dict], pairings: Iterable) -> str:
                     a_ms = (_ms(anchor["median_ms"]) if _ok(anchor)
                             else anchor["status"])
                     ratio = time_ratio(ours, anchor)
+                a_ms = with_tflops(a_ms, anchor, p)
                 met = ""
                 if p.threshold is not None and not math.isnan(ratio):
                     met = "yes" if ratio >= p.threshold else "no"
@@ -203,12 +215,20 @@ def target_table(rows: Sequence[dict], pairings: Iterable) -> str:
                     met = "no (wrong)"
                 ratio_text = "-" if math.isnan(ratio) else f"{ratio:.2f}x"
                 lines.append(
-                    f"| {p.target} | {p.workload} | {ours_text} | {ours_ms} | "
+                    f"| {p.target} | {p.workload} | {ours_text} | "
+                    f"{with_tflops(ours_ms, ours, p)} | "
                     f"{a_text} | {a_ms} | {ratio_text} | {p.target_text} | "
                     f"{met} |")
     if len(lines) == 2:
         lines.append("| - | no target row was run | | | | | | | |")
     return "\n".join(lines)
+
+
+def _ceiling(rows: Sequence[dict], provider: str, column: str) -> float:
+    """The run's ceiling ``provider`` ("gemm" or "copy"), its ``column``;
+    NaN where the run has none."""
+    return next((num(r[column]) for r in rows if r["kernel"] == "ceiling"
+                 and r["provider"] == provider), math.nan)
 
 
 def time_ratio(ours: dict, anchor: dict) -> float:

@@ -37,7 +37,8 @@ threshold):
     CPU  the CPU rows, float32, for reference
 
 Targets without a configuration in benchmarks/ yet: A5 (masked SDPA
-against FlexAttention).
+against FlexAttention with an arbitrary mask; the A1/A2 rows set
+FlexAttention with the causal mask beside ours, for reference).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Pairing:
     metric: str = "time"             # "time"; "copy": ours GB/s / copy
     #                                  ceiling >= threshold; "memory": ours
     #                                  peak / io_mem_mb <= threshold
+    tflops: bool = False             # "time" rows: each side's TFLOP/s
+    #                                  and share of the GEMM ceiling too
 
 
 def grid_name(cell: str, B: int, H: int) -> str:

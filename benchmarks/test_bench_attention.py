@@ -10,12 +10,16 @@ float32 PyTorch reference before it is timed (a wrong result fails the
 test). A seqkernels kernel that is not registered for this device (the
 dispatcher's NotImplementedError) is a skip whose reason says so; run.py is
 where such a gap counts as a failure.
+
+The plain tests at the end (no timing) check the work counts and the
+wiring of the GPU-only anchors (FlexAttention, torch's cuDNN SDPA) and of
+the tensor-core providers on any machine.
 """
 
 import pytest
 import torch
 
-from benchmarks import attention, check, suite
+from benchmarks import attention, cases, check, suite
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODES = ("fwd", "fwd+bwd")
@@ -69,3 +73,128 @@ def test_attention(benchmark, job, mode):
     assert result.ok, f"{job.provider}: {result.detail}"
 
     suite.time_case(benchmark, attention, job, case, mode, DEVICE)
+
+
+# --------------------------------------------------------------------------
+# Unit tests of the GPU anchors' wiring and of the work counts, which run
+# on the CPU too (the anchors themselves run on a GPU only).
+
+GPU = torch.device("cuda")
+CPU = torch.device("cpu")
+
+
+def test_sdpa_flops_and_gemm_share_in_the_table():
+    """SDPA FLOPs: 4*B*heads*Tq*Tk*D forward (halved when causal), 2.5x
+    that backward; the A1/A2 lines give each side's TFLOP/s and its share
+    of the run's GEMM ceiling."""
+    from benchmarks import report
+    cfg = attention.Config("sdpa-hd64-T1024", "sdpa", B=16, Tq=1024,
+                           heads=32, D=64)
+    fwd = 4.0 * 16 * 32 * 1024 * 1024 * 64
+    assert attention.flops(cfg, "fwd") == fwd
+    assert attention.flops(cfg, "bwd") == 2.5 * fwd
+    assert attention.flops(cfg, "fwd+bwd") == 3.5 * fwd
+    causal = attention.Config("c", "sdpa", B=2, Tq=100, Tk=300, heads=3,
+                              D=8, causal=True)
+    assert attention.flops(causal, "fwd") == 4.0 * 2 * 3 * 100 * 300 * 8 / 2
+
+    def row(provider, mode, ms, kernel="attention", **values):
+        base = {k: "" for k in report.COLUMNS}
+        base.update(kernel=kernel, provider=provider, mode=mode,
+                    config=cfg.name, dtype="bfloat16", status="ok",
+                    check="ok", median_ms=str(ms),
+                    tflops=str(attention.flops(cfg, mode) / ms / 1e9))
+        base.update(values)
+        return base
+    rows = [row("gemm", "fwd", 1.0, kernel="ceiling", tflops="800"),
+            row("seqkernels-cuda", "fwd", 1.0),
+            row("torch-sdpa-flash", "fwd", 2.0),
+            row(attention.FLEX, "fwd", 4.0)]
+    table = report.target_table(rows, attention.PAIRINGS).splitlines()
+    flash = [ln for ln in table if "torch-sdpa-flash" in ln
+             and "hd64 T=1024 B=16" in ln and ", fwd |" in ln]
+    ours_tf = fwd / 1e9
+    assert len(flash) == 1
+    assert f"({ours_tf:.4g} TFLOP/s, {100 * ours_tf / 800:.0f}% of GEMM)" \
+        in flash[0]
+    assert f"({ours_tf / 2:.4g} TFLOP/s" in flash[0] and "2.00x" in flash[0]
+    flex = [ln for ln in table if attention.FLEX in ln
+            and "hd64 T=1024 B=16" in ln and "fwd, vs FlexAttention" in ln]
+    assert len(flex) == 1 and "4.00x" in flex[0]
+    assert f"({ours_tf / 4:.4g} TFLOP/s" in flex[0]
+
+
+def test_gpu_anchors_are_planned_and_skipped_with_reasons():
+    """FlexAttention and torch's cuDNN SDPA beside every SDPA row on a GPU;
+    on the CPU they (and the other CUDA-only backends) are skipped rows
+    with the reason; FlexAttention also without torch.compile."""
+    cfgs = [c for c in attention.configs(GPU, True) if c.kind == "sdpa"]
+    gpu = attention.plan(GPU, cfgs, compile=True)
+    for cfg in cfgs:
+        mine = {j.provider: j for j in gpu if j.config is cfg}
+        assert mine[attention.FLEX].skip == ""
+        assert mine["torch-sdpa-cudnn"].skip == ""
+    cpu = attention.plan(CPU, CONFIGS[:2] if DEVICE.type == "cpu"
+                         else attention.configs(CPU, False)[:1],
+                         compile=True)
+    skipped = {j.provider: j.skip for j in cpu if j.skip}
+    assert "CUDA only" in skipped[attention.FLEX]
+    for name in ("flash", "efficient", "cudnn"):
+        assert "CUDA only" in skipped[f"torch-sdpa-{name}"]
+    assert "torch-sdpa-math" not in skipped
+    no_compile = attention.plan(GPU, cfgs[:1], compile=False)
+    assert "--no-compile" in next(
+        j.skip for j in no_compile if j.provider == attention.FLEX)
+
+
+@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
+def test_flex_case_is_sdpa_with_the_same_mask(causal):
+    """The FlexAttention case, eager on the CPU (its compiled form is the
+    GPU's): the same outputs as torch's SDPA with the same causal mask, by
+    the harness's check (FlexAttention has no backward on the CPU: the
+    gradients wait for a GPU, where run.py checks them)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    cfg = attention.Config("flex", "sdpa", B=1, Tq=128, Tk=128, heads=2,
+                           D=16, causal=causal)
+    leaves = {name: t.detach() for name, t in
+              attention._qkv(cfg, CPU, torch.float32).items()}
+    case = attention.flex_case(cfg, leaves, CPU, compile=False)
+    ref = attention.reference(attention.Job(cfg, "", torch.float32), CPU)
+    result = check.check(case, ref, torch.float32, False)
+    assert result.ok, result.detail
+    assert attention.causal_mask_mod(0, 0, torch.tensor(3),
+                                     torch.tensor(2)).item()
+    assert not attention.causal_mask_mod(0, 0, torch.tensor(2),
+                                         torch.tensor(3)).item()
+
+
+def test_tensor_core_providers_set_the_variable(monkeypatch):
+    """On a GPU each dot-product kind gets seqkernels-cuda-tensor-core,
+    which runs the cuda backend with SEQKERNELS_ATTENTION=tensor_core; the
+    other seqkernels providers of those kinds pin "simt"."""
+    cfgs = [c for c in attention.configs(GPU, True)
+            if c.name in ("A3", "A3-mha-weights", "A4")
+            or c.name == "sdpa-hd64-T1024"]
+    providers = {(j.config.name, j.provider)
+                 for j in attention.plan(GPU, cfgs, compile=False)}
+    assert {("A3", "seqkernels-cuda-tensor-core"),
+            ("A3-mha-weights", "seqkernels-mha-weights-cuda-tensor-core"),
+            ("sdpa-hd64-T1024", "seqkernels-cuda-tensor-core")} <= providers
+    assert not any(p.endswith("-tensor-core") for n, p in providers
+                   if n == "A4")
+    assert attention._seqkernels_backend(
+        "seqkernels-cuda-tensor-core") == "cuda"
+    assert attention._seqkernels_backend(
+        "seqkernels-mha-weights-cuda-tensor-core") == "cuda"
+    cfg = attention.Config("s", "scores", B=1, Tq=8, heads=1, D=8)
+    built = {}
+    monkeypatch.setattr(attention, "_scores_case",
+                        lambda *args: built.setdefault(args[1], cases.Case(
+                            lambda: [])))
+    for provider in ("seqkernels-cuda-tensor-core", "seqkernels-cpu",
+                     "torch-matmul-softmax"):
+        attention.build(attention.Job(cfg, provider, torch.float32), CPU)
+    assert built["seqkernels-cuda-tensor-core"].env == {
+        attention.ATTENTION_ENV: "tensor_core"}
+    assert built["seqkernels-cpu"].env == {attention.ATTENTION_ENV: "simt"}
+    assert built["torch-matmul-softmax"].env == {}

@@ -1,9 +1,12 @@
-// The _C functions of the tensor-core sdpa: which forward and backward the
-// CUDA sdpa runs (the rule of csrc/include/seqkernels/sdpa_tensor_core.h),
-// and _C.emulated.sdpa / sdpa_backward / warp_tiles, the kernels and their
+// The _C functions of the tensor-core sdpa and attention probabilities:
+// which forward and backward the CUDA sdpa and which forward
+// attention_scores run (the rule of csrc/include/seqkernels/
+// sdpa_tensor_core.h), and _C.emulated.sdpa / sdpa_backward /
+// attention_scores / warp_tiles, the kernels and their
 // warp primitives run on the CPU by the host emulation (tests only).
 #include <torch/python.h>
 
+#include "seqkernels/attention_scores_tensor_core.h"
 #include "seqkernels/emulation.h"
 #include "seqkernels/sdpa_tensor_core.h"
 
@@ -25,6 +28,16 @@ void bind_attention(pybind11::module_& m) {
       py::arg("dtype"), py::arg("D"), py::arg("Dv"),
       "The forward the CUDA sdpa runs for q's dtype and head dims D, Dv "
       "under the current SEQKERNELS_ATTENTION: 'simt' or 'tensor_core'.");
+  m.def(
+      "attention_scores_forward_kernel",
+      [](at::ScalarType dtype, int64_t D) {
+        return sdpa_tc::kernel_name(
+            sdpa_tc::attention_scores_forward_kernel(dtype, D));
+      },
+      py::arg("dtype"), py::arg("D"),
+      "The forward the CUDA attention_scores runs for q's dtype and head "
+      "dim D under the current SEQKERNELS_ATTENTION: 'simt' or "
+      "'tensor_core'.");
 
   m.def(
       "sdpa_backward_kernel",
@@ -55,6 +68,12 @@ void bind_attention(pybind11::module_& m) {
         "(S, O): S = a bt^T and O = round(S) v on one emulated warp through "
         "ldmatrix, mma.sync and the S-to-A register reuse (a, bt, v "
         "[16, 16], float16 or bfloat16; S, O float).");
+  e.def("attention_scores", &emulated_attention_scores, py::arg("q"),
+        py::arg("k"), py::arg("attn_mask"), py::arg("is_causal"),
+        py::arg("scale"),
+        "seqkernels::attention_scores (the probabilities) by the tensor-core "
+        "kernel, on CPU tensors (float16, bfloat16; D <= 128), emulated; "
+        "unwritten elements would be NaN.");
 }
 
 }  // namespace seqkernels

@@ -20,7 +20,9 @@
 #                          run side by side). The attention cases run under
 #                          each tool a second time with
 #                          SEQKERNELS_ATTENTION=tensor_core (the opt-in
-#                          tensor-core sdpa forward and backward).
+#                          tensor-core sdpa forward and backward and the
+#                          tensor-core forward of the attention
+#                          probabilities).
 #   GPU_CHECK_BENCH_ARGS   arguments of benchmarks/run.py (default --full;
 #                          "skip": no benchmarks)
 #   GPU_CHECK_BENCH_S      the benchmarks, a hard stop (default 3600; give

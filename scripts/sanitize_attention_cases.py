@@ -328,6 +328,9 @@ def cases():
                                                    noncontig=True)
         yield f"scores {n} causal 150x150 float mask", A(
             1, 2, 1, 150, 150, 40, dt, causal=True, mask="float")
+        # Tk % 8 == 0: the tensor-core forward's 16-byte stores of P
+        yield f"scores {n} causal 70x136 bool mask", A(
+            1, 2, 1, 70, 136, 64, dt, causal=True, mask="bool")
         # additive_attention: (B, Tq, Tk, H, Dv)
         yield f"additive {n} 97x33 h59", AD(2, 97, 33, 59, 59, dt)
         yield f"additive {n} no bias, bool mask", AD(2, 97, 33, 59, 59, dt,

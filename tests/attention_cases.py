@@ -1,7 +1,9 @@
 """Attention configurations shared by the attention tests: odd sizes,
 Tq != Tk, causal both ways, masks of every kind (with fully masked rows),
-grouped-query attention, value dim != head dim, 3-D input; and the cases of
-the tensor-core sdpa forward with their check (check_sdpa_forward)."""
+grouped-query attention, value dim != head dim, 3-D input; PyTorch's own
+probabilities (softmax_scores) and the rows of large scores; and the cases
+of the tensor-core forwards of sdpa and of the probabilities with their
+checks (check_sdpa_forward, check_attention_scores_forward)."""
 
 import math
 
@@ -9,6 +11,8 @@ import torch
 import torch.nn.functional as TF
 
 from conftest import assert_all_match, seed
+from seqkernels.reference.attention_scores import (
+    attention_scores as ref_attention_scores)
 from seqkernels.reference.sdpa import sdpa as ref_sdpa
 from seqkernels.reference.sdpa import sdpa_backward as ref_sdpa_backward
 
@@ -55,6 +59,39 @@ def sdpa_inputs(case, seed=0):
         v = torch.randn(B, Hk, Tk, Dv, generator=gen, dtype=torch.float64)
     mask = make_mask(kind, B, Hq or 1, Tq, Tk, gen)
     return q, k, v, mask, causal, (Hq or 1) != (Hk or 1)
+
+
+def softmax_scores(q, k, mask, causal, gqa, scale=None):
+    """PyTorch's own probabilities, torch.softmax(q k^T * scale + mask), in
+    q's dtype; without ``scale``, q k^T / sqrt(D). A bool mask is True
+    where allowed; under ``causal``, j > i is masked."""
+    if gqa:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    s = q @ k.transpose(-1, -2)
+    s = s / math.sqrt(q.shape[-1]) if scale is None else s * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else s + mask
+    if causal:
+        Tq, Tk = s.shape[-2:]
+        s = s.masked_fill(torch.ones(Tq, Tk, dtype=torch.bool,
+                                     device=s.device).triu(1), -math.inf)
+    return torch.softmax(s, -1)
+
+
+# The scale of large_scores_inputs' rows.
+LARGE_SCORES_SCALE = 0.25
+
+
+def large_scores_inputs():
+    """q, k [2, 2, 9, 16] (float64) whose scores (scale 1/4) lie near +-200
+    and differ by a few units, exact in every dtype tested: small integers
+    in q and k, one key feature 40 for every key."""
+    g = torch.Generator().manual_seed(seed())
+    q, k = (torch.randint(-2, 3, (2, 2, 9, 16), generator=g)
+            .to(torch.float64) for _ in range(2))
+    q[..., 0] = torch.randint(-20, 21, (2, 2, 9), generator=g).to(q.dtype)
+    k[..., 0] = 40.0
+    return q, k
 
 
 # name: (B, Tq, Tk, Dq, Dk, Dv, H, bias, key padding, need_weights)
@@ -177,3 +214,45 @@ def check_sdpa_backward(fwd, bwd, case, dtype, device):
     assert_all_match([(name, g, g_d, g64) for name, g, g_d, g64 in
                       zip(("grad_q", "grad_k", "grad_v"), grads, grads_d,
                           grads64)], dtype)
+# The tensor-core probabilities' cases (tests/test_attention_scores_tensor_
+# core_*.py) name: (B, Hq, Hk, Tq, Tk, D, mask kind, is_causal). Tq and Tk
+# cross the 64-row and 64-key tiles; D is padded to 64 or 128; Tk % 8 == 0
+# takes the 16-byte stores, other Tk the element stores; under is_causal
+# the tiles past a block's last row are the zero tiles.
+SCORES_TENSOR_CORE_CASES = {
+    "odd_sizes": (1, 1, 1, 70, 97, 59, None, False),
+    "wide_head": (1, 1, 1, 20, 70, 100, None, False),
+    "aligned_causal": (1, 2, 1, 70, 136, 64, None, True),
+    "causal_long_q": (1, 1, 1, 80, 40, 24, None, True),
+    "causal_short_q": (1, 1, 1, 20, 90, 16, None, True),
+    "bool_mask": (2, 2, 2, 9, 72, 8, "bool", False),
+    "float_mask": (1, 2, 2, 9, 33, 40, "float", False),
+    "gqa_causal_mask": (1, 4, 2, 10, 21, 32, "bool", True),
+    "single": (1, 1, 1, 1, 1, 1, None, False),
+}
+
+
+def check_attention_scores_forward(fn, case, dtype, device):
+    """fn(q, k, mask, is_causal, scale) -> probs, the op attention_scores's
+    forward, on ``device`` in ``dtype`` against the float64 reference by
+    the tolerance rule, PyTorch's softmax in ``dtype`` giving its error."""
+    B, Hq, Hk, Tq, Tk, D, kind, causal = SCORES_TENSOR_CORE_CASES[case]
+    gen = torch.Generator().manual_seed(seed())
+    q = torch.randn(B, Hq, Tq, D, generator=gen, dtype=torch.float64)
+    k = torch.randn(B, Hk, Tk, D, generator=gen, dtype=torch.float64)
+    mask = make_mask(kind, B, Hq, Tq, Tk, gen)
+    if mask is not None:
+        mask = mask.expand(B, Hq, Tq, Tk)  # the op takes it broadcast
+    scale = 1 / math.sqrt(D)
+    qd, kd, md = (_cast(t, dtype) for t in (q, k, mask))
+    probs = fn(qd.to(device), kd.to(device),
+               None if md is None else md.to(device), causal, scale).cpu()
+    assert probs.dtype == dtype
+    ref64 = ref_attention_scores(q, k, mask, causal, scale)
+    torch_d = softmax_scores(qd, kd, md, causal, Hq != Hk, scale)
+    # A row with no allowed key: 0, as the reference (torch gives NaN).
+    empty = ~(ref64 != 0).any(-1)
+    assert (probs[empty] == 0).all()
+    assert_all_match([("probs", probs, torch_d, ref64)], dtype)
+    if kind == "bool":
+        assert empty.any(), "the case has a fully masked row"

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as TF
 
 import seqkernels.functional as SF
-from attention_cases import ADDITIVE_CASES, SDPA_CASES, sdpa_inputs
+from attention_cases import (ADDITIVE_CASES, LARGE_SCORES_SCALE, SDPA_CASES,
+                             large_scores_inputs, sdpa_inputs,
+                             softmax_scores)
 from conftest import assert_matches, backend_params, compare_fn, seed
 from seqkernels.reference import sdpa as ref_sdpa  # noqa: F401
 
@@ -55,19 +57,6 @@ def test_sdpa_reference_is_torch_in_float64(case):
     assert (ours[~rows] == 0).all()
 
 
-def _softmax_scores(q, k, mask, causal, gqa):
-    if gqa:
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else s + mask
-    if causal:
-        Tq, Tk = s.shape[-2:]
-        s = s.masked_fill(torch.ones(Tq, Tk, dtype=torch.bool,
-                                     device=s.device).triu(1), -math.inf)
-    return torch.softmax(s, -1)
-
-
 @pytest.mark.parametrize("backend,device,dtype,case",
                          backend_params(SDPA_CASES, with_dtypes=True))
 def test_attention_scores_matches_torch(backend, device, dtype, case):
@@ -81,7 +70,7 @@ def test_attention_scores_matches_torch(backend, device, dtype, case):
 
     ours = run(lambda q, k, m: SF.attention_scores(
         q, k, m, is_causal=causal, enable_gqa=gqa, backend=backend))
-    theirs = run(lambda q, k, m: _softmax_scores(q, k, m, causal, gqa))
+    theirs = run(lambda q, k, m: softmax_scores(q, k, m, causal, gqa))
     ref64 = run(lambda q, k, m: SF.attention_scores(
         q, k, m, is_causal=causal, enable_gqa=gqa, backend="reference"))
     compare_fn(ours, theirs, ref64, [q, k], dtype, device)
@@ -96,27 +85,18 @@ def test_attention_scores_of_large_scores(backend, device, dtype, causal):
     softmax, exp(s - max) / sum. exp(s - lse) misses that bound by 5x or
     more: lse is rounded at its own magnitude, an error that exp turns
     into |lse| * eps relative in every probability of the row."""
-    g = torch.Generator().manual_seed(seed())
-    q, k = (torch.randint(-2, 3, (2, 2, 9, 16), generator=g)
-            .to(torch.float64) for _ in range(2))
-    q[..., 0] = torch.randint(-20, 21, (2, 2, 9), generator=g).to(q.dtype)
-    k[..., 0] = 40.0
+    q, k = large_scores_inputs()
     causal = causal == "causal"
-
-    def theirs(q, k):
-        s = (q @ k.transpose(-1, -2)) * 0.25
-        if causal:
-            s = s.masked_fill(torch.ones(9, 9, dtype=torch.bool,
-                                         device=s.device).triu(1), -math.inf)
-        return torch.softmax(s, -1)
-
     # The probabilities only: their gradients along the shared key feature
     # are sums that cancel to rounding noise, in torch's as in ours.
-    p = SF.attention_scores(q.to(device, dtype), k.to(device, dtype),
-                            is_causal=causal, scale=0.25, backend=backend)
-    assert_matches("probabilities", p, theirs(q.to(device, dtype),
-                                              k.to(device, dtype)),
-                   theirs(q, k), dtype)
+    qd, kd = q.to(device, dtype), k.to(device, dtype)
+    p = SF.attention_scores(qd, kd, is_causal=causal,
+                            scale=LARGE_SCORES_SCALE, backend=backend)
+    assert_matches("probabilities", p,
+                   softmax_scores(qd, kd, None, causal, False,
+                                  LARGE_SCORES_SCALE),
+                   softmax_scores(q, k, None, causal, False,
+                                  LARGE_SCORES_SCALE), dtype)
 
 
 def additive_inputs(case, seed=0):

@@ -183,6 +183,9 @@ ATTN_CONFIGS = [
 ]
 ANCHORS = {"torch-sdpa", "torch-sdpa-math", "torch-matmul-softmax",
            "torch-mha-weights", "torch-mha-noweights", "torch-additive-eager"}
+# The SDPA providers that a CPU run lists as skipped, with the reason.
+CUDA_ONLY = {"torch-sdpa-flash", "torch-sdpa-efficient", "torch-sdpa-cudnn",
+             "torch-flex-compile"}
 
 
 def _run_attention(tmp_path, configs=ATTN_CONFIGS):
@@ -209,6 +212,9 @@ def test_attention_run(tmp_path, capsys):
     for r in rows:
         if r["provider"] == "torch-additive-compile":
             assert r["status"] == "skipped" and "--no-compile" in r["note"]
+            continue
+        if r["provider"] in CUDA_ONLY:
+            assert r["status"] == "skipped" and "CUDA only" in r["note"], r
             continue
         if r["provider"].endswith(("-cpu", "-auto")):
             # The CPU attention kernels may not exist yet: then the row says
@@ -264,6 +270,9 @@ def test_attention_providers_agree():
         for job in attention.plan(CPU, [cfg], compile=True):
             if job.provider.endswith(("-cpu", "-auto")):
                 continue  # run by test_attention_run, if present
+            if job.skip:
+                assert job.provider in CUDA_ONLY, (job.provider, job.skip)
+                continue
             case = attention.build(job, CPU)
             assert set(case.leaves) == set(ref.leaves), job.provider
             result = check.check(case, ref, torch.float32, True)
@@ -355,7 +364,10 @@ def test_attention_plan_and_selection(capsys):
     providers = {j.provider for j in jobs}
     assert {"seqkernels-cuda", "seqkernels-triton", "seqkernels-auto",
             "torch-sdpa-flash", "torch-sdpa-efficient", "torch-sdpa-cudnn",
-            "torch-sdpa-math"} == providers
+            "torch-sdpa-math", "torch-flex-compile",
+            "seqkernels-cuda-tensor-core"} == providers
+    flex = [j for j in jobs if j.provider == "torch-flex-compile"]
+    assert flex and all("--no-compile" in j.skip for j in flex)
     assert all(j.dtype == torch.bfloat16 for j in jobs)
     big = [j for j in jobs if j.provider == "torch-sdpa-math"
            and j.config.Tq == 16384]

@@ -8,7 +8,10 @@
 //          pass recomputes the scores and writes P = exp(s - m) / l once
 //          (prob_from_max says why not exp(s - lse)). Under
 //          is_causal the tiles past the block's last row are written as 0
-//          without computing scores.
+//          without computing scores. With SEQKERNELS_ATTENTION=tensor_core
+//          (float16/bfloat16, D <= 128) the tensor-core forward of
+//          seqkernels/attention_scores_tensor_core.h runs instead (opt-in:
+//          it has not run on a GPU yet).
 // backward: one kernel computes dS = P * (dP - rowsum(dP * P)) (a warp per
 //          row, fixed order); dQ = scale dS K and dK = scale dS^T Q are GEMMs
 //          through ATen (cuBLAS, deterministic). For grouped-query attention
@@ -21,6 +24,7 @@
 #include <algorithm>
 
 #include "seqkernels/attention_cuda.cuh"
+#include "seqkernels/attention_scores_tensor_core.h"
 
 namespace seqkernels {
 namespace {
@@ -154,6 +158,12 @@ at::Tensor attention_scores_cuda(const at::Tensor& q_in,
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous();
   at::Tensor probs = at::empty({d.B, d.Hq, d.Tq, d.Tk}, q.options());
   if (probs.numel() == 0) return probs;
+  // The rule of sdpa_tensor_core.h, read at every call.
+  if (sdpa_tc::attention_scores_forward_kernel(q.scalar_type(), d.D) ==
+      sdpa_tc::AttentionKernel::kTensorCore) {
+    sdpa_tc::launch_probs_forward(q, k, mask, d, is_causal, scale, probs);
+    return probs;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "attention_scores_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;

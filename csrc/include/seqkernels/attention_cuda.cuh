@@ -273,15 +273,9 @@ __device__ __forceinline__ acc_t online_softmax_step(acc_t (&s)[NT], acc_t& m,
   return alpha;
 }
 
-// Probability from a score, its row's maximum m and 1 / l (l = sum of
-// exp(s - m)); 0 for an empty row (inv_l = 0). Where the probabilities are
-// an output, this beats exp(x - lse): lse = m + log(l) is rounded at the
-// magnitude of m, which exp turns into a relative error of |m| * eps in
-// every probability of the row, while x - m is exact near the maximum.
-template <typename acc_t>
-__device__ __forceinline__ acc_t prob_from_max(acc_t x, acc_t m, acc_t inv_l) {
-  return inv_l == acc_t(0) ? acc_t(0) : sk_exp(x - m) * inv_l;
-}
+// prob_from_lse and prob_from_max (a probability from its row's
+// log-sum-exp, or from its maximum and 1 / sum) are in attention_math.h:
+// the host emulation of the tensor-core kernels shares them.
 
 // out[row] = sum_c a[row, c] * b[row, c] over n columns; one warp per row.
 // a, b: [rows, n] row-major. Launch with 1-D blocks of kThreads.

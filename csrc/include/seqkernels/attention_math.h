@@ -1,10 +1,12 @@
 // The pieces of the CUDA attention kernels that compile for both the GPU
 // (nvcc) and the host: the block layout's constants, the kernels'
 // parameters, the masks' semantics (masked_score), the dropout key, the
-// finished log-sum-exp, the row-block mapping (GQA included), and the host
-// helpers that build them from tensors. attention_cuda.cuh (the SIMT
-// kernels' building blocks, CUDA only) and sdpa_tensor_core.h (the
-// tensor-core forward, also run on the CPU by the host emulation) share
+// finished log-sum-exp, the probability from its row's maximum, the
+// row-block mapping (GQA included), and the host helpers that build them
+// from tensors. attention_cuda.cuh (the SIMT kernels' building blocks, CUDA
+// only) and the tensor-core kernels (sdpa_tensor_core.h,
+// attention_scores_tensor_core.h; also run on the CPU by the host
+// emulation) share
 // them, so that both kernels and the emulation read masks, draw dropout and
 // map blocks by the same code.
 #pragma once
@@ -128,6 +130,16 @@ template <typename acc_t>
 SK_HD acc_t prob_from_lse(acc_t x, acc_t lse) {
   return lse == neg_inf<acc_t>() ? acc_t(0) : sk_exp(x - lse);
 }
+// Probability from a score, its row's maximum m and 1 / l (l = sum of
+// exp(s - m)); 0 for an empty row (inv_l = 0). Where the probabilities are
+// an output, this beats exp(x - lse): lse = m + log(l) is rounded at the
+// magnitude of m, which exp turns into a relative error of |m| * eps in
+// every probability of the row, while x - m is exact near the maximum.
+template <typename acc_t>
+SK_HD acc_t prob_from_max(acc_t x, acc_t m, acc_t inv_l) {
+  return inv_l == acc_t(0) ? acc_t(0) : sk_exp(x - m) * inv_l;
+}
+
 
 // ---------------------------------------------------------------------------
 // Where a block of the query-row kernels (sdpa forward and dQ,

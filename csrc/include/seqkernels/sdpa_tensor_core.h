@@ -16,7 +16,10 @@
 // backward follows the same rule (sdpa_backward_kernel): the tensor-core
 // backward (sdpa_tensor_core_backward.h) runs exactly where this forward
 // would. Both are opt-in until a GPU run has passed them
-// (tests/test_sdpa_tensor_core_cuda.py).
+// (tests/test_sdpa_tensor_core_cuda.py). The same rule (D <= kMaxDim, no
+// value dim) picks the tensor-core forward of the attention probabilities
+// (attention_scores_tensor_core.h), which shares this file's block pieces
+// (load_q_fragments .. online_step).
 //
 // Layout. A block of kThreads = 4 warps owns kRows = 64 query rows of one
 // (b, h) (attn::row_block: GQA maps h to its kv head); warp w owns rows
@@ -223,6 +226,98 @@ SK_DEVICE void store_row(scalar_t* row, const float (&acc)[NB][4], int hr,
   }
 }
 
+// ---------------------------------------------------------------------------
+// The pieces of a query-row block that the sdpa forward and the attention
+// probabilities' forward (attention_scores_tensor_core.h) share. A lane's
+// C-fragment element (hr, nb, e) of an S tile is the warp's row g + 8 hr
+// and the tile's key 8 nb + 2 t + e (register 2 hr + e of block nb).
+
+static_assert(kRows == kKeys, "Q is staged through the K tile's buffer");
+constexpr int kKeyBlocks = kKeys / 8;  // 8-key blocks of a tile (S's n)
+
+// The block's kRows rows of q, staged through buf (pitch LD; all kThreads
+// threads call), as this warp's A fragments: chunk kc holds columns
+// 16 kc .. 16 kc + 15 (chunks past D are left unset and never used).
+template <int DP, int LD, typename scalar_t>
+SK_DEVICE void load_q_fragments(uint32_t (&qf)[DP / 16][4], uint16_t* buf,
+                                const attn::FlashParams<float>& p,
+                                const attn::RowBlock& rb,
+                                const scalar_t* __restrict__ q) {
+  stage_a_frags<DP, LD>(qf, buf, q + rb.bh * p.Tq * p.D, p.Tq, p.D, rb.i0,
+                        rb.row0, warp::x4_rows_a(rb.lane));
+}
+
+// s = Q K^T of the warp's 16 rows and the kKeys keys from j0 staged in ks
+// (pitch LD), K as the B operand (K's rows are B's columns), over the
+// 8-key blocks that hold a key before kend (the others stay 0).
+template <typename scalar_t, int DP, int LD>
+SK_DEVICE void qk_tile(float (&s)[kKeyBlocks][4],
+                       const uint32_t (&qf)[DP / 16][4], const uint16_t* ks,
+                       int64_t D, int64_t j0, int64_t kend, int lane) {
+  zero(s);
+  mma_frags_bt<scalar_t>(s, qf, ks, LD, D, kend - j0,
+                         warp::x4_rows_bt(lane));
+}
+
+// Row half hr of s scaled and masked in place (attn::masked_score), keys
+// from j0; returns this lane's maximum of it.
+template <typename scalar_t>
+SK_DEVICE float mask_row(float (&s)[kKeyBlocks][4], int hr,
+                         const attn::FlashParams<float>& p,
+                         const attn::MaskView& mask, const attn::RowBlock& rb,
+                         int64_t j0) {
+  const int g = rb.lane / 4, t = rb.lane % 4;
+  const int64_t i = rb.i0 + rb.row0 + g + 8 * hr;
+  float mx = attn::neg_inf<float>();
+  SK_UNROLL
+  for (int nb = 0; nb < kKeyBlocks; ++nb) {
+    SK_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      float& x = s[nb][2 * hr + e];
+      x = attn::masked_score<scalar_t>(x, p.scale, mask, p.causal, rb.b, rb.h,
+                                       i, j0 + 8 * nb + 2 * t + e, p.Tq, p.Tk);
+      mx = attn::max_of(mx, x);
+    }
+  }
+  return mx;
+}
+
+// The maximum and the sum over the 4 lanes of a quad (a row's lanes), in
+// an order that leaves the same bits in the four.
+SK_DEVICE float quad_max(float x) {
+  x = attn::max_of(x, warp::shfl_xor(x, 1));
+  return attn::max_of(x, warp::shfl_xor(x, 2));
+}
+SK_DEVICE float quad_sum(float x) {
+  x += warp::shfl_xor(x, 1);
+  return x + warp::shfl_xor(x, 2);
+}
+
+// The online softmax step of row half hr of a masked tile whose row
+// maximum (over the quad) is mx: s becomes exp(s - m_new), 0 while the row
+// has no allowed key; l (this lane's share of the row's sum) becomes
+// l alpha + this lane's sum, m becomes m_new; returns alpha, the factor of
+// what was accumulated before.
+SK_DEVICE float online_step(float (&s)[kKeyBlocks][4], int hr, float mx,
+                            float& m, float& l) {
+  const float m_new = attn::max_of(m, mx);
+  const bool none = m_new == attn::neg_inf<float>();
+  const float alpha = none ? 1.f : attn::sk_exp(m - m_new);
+  float sum = 0.f;
+  SK_UNROLL
+  for (int nb = 0; nb < kKeyBlocks; ++nb) {
+    SK_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      float& x = s[nb][2 * hr + e];
+      x = none ? 0.f : attn::sk_exp(x - m_new);
+      sum += x;
+    }
+  }
+  l = l * alpha + sum;
+  m = m_new;
+  return alpha;
+}
+
 // q [B,Hq,Tq,D]  k [B,Hk,Tk,D]  v [B,Hk,Tk,Dv]  rng [2] or null
 // out [B,Hq,Tq,Dv]  lse [B,Hq,Tq]; p.n_blocks = ceil(Tq / kRows), grid x =
 // p.n_blocks * B * Hq, kThreads threads, Smem<DP, DVP>::kBytes of dynamic
@@ -237,7 +332,7 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
                        scalar_t* __restrict__ out, float* __restrict__ lse) {
   using S = Smem<DP, DVP>;
   constexpr int KC = DP / 16;    // 16-column chunks of Q and K
-  constexpr int NB = kKeys / 8;  // 8-key blocks of a tile
+  constexpr int NB = kKeyBlocks;
   constexpr int VB = DVP / 8;    // 8-column blocks of V and O
   const float kNegInf = attn::neg_inf<float>();
   uint16_t* ks = reinterpret_cast<uint16_t*>(blk::smem());
@@ -250,15 +345,13 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
   const scalar_t* vp = v + rb.bhk * p.Tk * p.Dv;
   const uint32_t key = p.dropout ? attn::dropout_key_from(rng) : 0u;
 
-  // ldmatrix row addresses (warp_mma.h): Q's rows as A, K's rows (keys)
-  // as the columns of B, V's rows (keys) as the k of B (.trans).
+  // ldmatrix row addresses (warp_mma.h) of V's rows (keys) as the k of B
+  // (.trans).
   const warp::TileCoord xa = warp::x4_rows_a(rb.lane);
-  const warp::TileCoord xk = warp::x4_rows_bt(rb.lane);
 
   // Q, through the K buffer, into A fragments.
   uint32_t qf[KC][4];
-  stage_a_frags<DP, S::kLdK>(qf, ks, q + rb.bh * p.Tq * p.D, p.Tq, p.D,
-                             rb.i0, rb.row0, xa);
+  load_q_fragments<DP, S::kLdK>(qf, ks, p, rb, q);
 
   // Row g of the warp is hr = 0, row g + 8 is hr = 1.
   float o[VB][4], m[2], l[2];
@@ -276,50 +369,29 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
 
     // S = Q K^T over the 8-key blocks that hold a key before kend.
     float s[NB][4];
-    zero(s);
-    mma_frags_bt<scalar_t>(s, qf, ks, S::kLdK, p.D, kend - j0, xk);
+    qk_tile<scalar_t, DP, S::kLdK>(s, qf, ks, p.D, j0, kend, rb.lane);
 
-    // Scores, the online softmax step, dropout: element (hr, nb, e) of this
-    // lane is row g + 8 hr, key j0 + 8 nb + 2 t + e (register 2 hr + e).
+    // Scores, the online softmax step, dropout (after the sum: l is the
+    // undropped sum).
     SK_UNROLL
     for (int hr = 0; hr < 2; ++hr) {
-      const int64_t i = rb.i0 + rb.row0 + g + 8 * hr;
-      float mx = kNegInf;
-      SK_UNROLL
-      for (int nb = 0; nb < NB; ++nb) {
+      const float mx = quad_max(mask_row<scalar_t>(s, hr, p, mask, rb, j0));
+      const float alpha = online_step(s, hr, mx, m[hr], l[hr]);
+      if (p.dropout) {
+        const int64_t i = rb.i0 + rb.row0 + g + 8 * hr;
         SK_UNROLL
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[nb][2 * hr + e];
-          x = attn::masked_score<scalar_t>(x, p.scale, mask, p.causal, rb.b,
-                                           rb.h, i, j0 + 8 * nb + 2 * t + e,
-                                           p.Tq, p.Tk);
-          mx = attn::max_of(mx, x);
-        }
-      }
-      mx = attn::max_of(mx, warp::shfl_xor(mx, 1));
-      mx = attn::max_of(mx, warp::shfl_xor(mx, 2));
-      const float m_new = attn::max_of(m[hr], mx);
-      // No allowed key so far: probabilities 0, and l, O stay 0.
-      const bool none = m_new == kNegInf;
-      const float alpha = none ? 1.f : attn::sk_exp(m[hr] - m_new);
-      float sum = 0.f;
-      SK_UNROLL
-      for (int nb = 0; nb < NB; ++nb) {
-        SK_UNROLL
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[nb][2 * hr + e];
-          x = none ? 0.f : attn::sk_exp(x - m_new);
-          sum += x;
-          const int64_t j = j0 + 8 * nb + 2 * t + e;
-          if (p.dropout && i < p.Tq && j < p.Tk &&
-              !dropout_keep(key, (rb.bh * p.Tq + i) * p.Tk + j,
-                            p.dropout_p)) {
-            x = 0.f;
+        for (int nb = 0; nb < NB; ++nb) {
+          SK_UNROLL
+          for (int e = 0; e < 2; ++e) {
+            const int64_t j = j0 + 8 * nb + 2 * t + e;
+            if (i < p.Tq && j < p.Tk &&
+                !dropout_keep(key, (rb.bh * p.Tq + i) * p.Tk + j,
+                              p.dropout_p)) {
+              s[nb][2 * hr + e] = 0.f;
+            }
           }
         }
       }
-      l[hr] = l[hr] * alpha + sum;
-      m[hr] = m_new;
       SK_UNROLL
       for (int vb = 0; vb < VB; ++vb) {
         o[vb][2 * hr] *= alpha;
@@ -341,10 +413,7 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
 
   SK_UNROLL
   for (int hr = 0; hr < 2; ++hr) {
-    // The quad's partial sums, in an order that leaves the same bits in
-    // its four lanes.
-    float lsum = l[hr] + warp::shfl_xor(l[hr], 1);
-    lsum += warp::shfl_xor(lsum, 2);
+    const float lsum = quad_sum(l[hr]);  // the quad's partial sums
     const int64_t i = rb.i0 + rb.row0 + g + 8 * hr;
     if (i < p.Tq) {
       // The undropped sum l normalizes; kept entries carry 1 / (1 - p).
@@ -395,6 +464,13 @@ inline AttentionKernel sdpa_forward_kernel(at::ScalarType dtype, int64_t D,
 inline AttentionKernel sdpa_backward_kernel(at::ScalarType dtype, int64_t D,
                                             int64_t Dv) {
   return sdpa_forward_kernel(dtype, D, Dv);
+}
+
+// The forward the CUDA attention_scores runs for q's dtype and head dim D
+// (attention_scores_tensor_core.h): the same rule, with no value dim.
+inline AttentionKernel attention_scores_forward_kernel(at::ScalarType dtype,
+                                                       int64_t D) {
+  return sdpa_forward_kernel(dtype, D, 1);
 }
 
 inline const char* kernel_name(AttentionKernel k) {
