@@ -5,6 +5,10 @@ Modes (``runner``)
     ``fwd``      the forward; with autograd recording (a training forward,
                  which saves what the backward needs) unless the case is an
                  inference case, which runs under ``torch.no_grad``.
+    ``infer``    the forward under ``torch.no_grad`` whatever the case: what
+                 a user serving the model runs (seqkernels then keeps no
+                 saved values; torch.nn takes its inference paths), beside
+                 the training forward of the same case.
     ``fwd+bwd``  forward, then backward from random output gradients.
     ``bwd``      the backward alone. The forward runs once, outside the clock,
                  and each repetition calls ``backward(retain_graph=True)`` on
@@ -39,7 +43,11 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-MODES = ("fwd", "bwd", "fwd+bwd")
+MODES = ("fwd", "infer", "bwd", "fwd+bwd")
+# The products (multiply-adds) of each mode in forwards' worth, for the
+# layers whose work is their matrix products: the backward computes two per
+# product of the forward (the gradients of its input and of its weights).
+PRODUCTS = {"fwd": 1.0, "infer": 1.0, "bwd": 2.0, "fwd+bwd": 3.0}
 TRAIN_STEP = "step"
 
 
@@ -136,6 +144,11 @@ def runner(case: Case, mode: str) -> tuple[Callable[[], None], list[Tensor]]:
 
 def _runner(case: Case, mode: str) -> tuple[Callable[[], None], list[Tensor]]:
     leaves = list(case.leaves.values())
+    if mode == "infer":
+        def infer():
+            with torch.no_grad():
+                case.forward()
+        return infer, []
     if mode == "fwd":
         if case.inference:
             def fwd():

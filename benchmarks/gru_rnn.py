@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from .cases import Case, uniform_weights_
+from .cases import PRODUCTS, Case, uniform_weights_
 from .plan import (
     Job,
     recurrent_case,
@@ -152,7 +152,7 @@ def flops(cfg: Config, mode: str) -> float:
     """Floating-point operations of ``cfg`` in ``mode``."""
     fwd = (2.0 * cfg.T * cfg.B * GATES[cfg.cell] * cfg.H
            * (cfg.input_size + cfg.H))
-    return fwd * {"fwd": 1.0, "bwd": 2.0, "fwd+bwd": 3.0}[mode]
+    return fwd * PRODUCTS[mode]
 
 
 def pointwise_bytes(cfg: Config, mode: str, dtype: torch.dtype) -> float:

@@ -49,7 +49,7 @@ class Settings:
     def quick(cls) -> "Settings":
         # On the CPU the quick run's ~110 measurements each last at least
         # cpu_min_run_s: half a second keeps the run (the C1 grid's 24 cells
-        # among them) near two minutes on two cores; a fast call still gets
+        # among them, 36 with its infer mode) near two minutes on two cores; a fast call still gets
         # hundreds of repetitions, a slow one its cpu_min_reps.
         return cls(warmup_ms=10.0, rep_ms=50.0, cpu_min_run_s=0.5,
                    cpu_min_reps=5, cpu_max_s=8.0)

@@ -59,7 +59,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from . import flashrnn_anchor
-from .cases import Case, uniform_weights_
+from .cases import PRODUCTS, Case, uniform_weights_
 from .compiled import compile_now, compiled
 from .plan import (
     Job,
@@ -518,7 +518,7 @@ def flops(cfg: Config, mode: str) -> float:
         for layer in range(cfg.layers):
             in_size = cfg.input_size if layer == 0 else D * cfg.H
             fwd += D * 2.0 * tokens * 4 * cfg.H * (in_size + cfg.H)
-    return fwd * {"fwd": 1.0, "bwd": 2.0, "fwd+bwd": 3.0}[mode]
+    return fwd * PRODUCTS[mode]
 
 
 def _seq_inputs_lengths(cfg: Config) -> Tensor:

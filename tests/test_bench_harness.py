@@ -147,7 +147,7 @@ def test_runner_modes():
             leaf.grad = None
         fn()
         grads = [leaf.grad for leaf in leaves]
-        if mode == "fwd":
+        if mode in ("fwd", "infer"):
             assert all(g is None for g in grads)
         else:
             assert all(g is not None and g.abs().sum() > 0 for g in grads)
@@ -159,6 +159,25 @@ def test_runner_modes():
     fn()
     with pytest.raises(ValueError):
         cases.runner(inference, "fwd+bwd")
+
+
+def test_infer_mode_runs_the_forward_without_autograd():
+    """"infer" runs a training case's forward under no_grad (so seqkernels
+    keeps no saved values) and resets no gradients; "fwd" records."""
+    case = lstm.build(lstm.Job(TARGET_ROW, "seqkernels-cpu", torch.float32),
+                      CPU)
+    forward, seen = case.forward, []
+
+    def spy():
+        outputs = forward()
+        seen.append(any(o.requires_grad for o in outputs))
+        return outputs
+    case.forward = spy
+    for mode in ("infer", "fwd"):
+        fn, leaves = cases.runner(case, mode)
+        fn()
+        assert (leaves == []) == (mode == "infer")
+    assert seen == [False, True]
 
 
 # --------------------------------------------------------------------------
@@ -671,7 +690,7 @@ def test_recurrence_env_is_set_around_each_call_and_restored(monkeypatch):
         assert _SEEN and all(
             value == "persistent" for _, value in _SEEN), mode
         assert ("bwd" in {kind for kind, _ in _SEEN}) == (
-            mode != "fwd")
+            mode not in ("fwd", "infer"))
     _SEEN.clear()
     check.results(case, train=True)
     assert {kind for kind, _ in _SEEN} == {"fwd", "bwd"}
@@ -720,9 +739,11 @@ ISSUE_15_GRID = ((1, 64, 64), (8, 128, 64), (32, 256, 128), (64, 512, 64))
 
 def test_cpu_grid_configurations():
     """Target C1: LSTM, GRU and RNN at the four (B, H, T) cells of issue 15,
-    I = H, fwd and fwd+bwd, quick and full, each planned with the default
-    and the per-step provider beside torch.nn, and paired for the table."""
-    want = {(targets.grid_name(cell, B, H), B, H, H, T, ("fwd", "fwd+bwd"))
+    I = H, inference, training forward and fwd+bwd, quick and full, each
+    planned with the default and the per-step provider beside torch.nn, and
+    paired for the table."""
+    want = {(targets.grid_name(cell, B, H), B, H, H, T,
+             ("infer", "fwd", "fwd+bwd"))
             for cell in ("lstm", "gru", "rnn") for B, H, T in ISSUE_15_GRID}
     for full in (False, True):
         grid = [c for c in lstm.configs(CPU, full) + gru_rnn.configs(CPU, full)
@@ -741,7 +762,8 @@ def test_cpu_grid_configurations():
                 f"torch-nn-{cell}"} <= providers, cfg.name
     c1 = [p for p in lstm.PAIRINGS + gru_rnn.PAIRINGS if p.target == "C1"]
     assert {(p.ours_config, p.mode) for p in c1} == {
-        (name, mode) for name, *_ in want for mode in ("fwd", "fwd+bwd")}
+        (name, mode) for name, *_ in want
+        for mode in ("infer", "fwd", "fwd+bwd")}
     assert all(p.anchor_provider == f"torch-nn-{p.ours_config.split('-')[1]}"
                and p.threshold == 1.0 for p in c1)
 
@@ -776,11 +798,11 @@ def test_grid_worst_ratio_line(tmp_path, monkeypatch, capsys):
                         for provider in ("seqkernels-cpu", p.anchor_provider))
         ratios.append((report.time_ratio(ours, anchor), p.ours_config,
                        p.mode))
-    assert len(ratios) == 12
+    assert len(ratios) == 18
     ratio, config, mode = min(ratios)
     assert line == (f"CPU grid (issue 15, C1): worst seqkernels-cpu / "
                     f"torch.nn ratio {ratio:.2f}x at {config} {mode} "
-                    f"(torch time / ours, over 12 cells)")
+                    f"(torch time / ours, over 18 cells)")
     assert line in (tmp_path / "table.md").read_text()
 
     def row(provider, config, ms):
@@ -794,7 +816,7 @@ def test_grid_worst_ratio_line(tmp_path, monkeypatch, capsys):
             row("seqkernels-cpu-per-step", a, 30.0)]
     line = report.grid_worst_line(made, lstm.PAIRINGS)
     assert "ratio 0.75x at grid-lstm-B2-H8 fwd" in line
-    assert "over 2 cells; 2 of 4 cells without a ratio" in line
+    assert "over 2 cells; 4 of 6 cells without a ratio" in line
     assert "ratio 0.10x at grid-lstm-B1-H4 fwd" in report.grid_worst_line(
         made, lstm.PAIRINGS, "seqkernels-cpu-per-step")
     assert report.grid_worst_line(made, gru_rnn.PAIRINGS) == ""
