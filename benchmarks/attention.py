@@ -8,7 +8,12 @@ added where a configuration asks for it (``Config.sanity``: the quick CPU
 list, so the harness is exercised end to end before the CPU kernels exist).
 
     sdpa           scaled dot-product attention, [B, heads, T, D] inputs;
-                   target rows A1 (fwd) and A2 (fwd+bwd, and bwd alone)
+                   target rows A1 (fwd) and A2 (fwd+bwd, and bwd alone);
+                   with ``Config.mask`` ("documents": a boolean
+                   [B, 1, T, T] mask that lets a query see the keys of its
+                   own document, the documents of seeded random lengths),
+                   A5: ours against ours without the mask and against
+                   FlexAttention with the same mask
       seqkernels-<b>       seqkernels.functional.scaled_dot_product_attention
       seqkernels-cuda-tensor-core  the same with SEQKERNELS_ATTENTION=
                            tensor_core (the opt-in tensor-core forward; also
@@ -16,7 +21,8 @@ list, so the harness is exercised end to end before the CPU kernels exist).
                            seqkernels provider of them sets "simt")
       torch-sdpa-flash     F.scaled_dot_product_attention pinned to one
       torch-sdpa-efficient backend with torch.nn.attention.sdpa_kernel
-      torch-sdpa-cudnn     (CUDA); -math also on CPU. The math backend
+      torch-sdpa-cudnn     (CUDA; flash takes no mask: skipped on the masked
+                           rows); -math also on CPU. The math backend
       torch-sdpa-math      materializes B*heads*Tq*Tk scores, in float32
                            (it upcasts bf16): on CUDA it is skipped above
                            MATH_SCORES_LIMIT bytes of them. On the CPU the
@@ -27,8 +33,10 @@ list, so the harness is exercised end to end before the CPU kernels exist).
                            torch.compile (compiled before timing, one
                            graph per shape, so it runs with the other
                            compile providers, last), the same mask as a
-                           block mask (causal: q_idx >= kv_idx; none: no
-                           block mask); CUDA only (skipped, with the
+                           block mask (causal: q_idx >= kv_idx; documents:
+                           the same document ids, read from a [B, T]
+                           tensor; none: no block mask); CUDA only
+                           (skipped, with the
                            reason, on the CPU and with --no-compile)
     scores         attention probabilities softmax(q k^T * scale), A3
       seqkernels-<b>       seqkernels.functional.attention_scores
@@ -59,7 +67,8 @@ Configurations (``configs``): on CUDA (bf16) the SDPA rows of A1/A2 as
 sweeps over T at B*T = 16k tokens, head dims 64 and 128, causal and not,
 with heads*D = 2048 (the layout of FlashAttention's own benchmark, where the
 anchor's figures come from: 32 heads at hd 64, 16 at hd 128); A3 and A4 at
-their target shapes (targets.py). On CPU (float32) a few small rows.
+their target shapes (targets.py), and A5's masked twins of the A1/A2 rows
+at T = 4096. On CPU (float32) a few small rows.
 
 Work counts: SDPA forward 4*B*heads*Tq*Tk*D FLOPs (halved when causal),
 backward 2.5x the forward; the SDPA target rows show each side's achieved
@@ -75,7 +84,7 @@ multiply-add with v) and the context matmul forward, twice that backward.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -98,6 +107,9 @@ SDPA_BACKENDS = {                  # provider suffix -> SDPBackend name
 }
 A1_TOKENS = 16384                  # B*T of the A1/A2 rows
 A1_WIDTH = 2048                    # heads*D of the A1/A2 rows
+A5_T = 4096                        # the length of A5's masked rows (one of
+#                                    the A1/A2 rows' quick and full lengths)
+MASKS = ("documents",)             # Config.mask's values beside ""
 FLEX = "torch-flex-compile"        # the FlexAttention provider
 # The dot-product kinds, whose CUDA kernels SEQKERNELS_ATTENTION picks: each
 # seqkernels provider of them sets it around its calls, "simt" (the
@@ -128,6 +140,7 @@ class Config:
     D: int = 64
     H: int = 0                       # additive only
     causal: bool = False
+    mask: str = ""                   # sdpa: "" or "documents" (MASKS)
     modes: tuple[str, ...] = ("fwd+bwd",)
     target: str = ""                 # target id(s), "/"-separated
     sweep: str = ""                  # sweep name, for plots
@@ -157,6 +170,8 @@ class Config:
             t = f"T={self.Tq}" if self.keys == self.Tq else \
                 f"Tq={self.Tq} Tk={self.keys}"
             s = f"B={self.B} heads={self.heads} {t} D={self.D}"
+            if self.mask:
+                s += f" mask={self.mask}"
         return s + (" causal" if self.causal else "")
 
 
@@ -178,12 +193,27 @@ def _sdpa_rows(Ts: Sequence[int], head_dims: Sequence[int], tokens: int,
     return rows
 
 
+def masked(cfg: Config, mask: str = "documents") -> Config:
+    """The twin of an SDPA row with ``mask``: named ``<name>-<mask>``, the
+    same shape, modes and target."""
+    return replace(cfg, name=f"{cfg.name}-{mask}", mask=mask,
+                   sweep="", sweep_x=0)
+
+
 def configs(device: torch.device, full: bool) -> list[Config]:
     """The configurations of ``device``: full or quick."""
     if device.type == "cuda":
         Ts = (1024, 2048, 4096, 8192, 16384) if full else (1024, 4096, 16384)
-        return (_sdpa_rows(Ts, (64, 128), A1_TOKENS, A1_WIDTH,
-                           ("fwd", "fwd+bwd", "bwd"), "A1/A2")
+        sdpa = _sdpa_rows(Ts, (64, 128), A1_TOKENS, A1_WIDTH,
+                          ("fwd", "fwd+bwd", "bwd"), "A1/A2")
+        # A5's rows: the masked twins of A1/A2's rows at A5_T, which are
+        # A5's anchors too (so that --configs A5 runs both).
+        a5 = [c for c in sdpa if c.Tq == A5_T and not c.causal]
+        sdpa = [replace(c, target="A1/A2/A5") if c in a5 else c
+                for c in sdpa]
+        return (sdpa
+                + [replace(masked(c), target="A5", modes=("fwd", "fwd+bwd"))
+                   for c in a5]
                 + [Config("A3", "scores", B=8, Tq=2048, heads=16, D=64,
                           modes=("fwd", "fwd+bwd"), target="A3"),
                    Config("A3-mha-weights", "mha-weights", B=8, Tq=2048,
@@ -204,8 +234,9 @@ def configs(device: torch.device, full: bool) -> list[Config]:
                           heads=4, D=64, modes=("fwd",), sanity=True),
                    Config("additive-cpu", "additive", B=4, Tq=64, H=64, D=64,
                           sanity=True)])
-    return (_sdpa_rows((256, 512, 1024, 2048), (64,), 2048, 512,
-                       ("fwd", "fwd+bwd", "bwd"), "", prefix="sdpa-cpu")
+    cpu = _sdpa_rows((256, 512, 1024, 2048), (64,), 2048, 512,
+                     ("fwd", "fwd+bwd", "bwd"), "", prefix="sdpa-cpu")
+    return (cpu + [masked(replace(cpu[0], modes=("fwd", "fwd+bwd")))]
             + [Config("scores-cpu", "scores", B=2, Tq=1024, heads=8, D=64,
                       modes=("fwd", "fwd+bwd")),
                Config("mha-weights-cpu", "mha-weights", B=2, Tq=1024,
@@ -248,6 +279,8 @@ def plan(device: torch.device, config_list: Sequence[Config], *,
                 size = _scores_bytes(cfg)
                 if not cuda and name in CUDA_ONLY_SDPA:
                     skip = f"torch's {name} SDPA backend runs on CUDA only"
+                elif cfg.mask and name == "flash":
+                    skip = "torch's flash SDPA backend takes no attn_mask"
                 if cuda and name == "math" and size > MATH_SCORES_LIMIT:
                     skip = (f"the math backend materializes "
                             f"{size / 2**30:.0f} GiB of float32 scores (limit "
@@ -304,6 +337,36 @@ def _qkv(cfg: Config, device, dtype, with_value: bool = True
             for name, s in shapes.items()}
 
 
+def documents(cfg: Config) -> Tensor:
+    """The document id of each position, [B, T] int64 (the "documents"
+    mask): documents of seeded random lengths from T/16 to T/4, so that a
+    row's allowed keys are one contiguous run of a few hundred to a
+    thousand at T = 4096, placed differently in every batch row."""
+    if cfg.mask not in MASKS:
+        raise ValueError(f"{cfg.name}: unknown mask {cfg.mask!r}; one of "
+                         f"{MASKS}")
+    if cfg.keys != cfg.Tq:
+        raise ValueError(f"{cfg.name}: the documents mask needs Tq == Tk")
+    g = _generator(5)
+    T = cfg.Tq
+    ids = []
+    for _ in range(cfg.B):
+        lengths = torch.randint(max(1, T // 16), max(2, T // 4 + 1), (T,),
+                                generator=g)
+        starts = lengths.cumsum(0)
+        ids.append(torch.bucketize(torch.arange(T), starts, right=True))
+    return torch.stack(ids)
+
+
+def attention_mask(cfg: Config, device) -> Tensor | None:
+    """The configuration's mask as SDPA takes it (boolean, True: attend),
+    [B, 1, Tq, Tk], or None without one."""
+    if not cfg.mask:
+        return None
+    ids = documents(cfg)
+    return (ids[:, None, :, None] == ids[:, None, None, :]).to(device)
+
+
 def _seqkernels_backend(provider: str) -> str:
     return provider.removesuffix(TENSOR_CORE).rsplit("-", 1)[1]
 
@@ -322,18 +385,19 @@ def _sdpa_case(cfg: Config, provider: str, dtype, device) -> Case:
     leaves = _qkv(cfg, device, dtype)
     q, k, v = leaves.values()
     causal = cfg.causal
+    mask = attention_mask(cfg, device)  # built once, outside the timing
     if provider.startswith("seqkernels-"):
         from seqkernels import functional as SF
         backend = _seqkernels_backend(provider)
 
         def forward():
-            return [SF.scaled_dot_product_attention(q, k, v, is_causal=causal,
-                                                    backend=backend)]
+            return [SF.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal, backend=backend)]
         return Case(forward, leaves, note=_backend_note(backend, device))
     if provider == "torch-sdpa":
         def forward():
-            return [TF.scaled_dot_product_attention(q, k, v,
-                                                    is_causal=causal)]
+            return [TF.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal)]
         return Case(forward, leaves)
     if provider == FLEX:
         case = flex_case(cfg, leaves, device)
@@ -348,8 +412,8 @@ def _sdpa_case(cfg: Config, provider: str, dtype, device) -> Case:
     def forward():
         # The backend is fixed at the forward: its backward follows.
         with sdpa_kernel(pinned):
-            return [TF.scaled_dot_product_attention(q, k, v,
-                                                    is_causal=causal)]
+            return [TF.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal)]
     return Case(forward, leaves)
 
 
@@ -365,14 +429,22 @@ def flex_case(cfg: Config, leaves: dict[str, Tensor], device,
     flex_attention under torch.compile (``compile=False``: eager, for the
     CPU tests of this wiring), with the configuration's mask as a block
     mask, built once, outside the timing; scale 1/sqrt(D), as SDPA's."""
-    from torch.nn.attention.flex_attention import (create_block_mask,
+    from torch.nn.attention.flex_attention import (and_masks,
+                                                   create_block_mask,
                                                    flex_attention)
     q, k, v = leaves.values()
+    mods = [causal_mask_mod] if cfg.causal else []
+    if cfg.mask:
+        ids = documents(cfg).to(device)
+
+        def same_document(b, h, q_idx, kv_idx):
+            return ids[b, q_idx] == ids[b, kv_idx]
+        mods.append(same_document)
     block_mask = None
-    if cfg.causal:
-        block_mask = create_block_mask(causal_mask_mod, B=None, H=None,
-                                       Q_LEN=cfg.Tq, KV_LEN=cfg.keys,
-                                       device=device)
+    if mods:
+        block_mask = create_block_mask(
+            and_masks(*mods), B=cfg.B if cfg.mask else None, H=None,
+            Q_LEN=cfg.Tq, KV_LEN=cfg.keys, device=device)
     fn = compiled(flex_attention) if compile else flex_attention
 
     def forward():
@@ -598,6 +670,9 @@ def _sdpa_pairings() -> list[Pairing]:
     for c in gpu:
         what = (f"SDPA hd{c.D} T={c.Tq} B={c.B} heads={c.heads}"
                 + (" causal" if c.causal else ""))
+        if c.mask:
+            out += _mask_pairings(c, what)
+            continue
         out += [
             Pairing("A1", f"{what}, fwd", "fwd", c.name, c.name,
                     "torch-sdpa-flash", ">= 1.0x", 1.0, tflops=True),
@@ -625,6 +700,19 @@ def _sdpa_pairings() -> list[Pairing]:
                            "sdpa-cpu-hd64-T256", "sdpa-cpu-hd64-T256", anchor,
                            "(for reference)", None))
     return out
+
+
+def _mask_pairings(c: Config, what: str) -> list[Pairing]:
+    """A5 for the masked row ``c``: ours with the mask against ours without
+    it (the A1/A2 row of the same shape; the mask's own read is not
+    allowed for) and against FlexAttention with the same mask, fwd and
+    fwd+bwd. The TFLOP/s of both sides count the dense work."""
+    plain = c.name.removesuffix(f"-{c.mask}")
+    return [p for mode in ("fwd", "fwd+bwd") for p in (
+        Pairing("A5", f"{what} {c.mask} mask, {mode}, vs no mask", mode,
+                c.name, plain, None, ">= 0.9x", 0.9, tflops=True),
+        Pairing("A5", f"{what} {c.mask} mask, {mode}, vs FlexAttention",
+                mode, c.name, c.name, FLEX, ">= 1.0x", 1.0, tflops=True))]
 
 
 PAIRINGS = tuple(_sdpa_pairings()) + (

@@ -25,6 +25,9 @@ threshold):
          against matmul + softmax
     A4   additive attention fwd+bwd, B=32, Tq=Tk=512, H=256, against the
          eager naive version and torch.compile (and a peak-memory bound)
+    A5   masked SDPA: the A1/A2 rows at T=4096 (not causal) with a boolean
+         documents mask, fwd and fwd+bwd, against the same kernel without
+         the mask (>= 0.9x) and FlexAttention with the same mask (>= 1.0x)
     E1   a training step (forward, backward, Adam) of the examples' seq2seq
          models, examples/dates.py and examples/climate.py, B=128, float32,
          against the same models built from torch.nn: >= 2x on the GPU,
@@ -36,10 +39,6 @@ threshold):
          (torch's own CPU kernels): every cell >= 1.0x torch (``CPU_GRID``;
          report.grid_worst_line prints the worst cell)
     CPU  the CPU rows, float32, for reference
-
-Targets without a configuration in benchmarks/ yet: A5 (masked SDPA
-against FlexAttention with an arbitrary mask; the A1/A2 rows set
-FlexAttention with the causal mask beside ours, for reference).
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ if DEVICE.type == "cuda":
                          modes=MODES),
         attention.Config("bench-sdpa-causal", "sdpa", B=4, Tq=1024,
                          heads=16, D=64, causal=True, modes=MODES),
+        attention.Config("bench-sdpa-documents", "sdpa", B=4, Tq=1024,
+                         heads=16, D=64, mask="documents", modes=MODES),
         attention.Config("bench-scores", "scores", B=4, Tq=1024, heads=16,
                          D=64, modes=MODES),
         attention.Config("bench-mha-weights", "mha-weights", B=4, Tq=1024,
@@ -44,6 +46,9 @@ else:
                          modes=MODES, sanity=True),
         attention.Config("bench-sdpa-causal", "sdpa", B=2, Tq=32, heads=2,
                          D=16, causal=True, modes=MODES, sanity=True),
+        attention.Config("bench-sdpa-documents", "sdpa", B=2, Tq=32,
+                         heads=2, D=16, mask="documents", modes=MODES,
+                         sanity=True),
         attention.Config("bench-scores", "scores", B=2, Tq=32, heads=2, D=16,
                          modes=MODES, sanity=True),
         attention.Config("bench-mha-weights", "mha-weights", B=2, Tq=16,
@@ -147,15 +152,17 @@ def test_gpu_anchors_are_planned_and_skipped_with_reasons():
         j.skip for j in no_compile if j.provider == attention.FLEX)
 
 
-@pytest.mark.parametrize("causal", (False, True), ids=("full", "causal"))
-def test_flex_case_is_sdpa_with_the_same_mask(causal):
+@pytest.mark.parametrize("causal,mask", ((False, ""), (True, ""),
+                                         (False, "documents")),
+                         ids=("full", "causal", "documents"))
+def test_flex_case_is_sdpa_with_the_same_mask(causal, mask):
     """The FlexAttention case, eager on the CPU (its compiled form is the
-    GPU's): the same outputs as torch's SDPA with the same causal mask, by
-    the harness's check (FlexAttention has no backward on the CPU: the
-    gradients wait for a GPU, where run.py checks them)."""
+    GPU's): the same outputs as torch's SDPA with the same causal or
+    documents mask, by the harness's check (FlexAttention has no backward on
+    the CPU: the gradients wait for a GPU, where run.py checks them)."""
     pytest.importorskip("torch.nn.attention.flex_attention")
-    cfg = attention.Config("flex", "sdpa", B=1, Tq=128, Tk=128, heads=2,
-                           D=16, causal=causal)
+    cfg = attention.Config("flex", "sdpa", B=2 if mask else 1, Tq=128,
+                           Tk=128, heads=2, D=16, causal=causal, mask=mask)
     leaves = {name: t.detach() for name, t in
               attention._qkv(cfg, CPU, torch.float32).items()}
     case = attention.flex_case(cfg, leaves, CPU, compile=False)
@@ -198,3 +205,70 @@ def test_tensor_core_providers_set_the_variable(monkeypatch):
         attention.ATTENTION_ENV: "tensor_core"}
     assert built["seqkernels-cpu"].env == {attention.ATTENTION_ENV: "simt"}
     assert built["torch-matmul-softmax"].env == {}
+
+
+def test_documents_mask():
+    """Each query attends to the keys of its own document: a block-diagonal
+    boolean mask per batch row, documents of T/16 to T/4 positions (the
+    last one cut at T), placed differently in each row, the same on every
+    call; it needs Tq == Tk and a known mask name."""
+    cfg = attention.Config("m", "sdpa", B=3, Tq=256, heads=2, D=16,
+                           mask="documents")
+    ids = attention.documents(cfg)
+    assert ids.shape == (3, 256) and torch.equal(ids,
+                                                 attention.documents(cfg))
+    for row in ids:
+        assert row[0] == 0 and bool((row.diff() >= 0).all())
+        assert bool((row.diff() <= 1).all())  # ids run 0, 1, 2, ...
+        lengths = torch.bincount(row)
+        assert bool((lengths[:-1] >= 256 // 16).all())
+        assert bool((lengths <= 256 // 4).all())
+    assert not torch.equal(ids[0], ids[1])
+    mask = attention.attention_mask(cfg, CPU)
+    assert mask.shape == (3, 1, 256, 256) and mask.dtype == torch.bool
+    assert torch.equal(mask, mask.transpose(-1, -2))
+    assert bool(mask.diagonal(dim1=-2, dim2=-1).all())
+    assert attention.attention_mask(
+        attention.Config("p", "sdpa", B=1, Tq=8), CPU) is None
+    with pytest.raises(ValueError, match="Tq == Tk"):
+        attention.documents(attention.Config("x", "sdpa", B=1, Tq=8, Tk=16,
+                                             mask="documents"))
+    with pytest.raises(ValueError, match="unknown mask"):
+        attention.documents(attention.Config("y", "sdpa", B=1, Tq=8,
+                                             mask="stripes"))
+
+
+def test_masked_rows_and_target_a5():
+    """On a GPU each A1/A2 shape at T = A5_T (not causal) has a documents
+    twin with target A5, paired with its unmasked row (the same provider,
+    >= 0.9x) and with FlexAttention on the same mask (>= 1.0x), fwd and
+    fwd+bwd; torch's flash backend, which takes no mask, is skipped there
+    with the reason; the A1/A2 pairings leave the masked rows alone."""
+    cfgs = attention.configs(GPU, False)
+    names = {c.name for c in cfgs}
+    masked = [c for c in cfgs if c.mask]
+    assert {(c.D, c.Tq, c.causal, c.target, c.modes) for c in masked} == {
+        (D, attention.A5_T, False, "A5", ("fwd", "fwd+bwd"))
+        for D in (64, 128)}
+    for c in masked:
+        plain = c.name.removesuffix("-documents")
+        assert plain in names
+        twin = next(p for p in cfgs if p.name == plain)
+        assert (twin.B, twin.heads, twin.D, twin.Tq) == (c.B, c.heads, c.D,
+                                                         c.Tq)
+        rows = [p for p in attention.PAIRINGS if p.ours_config == c.name]
+        assert {(p.target, p.mode, p.anchor_config, p.anchor_provider,
+                 p.threshold) for p in rows} == {
+            ("A5", mode, anchor, provider, threshold)
+            for mode in ("fwd", "fwd+bwd")
+            for anchor, provider, threshold in ((plain, None, 0.9),
+                                                (c.name, attention.FLEX,
+                                                 1.0))}
+        jobs = {j.provider: j.skip for j in attention.plan(
+            GPU, [c], compile=True)}
+        assert "no attn_mask" in jobs["torch-sdpa-flash"]
+        assert jobs[attention.FLEX] == "" and jobs["torch-sdpa-cudnn"] == ""
+    assert not [p for p in attention.PAIRINGS if p.target in ("A1", "A2")
+                and p.ours_config.endswith("-documents")]
+    cpu = [c for c in attention.configs(CPU, True) if c.mask]
+    assert [c.name for c in cpu] == ["sdpa-cpu-hd64-T256-documents"]

@@ -360,7 +360,7 @@ def test_attention_memory_and_copy_pairings():
 def test_attention_plan_and_selection(capsys):
     gpu = torch.device("cuda")
     rows = attention.configs(gpu, True)
-    sdpa = [c for c in rows if c.kind == "sdpa"]
+    sdpa = [c for c in rows if c.kind == "sdpa" and not c.mask]
     assert {(c.D, c.causal) for c in sdpa} == {
         (64, False), (64, True), (128, False), (128, True)}
     assert {c.Tq for c in sdpa} == {1024, 2048, 4096, 8192, 16384}
@@ -396,6 +396,10 @@ def test_attention_plan_and_selection(capsys):
     assert {c.name for c in selected["attention"]} == {c.name for c in sdpa}
     selected = bench_run._select(CPU, False, ["attention"], ["A4"])
     assert [c.name for c in selected["attention"]] == ["A4"]
+    selected = bench_run._select(CPU, False, ["attention"], ["A5"])
+    assert [c.name for c in selected["attention"]] == [
+        "sdpa-hd64-T4096", "sdpa-hd128-T4096", "sdpa-hd64-T4096-documents",
+        "sdpa-hd128-T4096-documents"]
 
     assert bench_run.main(["--list", "--full", "--device", "cuda"]) == 0
     out = capsys.readouterr().out
