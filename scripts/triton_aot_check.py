@@ -230,19 +230,29 @@ def _scores_table(kernel):
         kernel, dtype == torch.float32, min(256, max(64, sdpa.pad_dim(D)))]
 
 
-# A compiled kernel's name -> its table entry by (dtype, D).
-TABLES = {"_sdpa_fwd_kernel": _sdpa_table("fwd"),
-          "_sdpa_bwd_dkdv_kernel": _sdpa_table("dkdv"),
-          "_sdpa_bwd_dq_kernel": _sdpa_table("dq"),
-          "_scores_fwd_kernel": _scores_table("fwd"),
-          "_scores_bwd_dq_kernel": _scores_table("dq"),
-          "_scores_bwd_dk_kernel": _scores_table("dk")}
+def _additive_table(dtype, D):
+    return additive_attention._table_tiles(
+        additive_attention._config(dtype, True, D))
+
+
+# A compiled kernel's name -> (its table entry by (dtype, D), the names of
+# its tiles).
+TABLES = {"_sdpa_fwd_kernel": (_sdpa_table("fwd"), tuning.TILES),
+          "_sdpa_bwd_dkdv_kernel": (_sdpa_table("dkdv"), tuning.TILES),
+          "_sdpa_bwd_dq_kernel": (_sdpa_table("dq"), tuning.TILES),
+          "_scores_fwd_kernel": (_scores_table("fwd"), tuning.TILES),
+          "_scores_bwd_dq_kernel": (_scores_table("dq"), tuning.TILES),
+          "_scores_bwd_dk_kernel": (_scores_table("dk"), tuning.TILES),
+          **{f"_additive_{k}_kernel": (_additive_table,
+                                       additive_attention._TUNING_TILES)
+             for k in ("fwd", "bwd_probs", "bwd_dk")}}
 
 
 def tuning_spaces(target):
     """Compiles every candidate of the attention kernels' tuning spaces, per
-    dtype family and padded head dim, plain and with a mask and dropout;
-    returns 0, or the failures' report."""
+    dtype family and padded head dim (the additive kernels: value dim),
+    plain and with a mask and dropout (the additive kernels: a mask, a bias
+    and the weights); returns 0, or the failures' report."""
     g = torch.Generator().manual_seed(0)
     os.environ[tuning.ENV] = "1"
     failures = []
@@ -265,22 +275,32 @@ def tuning_spaces(target):
                                                           0.125)
                 attention_scores.attention_scores_backward(probs, q, k,
                                                            probs, 0.125)
+                qa, ka, va = (torch.randn(B, T, n, generator=g).to(dtype)
+                              for n in (64, 64, D))
+                w, bias = (torch.randn(64, generator=g).to(dtype)
+                           for _ in range(2))
+                am = None if plain else mask[:, 0]
+                ctx, wts, stats = additive_attention.additive_attention(
+                    qa, ka, va, w, None if plain else bias, am, not plain)
+                additive_attention.additive_attention_backward(
+                    ctx, None if plain else wts, qa, ka, va, w,
+                    None if plain else bias, am, ctx, stats)
             for kernel in done:
                 if kernel.name not in TABLES:  # rowdot: no tiles to tune
                     continue
                 n += 1
                 usage = ptxas_usage(kernel)
                 shared = kernel.metadata.shared
-                tiles = {t: kernel.launch_constants.get(t)
-                         for t in ("BLOCK_M", "BLOCK_N")}
+                table_of, names = TABLES[kernel.name]
+                tiles = {t: kernel.launch_constants.get(t) for t in names}
                 line = (f"{kernel.name} {str(dtype)[6:]} D={D} {tiles} "
                         f"{'plain' if plain else 'mask+dropout'} "
                         f"warps={kernel.metadata.num_warps} "
                         f"stages={kernel.metadata.num_stages}: {usage}, "
                         f"shared {shared} B")
-                table = tuple(TABLES[kernel.name](dtype, D)) == (
-                    tiles["BLOCK_M"], tiles["BLOCK_N"],
-                    kernel.metadata.num_warps, kernel.metadata.num_stages)
+                table = tuple(table_of(dtype, D)) == (
+                    *tiles.values(), kernel.metadata.num_warps,
+                    kernel.metadata.num_stages)
                 print(line + (" (the table's)" if table else ""), flush=True)
                 spills = re.search(r"spills (\d+) B", usage)
                 if (shared > SM90_SHARED or spills is None

@@ -10,7 +10,8 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from triton_kernels import attention_scores, sdpa, tuning  # noqa: E402
+from triton_kernels import (additive_attention, attention_scores,  # noqa: E402
+                            sdpa, tuning)
 
 
 @pytest.mark.parametrize("value,on", [("", False), ("0", False),
@@ -105,8 +106,8 @@ def test_launch_with_tuning_goes_through_the_tuner(monkeypatch):
     monkeypatch.setenv(tuning.ENV, "1")
     made = []
 
-    def fake_tuned(kernel, space, key, lengths):
-        made.append((space, key, lengths))
+    def fake_tuned(kernel, space, key, lengths, tiles):
+        made.append((space, key, lengths, tiles))
         return kernel  # launched as the tuner would be: [grid](...)
 
     monkeypatch.setattr(tuning, "tuned", fake_tuned)
@@ -115,9 +116,17 @@ def test_launch_with_tuning_goes_through_the_tuner(monkeypatch):
     grid = lambda c: (c["BLOCK_M"], 7)  # noqa: E731
     space = [(64, 32, 8, 2), (32, 32, 4, 2)]
     tuning.launch(kernel, cfg, space, ("D",), (100, 200), grid, 1, D=3)
-    assert made == [(space, ("D",), (100, 200))]
+    assert made == [(space, ("D",), (100, 200), tuning.TILES)]
     # The tuner gets the grid function and no tile arguments of its own.
     assert kernel.calls == [(grid, (1,), dict(HOIST=True, D=3))]
+    # A space over other tiles leaves those to the tuner as well.
+    made.clear()
+    tuning.launch(kernel, dict(cfg, BLOCK_H=8), [(64, 32, 8, 8, 2),
+                                                 (32, 32, 4, 4, 2)],
+                  ("D",), (100, 200), grid, 1,
+                  tiles=("BLOCK_M", "BLOCK_N", "BLOCK_H"), D=3)
+    assert made[0][3] == ("BLOCK_M", "BLOCK_N", "BLOCK_H")
+    assert kernel.calls[-1] == (grid, (1,), dict(HOIST=True, D=3))
 
 
 def test_one_tuner_per_space_and_bucket():
@@ -139,3 +148,58 @@ def test_a_tuner_keys_on_the_kernels_own_arguments():
     tuner = tuning.tuned(kernel, space, attention_scores._TUNING_KEY,
                          (64, 64))
     assert list(tuner.keys) == ["D", "GROUP"]
+
+
+@pytest.mark.parametrize("kernel", ["fwd", "probs", "dk"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("Dv", [16, 64, 100, 128, 256])
+def test_additive_spaces(kernel, dtype, Dv):
+    """The additive kernels' spaces: the table's tanh tile first (with
+    Triton's default stages), then distinct candidates of valid shapes,
+    more than one for every kernel and value dim."""
+    space = additive_attention._space(kernel, dtype, True, Dv)
+    cfg = additive_attention._config(dtype, True, Dv)
+    assert space[0] == (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_H"],
+                        cfg["num_warps"], 3)
+    assert len(set(space)) == len(space) > 1
+    for bm, bn, bh, warps, stages in space:
+        assert bm in (16, 32, 64) and bn in (16, 32, 64)
+        assert bh in (4, 8, 16) and warps in (4, 8) and stages in (2, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_no_additive_space_off_the_gpu_or_outside_hoisted_mode(dtype):
+    assert not torch.backends.cuda.matmul.allow_tf32
+    for kernel in ("fwd", "probs", "dk"):
+        assert additive_attention._space(kernel, dtype, True, 64) == []
+        assert additive_attention._space(kernel, torch.bfloat16, False,
+                                         64) == []
+
+
+def test_additive_float32_keeps_its_table(tf32):
+    """float32 runs hoisted on the GPU with TF32, on the table's tile."""
+    cfg = additive_attention._config(torch.float32, True, 64)
+    for kernel in ("fwd", "probs", "dk"):
+        assert additive_attention._space(kernel, torch.float32, True,
+                                         64) == [
+            additive_attention._table_tiles(cfg)]
+
+
+def test_additive_tuners_key_and_tile_on_their_own_arguments():
+    """The additive tuners choose BLOCK_H too and key on the kernel's own
+    flags: the forward on H, Dv, the mask kind, the bias and the score
+    store; the dk kernel on H and the bias alone."""
+    space = additive_attention._space("fwd", torch.bfloat16, True, 64)
+    tuner = tuning.tuned(additive_attention._additive_fwd_kernel, space,
+                         additive_attention._TUNING_KEY, (64, 64),
+                         additive_attention._TUNING_TILES)
+    assert list(tuner.keys) == ["H", "Dv", "MASK_KIND", "HAS_BIAS",
+                                "STORE_SCORES"]
+    assert [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_H"],
+             c.num_warps, c.num_stages) for c in tuner.configs] == space
+    dk = tuning.tuned(additive_attention._additive_bwd_dk_kernel,
+                      additive_attention._space("dk", torch.bfloat16, True,
+                                                64),
+                      additive_attention._TUNING_KEY, (64, 64),
+                      additive_attention._TUNING_TILES)
+    assert list(dk.keys) == ["H", "HAS_BIAS"]

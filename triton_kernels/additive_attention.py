@@ -47,6 +47,7 @@ from .attention_common import (dot_precision, finite_or_zero, load_tile,
                                mask_arg, masked_scores, mm_nt, mm_ptrs, mm_reg,
                                mode, on_gpu, online_softmax_step, pad_dim,
                                softmax_epilogue, span, store_tile, tl_acc_dtype)
+from . import tuning
 from .cell_math import tanh
 
 
@@ -381,6 +382,68 @@ def _config(dtype: torch.dtype, gpu: bool, Dv: int) -> dict:
     return cfg
 
 
+# The tuning spaces of hoisted mode in float16 and bfloat16 (SEQKERNELS_
+# TRITON_TUNE=1, triton_kernels/tuning.py): (kernel, padded value dim; the
+# dk kernel does not read the values: 0) -> candidates beside the table's
+# entry, (BLOCK_M, BLOCK_N, BLOCK_H, num_warps, num_stages). Chosen from
+# ptxas counts for sm_90 of 13 tanh tiles of 4K to 32K elements at 4 and 8
+# warps (bfloat16, compiled without a GPU): at most six of the largest
+# tiles (BM * BN * BH) that spill at most 128 bytes without a mask and at
+# most 1 KiB with a mask, a bias and the weights. Triton's default stages.
+_LARGE = ((64, 64, 8, 8, 3), (32, 32, 16, 8, 3), (64, 32, 8, 8, 3),
+          (32, 64, 8, 8, 3), (64, 64, 4, 8, 3), (64, 32, 4, 4, 3))
+_TUNING_SPACE: dict[tuple[str, int], tuple[tuning.Tiles, ...]] = {
+    ("fwd", 64): _LARGE, ("fwd", 128): _LARGE, ("fwd", 256): _LARGE,
+    ("probs", 64): _LARGE,
+    ("probs", 128): ((32, 32, 16, 8, 3), (64, 32, 8, 8, 3),
+                     (32, 64, 8, 8, 3), (64, 64, 4, 8, 3), (32, 64, 4, 4, 3),
+                     (16, 32, 16, 4, 3)),
+    ("probs", 256): ((32, 32, 16, 8, 3), (32, 64, 8, 8, 3),
+                     (16, 32, 16, 4, 3), (32, 32, 8, 8, 3), (64, 32, 4, 8, 3),
+                     (32, 64, 4, 8, 3)),
+    ("dk", 0): _LARGE,
+}
+# The tiles the additive kernels' tuners choose.
+_TUNING_TILES = ("BLOCK_M", "BLOCK_N", "BLOCK_H")
+# The kernels' arguments that key the tuners' caches (each kernel keys on
+# those it takes).
+_TUNING_KEY = ("H", "Dv", "MASK_KIND", "HAS_BIAS", "STORE_SCORES", "HAS_GW")
+
+
+def _table_tiles(cfg: dict) -> tuning.Tiles:
+    """The table's candidate: its tanh tile, warps and Triton's default
+    stages (3, which the table's launches leave implicit)."""
+    return (cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_H"], cfg["num_warps"],
+            3)
+
+
+def _space(kernel: str, dtype: torch.dtype, gpu: bool,
+           Dv: int) -> list[tuning.Tiles]:
+    """The tuning space of a kernel ("fwd", "probs" or "dk"): the table's
+    entry first, then the other candidates of _TUNING_SPACE; empty off the
+    GPU and outside hoisted mode; float32 (TF32) keeps its table."""
+    cfg = _config(dtype, gpu, Dv)
+    if not (gpu and cfg["HOIST"]):
+        return []
+    if dtype == torch.float32:
+        return [_table_tiles(cfg)]
+    table = _table_tiles(cfg)
+    others = _TUNING_SPACE.get((kernel, 0 if kernel == "dk" else
+                                min(256, max(64, pad_dim(Dv)))), ())
+    return [table] + [t for t in others if t != table]
+
+
+def _launch(cfg: dict, *chunk: str, use_dot: bool = True) -> dict:
+    """The launch keywords of a tanh-tile kernel from ``cfg``: the tile,
+    warps, accumulation dtype, the product mode (``use_dot``) and the
+    value chunk named in ``chunk``."""
+    out = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_H", "ACC",
+                               "num_warps", *chunk)}
+    if use_dot:
+        out.update(USE_DOT=cfg["USE_DOT"], PRECISION=cfg["PRECISION"])
+    return out
+
+
 def _check(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
            bias: Tensor | None) -> None:
     if q.dim() != 3 or k.dim() != 3 or value.dim() != 3:
@@ -429,16 +492,15 @@ def additive_attention(q: Tensor, k: Tensor, value: Tensor, v: Tensor,
     bias_t = bias if bias is not None else v
     chunks = triton.cdiv(Dv, cfg["BLOCK_CV"]) if Dv > 0 else 1
     with device_guard(q):
-        _additive_fwd_kernel[(triton.cdiv(Tq, cfg["BLOCK_M"]), B, chunks)](
+        tuning.launch(
+            _additive_fwd_kernel, _launch(cfg, "BLOCK_CV"),
+            _space("fwd", q.dtype, gpu, Dv), _TUNING_KEY, (Tq, Tk),
+            lambda c: (triton.cdiv(Tq, c["BLOCK_M"]), B, chunks),
             q, k, value, v, bias_t, mask, context, stats, scores,
             Tq, Tk, H, Dv, *q.stride(), *k.stride(), *value.stride(),
             v.stride(0), bias_t.stride(0), *ms, *context.stride(), *ss,
-            MASK_KIND=kind, HAS_BIAS=bias is not None,
-            STORE_SCORES=store_scores, USE_DOT=cfg["USE_DOT"],
-            PRECISION=cfg["PRECISION"], ACC=cfg["ACC"],
-            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-            BLOCK_H=cfg["BLOCK_H"], BLOCK_CV=cfg["BLOCK_CV"],
-            num_warps=cfg["num_warps"])
+            tiles=_TUNING_TILES, MASK_KIND=kind, HAS_BIAS=bias is not None,
+            STORE_SCORES=store_scores)
         if store_scores:
             bm = bn = 64 if gpu else 16
             _probs_from_scores_kernel[(triton.cdiv(Tq, bm),
@@ -484,14 +546,16 @@ def additive_attention_backward(
     dot = dict(USE_DOT=cfg["USE_DOT"], PRECISION=cfg["PRECISION"])
     with device_guard(q):
         if B * Tq > 0:
-            _additive_bwd_probs_kernel[(n_m, B)](
+            tuning.launch(
+                _additive_bwd_probs_kernel, _launch(cfg, "BLOCK_DV"),
+                _space("probs", q.dtype, gpu, Dv), _TUNING_KEY, (Tq, Tk),
+                lambda c: (triton.cdiv(Tq, c["BLOCK_M"]), B),
                 q, k, v, bias_t, mask, stats, gw, grad_context, value, p,
                 delta, Tq, Tk, H, Dv,
                 *q.stride(), *k.stride(), v.stride(0), bias_t.stride(0), *ms,
                 *sg, *grad_context.stride(), *value.stride(), *p.stride(),
-                MASK_KIND=kind, HAS_BIAS=bias is not None, HAS_GW=has_gw,
-                BLOCK_M=bm, BLOCK_N=bn, BLOCK_H=bh,
-                BLOCK_DV=cfg["BLOCK_DV"], **dot, **common)
+                tiles=_TUNING_TILES, MASK_KIND=kind,
+                HAS_BIAS=bias is not None, HAS_GW=has_gw)
         if grad_value.numel() > 0:
             chunks = triton.cdiv(Dv, cfg["BLOCK_CV"])
             dsm = cfg["DS_M"]
@@ -517,14 +581,16 @@ def additive_attention_backward(
                 HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn,
                 BLOCK_H=bh, **common)
         if B * Tk * H > 0:
-            _additive_bwd_dk_kernel[(triton.cdiv(Tk, bn), B,
-                                     triton.cdiv(H, bh))](
+            tuning.launch(
+                _additive_bwd_dk_kernel, _launch(cfg, use_dot=False),
+                _space("dk", q.dtype, gpu, Dv), _TUNING_KEY, (Tq, Tk),
+                lambda c: (triton.cdiv(Tk, c["BLOCK_N"]), B,
+                           triton.cdiv(H, c["BLOCK_H"])),
                 q, k, v, bias_t, p, grad_k,
                 Tq, Tk, H,
                 *q.stride(), *k.stride(), v.stride(0), bias_t.stride(0),
                 *p.stride(), *grad_k.stride(),
-                HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn,
-                BLOCK_H=bh, **common)
+                tiles=_TUNING_TILES, HAS_BIAS=bias is not None)
     # Per-program partials summed in a fixed order.
     grad_v = dv_part.sum((0, 1)).to(v.dtype)
     grad_bias = (dbias_part.sum((0, 1)).to(q.dtype) if bias is not None
