@@ -57,13 +57,7 @@ read -r -a bench_args <<<"${GPU_CHECK_BENCH_ARGS:---full}"
 gpu_install_wheels
 
 gpu_stamp "build (sm_90a)"
-gpu_build "$out/build.log" "$build_s"
-build=$?
-if [ $build -ne 0 ]; then
-  tail -40 "$out/build.log"
-  echo "build $(gpu_status $build): see build.log"
-  exit 1
-fi
+gpu_build_or_stop "$out/build.log" "$build_s"
 
 # The sanitizer runs go beside the tests: none of them is timed, and the
 # GPU has room for all. The benchmarks run after, alone.
@@ -99,32 +93,22 @@ rm -f "$out/tuned.log"
 gpu_stamp "tuned tests done: $(gpu_status $tuned); waiting for the sanitizer"
 wait "${sanitizer_pids[@]}"
 cat "$out"/sanitizer.*.log >"$out/sanitizer.log" && rm "$out"/sanitizer.*.log
-sanitizer=0
-grep -q "^== exit [^0]" "$out/sanitizer.log" && sanitizer=1
+gpu_sanitizer_status "$out/sanitizer.log"
+sanitizer=$?
 
 gpu_stamp "benchmarks: ${bench_args[*]}"
 bench=0
 if [ "${bench_args[*]}" != skip ]; then
-  timeout -s INT -k 20 "$bench_s" "$py" benchmarks/run.py "${bench_args[@]}" \
-    --out "$out/bench" >"$out/bench.log" 2>&1
+  gpu_bench "$out/bench.log" "$bench_s" "$out/bench" "${bench_args[@]}"
   bench=$?
-  # A run stopped at the hard limit keeps its CSV rows (written job by job):
-  # draw the table from them.
-  if [ ! -f "$out/bench/table.md" ] && [ -f "$out/bench/results.csv" ]; then
-    "$py" benchmarks/report.py "$out/bench/results.csv" >>"$out/bench.log" 2>&1
-  fi
   cp "$out/bench/results.csv" "$out/bench/table.md" "$out/" 2>/dev/null
   tar -cf "$out/plots.tar" -C "$out/bench" . 2>/dev/null
   rm -rf "$out/bench"
 fi
 
 {
-  echo "# GPU check"
-  echo
-  echo "- commit: $(gpu_commit)"
-  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  gpu_versions | sed 's/^/- /'
-  echo "- build (sm_90a): $(gpu_status $build)"
+  gpu_report_head "GPU check"
+  echo "- build (sm_90a): ok"
   echo "- tests: $(gpu_status $tests): $tests_summary"
   echo "- Triton attention tests with SEQKERNELS_TRITON_TUNE=1: $(gpu_status $tuned): $tuned_summary"
   echo "- compute-sanitizer (${tools[*]} over ${sanitize[*]}, and the attention cases with SEQKERNELS_ATTENTION=tensor_core): $(gpu_status $sanitizer)"
@@ -134,7 +118,6 @@ fi
   gpu_failed_tests "$out/tests.log"
   grep -E "^== |ERROR SUMMARY" "$out/sanitizer.log" | head -20
   echo
-  sed -n '/^## Targets/,/^## All measurements/p' "$out/table.md" 2>/dev/null \
-    | grep -v "^## All" || echo "(no benchmark table: see bench.log)"
+  gpu_target_table "$out/table.md"
 } >"$out/report.md"
-cat "$out/report.md"
+gpu_report_print "$out"

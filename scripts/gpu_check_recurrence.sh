@@ -84,20 +84,11 @@ gpu_stamp "build (sm_90a, budget ${build_s} s) beside FlashRNN's first call (bud
 timeout -k 10 "$flashrnn_s" env MAX_JOBS="${GPU_REC_FLASHRNN_JOBS:-6}" \
   "$py" scripts/flashrnn_warmup.py >"$scratch/flashrnn.log" 2>&1 &
 flashrnn_pid=$!
-gpu_build "$out/build.log" "$build_s"
-build=$?
-if [ $build -ne 0 ]; then
-  tail -40 "$out/build.log"
-  echo "build $(gpu_status $build): see build.log"
-  exit 1
-fi
+gpu_build_or_stop "$out/build.log" "$build_s"
 
-tests=()
-missing=()
+declare -a tests missing
 read -r -a wanted <<<"${GPU_REC_TESTS:-tests/test_persistent_cuda.py tests/test_persistent_triton.py tests/test_lstm.py tests/test_gru_rnn.py}"
-for f in "${wanted[@]}"; do
-  if [ -e "$f" ]; then tests+=("$f"); else missing+=("$f"); fi
-done
+gpu_split_present tests missing "${wanted[@]}"
 gpu_stamp "tests (budget ${test_s} s) beside compute-sanitizer (${tools[*]}, ${sanitizer_s} s each)"
 sanitizer_pids=()
 for tool in "${tools[@]}"; do
@@ -120,8 +111,8 @@ fi
 gpu_stamp "tests done: $(gpu_status $test_rc); waiting for the sanitizer"
 wait "${sanitizer_pids[@]}"
 cat "$scratch"/sanitizer.*.log >"$out/sanitizer.log"
-sanitizer=0
-grep -q "^== exit [^0]" "$out/sanitizer.log" && sanitizer=1
+gpu_sanitizer_status "$out/sanitizer.log"
+sanitizer=$?
 
 {
   echo "== exchange micro-benchmark build"
@@ -154,29 +145,13 @@ esac
   echo
 } >"$out/bench.log"
 
-bench=0
-if [ "${bench_args[*]}" != skip ]; then
-  gpu_stamp "benchmarks (budget ${bench_s} s): ${bench_args[*]}"
-  timeout -s INT -k 20 "$bench_s" "$py" benchmarks/run.py --quick \
-    --no-compile --time-limit "$bench_limit_s" "${bench_args[@]}" \
-    --out "$scratch/bench" >>"$out/bench.log" 2>&1
-  bench=$?
-  # A run stopped at the hard limit keeps its CSV rows (written job by job):
-  # draw the table from them.
-  if [ ! -f "$scratch/bench/table.md" ] && [ -f "$scratch/bench/results.csv" ]; then
-    "$py" benchmarks/report.py "$scratch/bench/results.csv" >>"$out/bench.log" 2>&1
-  fi
-  cp "$scratch/bench/results.csv" "$scratch/bench/table.md" "$out/" 2>/dev/null
-fi
+gpu_quick_bench "$out" "$bench_s" "$bench_limit_s" "${bench_args[@]}"
+bench=$?
 
 {
-  echo "# GPU check: persistent recurrence (issue 12)"
-  echo
-  echo "- commit: $(gpu_commit)"
-  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  gpu_versions | sed 's/^/- /'
+  gpu_report_head "GPU check: persistent recurrence (issue 12)"
   echo "- wheels: $wheels"
-  echo "- build (sm_90a): $(gpu_status $build)"
+  echo "- build (sm_90a): ok"
   echo "- tests (SEQKERNELS_RECURRENCE=persistent; ${tests[*]}; -k '${test_k}'): $(gpu_status $test_rc): $(gpu_test_summary "$out/tests.log")"
   [ ${#missing[@]} -gt 0 ] && echo "- test files not in the tree (left out): ${missing[*]}"
   echo "- compute-sanitizer (${tools[*]} over scripts/sanitize_persistent_cases.py): $(gpu_status $sanitizer)"
@@ -192,10 +167,7 @@ fi
   echo
   cat "$scratch/exchange.md"
   echo
-  sed -n '/^## Targets/,/^## All measurements/p' "$out/table.md" 2>/dev/null \
-    | grep -v "^## All" || echo "(no benchmark table: see bench.log)"
+  gpu_target_table "$out/table.md"
 } >"$out/report.md"
 rm -rf "$scratch"
-files=$(find "$out" -type f | wc -l)
-[ "$files" -gt 8 ] && echo "WARNING: $files files in $out; the device tool brings back 8" >>"$out/report.md"
-cat "$out/report.md"
+gpu_report_print "$out"

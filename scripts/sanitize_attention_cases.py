@@ -3,10 +3,10 @@ the ``_reference`` op of the same name: for compute-sanitizer, and as a GPU
 smoke test.
 
     compute-sanitizer --tool memcheck \
-        python scripts/sanitize_attention_cases.py
+        python scripts/sanitize_attention_cases.py [--tensor-core]
     compute-sanitizer --tool racecheck \
         python scripts/sanitize_attention_cases.py
-    python scripts/sanitize_attention_cases.py
+    python scripts/sanitize_attention_cases.py [--tensor-core] [--list]
 
 Odd sizes on purpose (head dim 59, Tq 97, Tk 33: partial tiles and chunks),
 causal, masks with fully masked rows, GQA, dropout, non-contiguous inputs,
@@ -19,15 +19,31 @@ The tolerance is loose (error relative to the largest reference value,
 per dtype): this finds broken indexing, not last-bit differences; the test
 suite measures accuracy. Prints ok/FAIL per case; exits 1 if any case fails
 or raises.
+
+Under SEQKERNELS_ATTENTION=tensor_core the CUDA sdpa, sdpa_backward and
+attention_scores run their tensor-core kernels where the rule of
+csrc/include/seqkernels/sdpa_tensor_core.h picks them (float16, bfloat16,
+head dims up to 128), and each case names the ones it runs, by template
+instance (dtype, head dims padded to 64 or 128). The list runs every
+instance at least once, and says so at the end: a missing one fails the
+run. ``--tensor-core`` sets the variable and keeps only those cases (the
+sanitizer's racecheck is slow: scripts/gpu_check_attention.sh runs this
+subset); ``--list`` prints the cases and their kernels and runs nothing
+(no GPU needed).
 """
 
+import argparse
 import math
+import os
 import sys
 import traceback
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 import seqkernels  # noqa: F401  (loads the ops)
+from seqkernels import _C
 
 ops = torch.ops.seqkernels
 DEV = torch.device("cuda")
@@ -75,15 +91,70 @@ def same_bits(name, a, b):
             f"{name}[{idx}]: a rerun differs (not deterministic)")
 
 
-def run(name, fn):
+class Case(NamedTuple):
+    """A case's run (returns its largest relative error) and the
+    tensor-core kernels it runs (sdpa_kernels, scores_kernels)."""
+    fn: Callable[[], float]
+    kernels: tuple[str, ...] = ()
+
+    @property
+    def tag(self):
+        """The kernels, as a case's printed line names them."""
+        if not self.kernels:
+            return ""
+        return f"  [tensor core: {', '.join(self.kernels)}]"
+
+
+def _name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def _padded(dim):
+    # The width a head dim is padded to: sdpa_tc::dispatch's template
+    # argument (64, or 128 above 64).
+    return 64 if dim <= 64 else 128
+
+
+def sdpa_kernels(dtype, D, Dv):
+    """The tensor-core kernels the CUDA sdpa and sdpa_backward run for
+    these head dims under the current SEQKERNELS_ATTENTION (the rule, read
+    at every call), one template instance each: "sdpa fwd bfloat16 64x128"."""
+    size = f"{_padded(D)}x{_padded(Dv)}"
+    return tuple(f"sdpa {what} {_name(dtype)} {size}" for what, rule in (
+        ("fwd", _C.sdpa_forward_kernel), ("bwd", _C.sdpa_backward_kernel))
+        if rule(dtype, D, Dv) == "tensor_core")
+
+
+def scores_kernels(dtype, D):
+    """The tensor-core kernel the CUDA attention_scores runs for head dim D
+    under the current SEQKERNELS_ATTENTION: "probs fwd float16 128"."""
+    if _C.attention_scores_forward_kernel(dtype, D) != "tensor_core":
+        return ()
+    return (f"probs fwd {_name(dtype)} {_padded(D)}",)
+
+
+def every_tensor_core_kernel():
+    """Every template instance of the tensor-core kernels, as
+    sdpa_kernels and scores_kernels name them (none where
+    SEQKERNELS_ATTENTION does not ask for them)."""
+    out = set()
+    for dtype in (torch.float16, torch.bfloat16):
+        for D in (64, 128):
+            out.update(scores_kernels(dtype, D))
+            for Dv in (64, 128):
+                out.update(sdpa_kernels(dtype, D, Dv))
+    return out
+
+
+def run(name, case):
     try:
-        err = fn()
+        err = case.fn()
         torch.cuda.synchronize()
-        print(f"ok    {name}  (max rel err {err:.2e})", flush=True)
+        print(f"ok    {name}  (max rel err {err:.2e}){case.tag}", flush=True)
     except Exception:  # report every case, then fail at the end
         torch.cuda.synchronize()
         FAILED.append(name)
-        print(f"FAIL  {name}", flush=True)
+        print(f"FAIL  {name}{case.tag}", flush=True)
         traceback.print_exc()
 
 
@@ -162,12 +233,13 @@ def sdpa_case(B, Hq, Hk, Tq, Tk, D, Dv, dtype, mask=None, causal=False,
         same_bits("sdpa_backward", grads,
                   ops.sdpa_backward(go, q, k, v, out, lse, *args))
         return err
-    return fn
+    return Case(fn, sdpa_kernels(dtype, D, Dv))
 
 
 def sdpa_autograd(dtype):
+    B, Hq, Hk, Tq, Tk, D = 2, 4, 2, 97, 33, 59
+
     def fn():
-        B, Hq, Hk, Tq, Tk, D = 2, 4, 2, 97, 33, 59
         q0, k0, v0 = (randn(B, Hq, Tq, D, dtype=dtype),
                       randn(B, Hk, Tk, D, dtype=dtype),
                       randn(B, Hk, Tk, D, dtype=dtype))
@@ -179,7 +251,7 @@ def sdpa_autograd(dtype):
             out.float().sum().backward()  # an expanded (stride 0) grad_out
             res.append((out.detach(), q.grad, k.grad, v.grad))
         return compare("sdpa autograd", res[0], res[1], dtype)
-    return fn
+    return Case(fn, sdpa_kernels(dtype, D, D))
 
 
 # ---------------------------------------------------------------------------
@@ -205,12 +277,13 @@ def scores_case(B, Hq, Hk, Tq, Tk, D, dtype, mask=None, causal=False,
         same_bits("attention_scores_backward", grads,
                   ops.attention_scores_backward(gp, q, k, p, scale))
         return err
-    return fn
+    return Case(fn, scores_kernels(dtype, D))
 
 
 def scores_autograd(dtype):
+    B, Hq, Hk, Tq, Tk, D = 2, 4, 2, 97, 33, 59
+
     def fn():
-        B, Hq, Hk, Tq, Tk, D = 2, 4, 2, 97, 33, 59
         q0 = randn(B, Hq, Tq, D, dtype=dtype)
         k0 = randn(B, Hk, Tk, D, dtype=dtype)
         m = bool_mask(B, Tq, Tk, heads=Hq)
@@ -222,7 +295,7 @@ def scores_autograd(dtype):
             (p.float() * w.float()).sum().backward()
             res.append((p.detach(), q.grad, k.grad))
         return compare("attention_scores autograd", res[0], res[1], dtype)
-    return fn
+    return Case(fn, scores_kernels(dtype, D))
 
 
 # ---------------------------------------------------------------------------
@@ -260,7 +333,7 @@ def additive_case(B, Tq, Tk, H, Dv, dtype, bias=True, mask=None,
                   ops.additive_attention_backward(gc, gw, q, k, value, v, b,
                                                   m, ctx, lse))
         return err
-    return fn
+    return Case(fn)
 
 
 def additive_autograd(dtype):
@@ -278,7 +351,7 @@ def additive_autograd(dtype):
             (ctx.float().sum() + w.float().pow(2).sum()).backward()
             res.append((ctx.detach(), w.detach()) + tuple(t.grad for t in ts))
         return compare("additive_attention autograd", res[0], res[1], dtype)
-    return fn
+    return Case(fn)
 
 
 # ---------------------------------------------------------------------------
@@ -287,7 +360,7 @@ def additive_autograd(dtype):
 def cases():
     S, A, AD = sdpa_case, scores_case, additive_case
     for dt in (torch.float32, torch.bfloat16):
-        n = str(dt).replace("torch.", "")
+        n = _name(dt)
         # sdpa: (B, Hq, Hk, Tq, Tk, D, Dv)
         yield f"sdpa {n} 97x33 d59", S(2, 4, 4, 97, 33, 59, 59, dt)
         yield f"sdpa {n} causal", S(2, 4, 4, 97, 33, 59, 59, dt, causal=True)
@@ -359,16 +432,58 @@ def cases():
                                          need_weights=True)
     yield "additive float16 float mask", AD(2, 97, 33, 59, 59, f16,
                                             mask="float")
+    # The tensor-core kernels' template instances the cases above leave
+    # out (each dtype with each pair of padded widths; the probabilities'
+    # 16-byte stores of P in float16 too).
+    for dt in (torch.bfloat16, f16):
+        n = _name(dt)
+        yield f"sdpa {n} d59 dv100 GQA causal", S(2, 4, 2, 70, 90, 59, 100,
+                                                  dt, causal=True)
+        yield f"sdpa {n} d100 dv40 float mask", S(1, 4, 2, 90, 70, 100, 40,
+                                                  dt, mask="float")
+        yield f"scores {n} d100 GQA bool mask", A(2, 4, 2, 97, 33, 100, dt,
+                                                  mask="bool")
+    yield "sdpa float16 d128 dv100 causal dropout", S(
+        1, 2, 1, 70, 45, 128, 100, f16, causal=True, dropout=0.2)
+    yield "scores float16 causal 70x136 float mask", A(
+        1, 2, 1, 70, 136, 64, f16, causal=True, mask="float")
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tensor-core", action="store_true",
+                        help="set SEQKERNELS_ATTENTION=tensor_core and run "
+                             "only the cases that run a tensor-core kernel")
+    parser.add_argument("--list", action="store_true",
+                        help="print the cases and their tensor-core kernels, "
+                             "run none")
+    args = parser.parse_args()
+    if args.tensor_core:
+        os.environ["SEQKERNELS_ATTENTION"] = "tensor_core"
     torch.manual_seed(0)
-    for name, fn in cases():
-        run(name, fn)
+    ran = 0
+    covered = set()
+    for name, case in cases():
+        if args.tensor_core and not case.kernels:
+            continue
+        ran += 1
+        covered.update(case.kernels)
+        if args.list:
+            print(name + case.tag)
+        else:
+            run(name, case)
+    every = every_tensor_core_kernel()
+    if every:
+        print(f"tensor-core kernels: the cases run {len(covered)} of the "
+              f"{len(every)} template instances", flush=True)
+        missing = sorted(every - covered)
+        if missing:
+            FAILED.append(f"no case runs {', '.join(missing)}")
     if FAILED:
         print(f"{len(FAILED)} case(s) failed: {FAILED}", flush=True)
         sys.exit(1)
-    print("all attention cases ok", flush=True)
+    print(f"all {ran} attention cases ok" if not args.list
+          else f"{ran} attention cases", flush=True)
 
 
 if __name__ == "__main__":

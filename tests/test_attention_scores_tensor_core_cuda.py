@@ -6,7 +6,8 @@ stores are real, with P's memory filled with NaN beforehand; then the
 attention suite's probabilities cases through the functional API,
 gradients included (the SIMT backward from the tensor-core P). Skipped
 without a GPU; part of scripts/gpu_check.sh (which runs tests/, and the
-sanitizer's attention cases under SEQKERNELS_ATTENTION=tensor_core)."""
+sanitizer's attention cases under SEQKERNELS_ATTENTION=tensor_core) and
+scripts/gpu_check_attention.sh."""
 
 import pytest
 import torch

@@ -863,7 +863,20 @@ def test_flashrnn_rows_and_skip_reasons(monkeypatch):
 
 def test_gpu_scripts_parse():
     for script in ("scripts/gpu_check.sh", "scripts/gpu_check_recurrence.sh",
-                   "scripts/gpu_lib.sh", "benchmarks/exchange/run.sh"):
+                   "scripts/gpu_check_attention.sh", "scripts/gpu_lib.sh",
+                   "benchmarks/exchange/run.sh"):
         parsed = subprocess.run(["bash", "-n", str(ROOT / script)],
                                 check=False, capture_output=True, text=True)
         assert parsed.returncode == 0, (script, parsed.stderr)
+
+
+def test_sanitized_attention_cases_run_every_tensor_core_kernel():
+    """The subset of the attention cases that scripts/gpu_check_attention.sh
+    runs under compute-sanitizer (--tensor-core) runs every template
+    instance of the tensor-core kernels: its --list fails otherwise."""
+    listed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/sanitize_attention_cases.py"),
+         "--list", "--tensor-core"],
+        check=False, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "tensor-core kernels: the cases run" in listed.stdout

@@ -5,7 +5,7 @@ cores, ldmatrix and shared memory are real, the backward's results bitwise
 reproducible; then the attention suite's cases through the functional API,
 gradients included (the tensor-core backward where it serves, the SIMT one
 elsewhere). Skipped without a GPU; part of scripts/gpu_check.sh (which runs
-tests/)."""
+tests/) and scripts/gpu_check_attention.sh."""
 
 import pytest
 import torch
