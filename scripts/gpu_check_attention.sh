@@ -45,8 +45,11 @@
 #                first GPU run's racecheck of all the cases did not finish
 #                in 220 s; "" for all)              GPU_ATTN_SANITIZER_S (150)
 #   bench      benchmarks/run.py --quick --no-compile over A1/A2 (sdpa at
-#              T=4096, head dims 64 and 128, the causal rows last), A3 and
-#              A4 with seqkernels cuda (SIMT and tensor-core) and triton,
+#              T=4096, head dims 64 and 128, the causal rows last), A3, A4
+#              and A5's documents-masked twins of the T=4096 rows (ours
+#              masked against ours unmasked; FlexAttention, their other
+#              anchor, needs a compile) with seqkernels cuda (SIMT and
+#              tensor-core) and triton,
 #              torch's flash and cuDNN SDPA, FlexAttention, matmul+softmax,
 #              nn.MultiheadAttention and the eager additive attention; a
 #              hard stop at GPU_ATTN_BENCH_S (120), run.py's --time-limit at
@@ -84,7 +87,7 @@ read -r -a sanitizer_args <<<"${GPU_ATTN_SANITIZER_ARGS---tensor-core}"
 # "weights-": the MultiheadAttention providers (seqkernels-mha-weights-cuda,
 # seqkernels-mha-noweights-triton, ...); "seqkernels-cuda" takes
 # seqkernels-cuda-tensor-core too.
-read -r -a bench_args <<<"${GPU_ATTN_BENCH_ARGS:---only attention --configs sdpa-hd64-T4096,sdpa-hd128-T4096,A3,A4,sdpa-hd64-causal-T4096,sdpa-hd128-causal-T4096 --providers seqkernels-cuda,seqkernels-triton,weights-cuda,weights-triton,torch-sdpa-flash,torch-sdpa-cudnn,torch-flex,torch-matmul-softmax,torch-mha,torch-additive}"
+read -r -a bench_args <<<"${GPU_ATTN_BENCH_ARGS:---only attention --configs sdpa-hd64-T4096,sdpa-hd128-T4096,A3,A4,sdpa-hd64-T4096-documents,sdpa-hd128-T4096-documents,sdpa-hd64-causal-T4096,sdpa-hd128-causal-T4096 --providers seqkernels-cuda,seqkernels-triton,weights-cuda,weights-triton,torch-sdpa-flash,torch-sdpa-cudnn,torch-flex,torch-matmul-softmax,torch-mha,torch-additive}"
 scratch="$(mktemp -d)"
 
 gpu_install_wheels >"$scratch/wheels.log" 2>&1
