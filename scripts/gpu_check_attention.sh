@@ -32,9 +32,9 @@
 #     tuned      tests/test_attention.py with SEQKERNELS_TRITON_TUNE=1,
 #                appended to tests.log              GPU_ATTN_TUNED_S (150)
 #                GPU_ATTN_TUNED_K  -k expression (default "triton-cuda and
-#                  not float32 and not additive": the Triton sdpa and
-#                  probabilities in float16 and bfloat16, the launches the
-#                  tuner serves)
+#                  not float32": the Triton sdpa, probabilities and
+#                  additive attention in float16 and bfloat16, the launches
+#                  the tuner serves)
 #                GPU_ATTN_TUNED_WORKERS  pytest-xdist workers (default 4)
 #     sanitizer  compute-sanitizer GPU_ATTN_SANITIZER_TOOLS (default memcheck
 #                racecheck synccheck), side by side, over
@@ -81,7 +81,7 @@ sanitizer_s="${GPU_ATTN_SANITIZER_S:-150}"
 bench_s="${GPU_ATTN_BENCH_S:-120}"
 bench_limit_s="${GPU_ATTN_BENCH_LIMIT_S:-90}"
 test_k="${GPU_ATTN_TEST_K-cuda and not reference-cuda}"
-tuned_k="${GPU_ATTN_TUNED_K-triton-cuda and not float32 and not additive}"
+tuned_k="${GPU_ATTN_TUNED_K-triton-cuda and not float32}"
 read -r -a tools <<<"${GPU_ATTN_SANITIZER_TOOLS:-memcheck racecheck synccheck}"
 read -r -a sanitizer_args <<<"${GPU_ATTN_SANITIZER_ARGS---tensor-core}"
 # "weights-": the MultiheadAttention providers (seqkernels-mha-weights-cuda,
