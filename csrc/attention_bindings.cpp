@@ -2,8 +2,10 @@
 // which forward and backward the CUDA sdpa and which forward
 // attention_scores run (the rule of csrc/include/seqkernels/
 // sdpa_tensor_core.h), and _C.emulated.sdpa / sdpa_backward /
-// attention_scores / warp_tiles, the kernels and their
-// warp primitives run on the CPU by the host emulation (tests only).
+// attention_scores / warp_tiles / cp_async, the kernels and their
+// warp and copy primitives run on the CPU by the host emulation, with
+// set_cp_async_mode / cp_async_mode choosing where its cp.async copies
+// land (tests only).
 #include <torch/python.h>
 
 #include "seqkernels/attention_scores_tensor_core.h"
@@ -68,6 +70,17 @@ void bind_attention(pybind11::module_& m) {
         "(S, O): S = a bt^T and O = round(S) v on one emulated warp through "
         "ldmatrix, mma.sync and the S-to-A register reuse (a, bt, v "
         "[16, 16], float16 or bfloat16; S, O float).");
+  e.def("cp_async", &emulated_cp_async, py::arg("src"), py::arg("n_valid"),
+        "cp.async on one emulated warp: lane l copies row l of src [32, 8] "
+        "int16 into buffers A and B (a group each; zeros for l >= n_valid) "
+        "over -1; its rows of A and B before any wait, after wait_group 1 "
+        "and after wait_group 0: [3, 2, 32, 8] int16.");
+  e.def("set_cp_async_mode", &set_emulated_cp_async_mode, py::arg("mode"),
+        "Where the emulation's cp.async copies land from the next launch "
+        "on: 'late' (at the wait_group that covers them; the default) or "
+        "'early' (at issue).");
+  e.def("cp_async_mode", &emulated_cp_async_mode,
+        "The emulation's cp.async mode: 'late' or 'early'.");
   e.def("attention_scores", &emulated_attention_scores, py::arg("q"),
         py::arg("k"), py::arg("attn_mask"), py::arg("is_causal"),
         py::arg("scale"),

@@ -122,6 +122,10 @@ TENSOR_CORE_CASES = {
     "causal_tiles": (1, 1, 1, 100, 130, 24, 40, None, True, 0.0),
     # D padded to 128, Dv to 64; GQA with a bool mask.
     "wide_keys_gqa_mask": (1, 2, 1, 33, 50, 100, 20, "bool", False, 0.0),
+    # Five key tiles of the forward, nine of the dQ kernel, the last partial:
+    # each stage of their double buffers refilled while the other is read;
+    # 16-byte copies (cp.async) with Dv zero-filled from 40 to 64.
+    "many_tiles": (1, 2, 1, 40, 260, 64, 40, None, False, 0.0),
 }
 
 

@@ -6,9 +6,14 @@ shuffles computed lane by lane from the layouts the PTX ISA documents,
 warp_mma.h): its warp primitives exactly against a plain matmul, then out
 and lse, and the gradients from them, against the float64 reference by the
 tolerance rule on odd shapes, masks, causal with Tq != Tk, GQA, D != Dv and
-dropout (the reference's very mask). What the emulation does not model (the
-tensor cores' order of additions, timing, the GPU's memory system) waits
-for a GPU: tests/test_sdpa_tensor_core_cuda.py."""
+dropout (the reference's very mask). The K/V tiles of the forward and of
+the dQ kernel arrive by cp.async, double buffered: every test that runs
+them runs twice, with the emulated copies landing at the wait_group that
+covers them ("late": a read before its wait sees stale data) and at issue
+("early": a copy into a buffer that other warps still read overwrites it
+under them), the two extremes the PTX ISA allows. What the emulation does
+not model (the tensor cores' order of additions, timing, the GPU's memory
+system) waits for a GPU: tests/test_sdpa_tensor_core_cuda.py."""
 
 import pytest
 import torch
@@ -25,6 +30,40 @@ DTYPES = (torch.bfloat16, torch.float16)
 
 def _ids(dtype):
     return str(dtype)[6:]
+
+
+@pytest.fixture(params=("late", "early"))
+def cp_async_mode(request):
+    """The test's launches with the emulated cp.async copies landing at
+    their wait ("late") or at issue ("early"); the mode before is restored
+    after."""
+    before = EMU.cp_async_mode()
+    EMU.set_cp_async_mode(request.param)
+    yield request.param
+    EMU.set_cp_async_mode(before)
+
+
+def test_cp_async_lands_as_the_mode_says(cp_async_mode):
+    """Two groups of 16-byte copies per lane, lanes from n_valid on
+    zero-filled: under "late" a buffer holds its old contents until the
+    wait_group that covers its group (wait_group 1 completes only the
+    older), under "early" both land at issue."""
+    src = torch.arange(1, 32 * 8 + 1, dtype=torch.int16).reshape(32, 8)
+    n_valid = 20
+    snaps = EMU.cp_async(src, n_valid)
+    copied = src.clone()
+    copied[n_valid:] = 0
+    old = torch.full_like(src, -1)
+    if cp_async_mode == "late":
+        expected = [[old, old], [copied, old], [copied, copied]]
+    else:
+        expected = [[copied, copied]] * 3
+    assert torch.equal(snaps, torch.stack([torch.stack(e) for e in expected]))
+
+
+def test_cp_async_mode_is_checked():
+    with pytest.raises(RuntimeError, match="'late' or 'early'"):
+        EMU.set_cp_async_mode("never")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
@@ -61,12 +100,12 @@ def test_warp_tiles_round_p(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("case", list(TENSOR_CORE_CASES))
-def test_emulated_forward_matches_reference(case, dtype):
+def test_emulated_forward_matches_reference(case, dtype, cp_async_mode):
     check_sdpa_forward(EMU.sdpa, case, dtype, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
-def test_emulated_dropout_keeps_the_reference_mask(dtype):
+def test_emulated_dropout_keeps_the_reference_mask(dtype, cp_async_mode):
     """With V the identity, out[i, j] is P[i, j] / (1 - p) where kept and
     exactly 0 where dropped: the kernel's kept pattern, bit for bit."""
     B, H, Tq, Tk, p = 1, 2, 70, 80, 0.4
@@ -82,13 +121,13 @@ def test_emulated_dropout_keeps_the_reference_mask(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("case", list(TENSOR_CORE_CASES))
-def test_emulated_backward_matches_reference(case, dtype):
+def test_emulated_backward_matches_reference(case, dtype, cp_async_mode):
     check_sdpa_backward(EMU.sdpa, EMU.sdpa_backward, case, dtype,
                         torch.device("cpu"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
-def test_emulated_backward_drops_the_reference_mask(dtype):
+def test_emulated_backward_drops_the_reference_mask(dtype, cp_async_mode):
     """With dO the identity, grad_v[j, i] is the dropped P[i, j]: nonzero
     exactly where the forward's mask keeps the element."""
     B, H, Tq, Tk, p = 1, 2, 70, 80, 0.4

@@ -13,8 +13,11 @@ namespace seqkernels {
 namespace sdpa_tc {
 namespace {
 
+// 2 blocks per SM at the least: without it ptxas aimed the 64/64 widths
+// at 3 blocks (168 registers) and spilled once the double buffer's copies
+// joined the key loop.
 template <typename scalar_t, int DP, int DVP>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     sdpa_tc_forward_kernel(const attn::FlashParams<float> p,
                            const scalar_t* __restrict__ q,
                            const scalar_t* __restrict__ k,
@@ -83,13 +86,26 @@ void launch_forward(const at::Tensor& q, const at::Tensor& k,
     using scalar_t = decltype(type);
     constexpr int DP = decltype(dp)::value, DVP = decltype(dvp)::value;
     // Launch budget: kThreads = 128 threads; Smem<DP, DVP>::kBytes of
-    // dynamic shared memory (17,408 bytes at 64/64 to 34,816 at 128/128:
-    // under the 48 KB default, no opt-in); registers (ptxas -v, no spills,
-    // no stack): sm_90a 166 to 255, sm_80 168 to 255 (64/64 the fewest),
-    // so a block takes at most 32,640 of an SM's 65,536 (2 blocks, 8 warps
-    // per SM).
+    // dynamic shared memory, two stages of the K and V tiles (36,864 bytes
+    // at 64/64, 53,248 at 64/128 and 128/64, 69,632 at 128/128): above the
+    // 48 KB default, the launch opts in to kBytes. Per block sm_80 allows
+    // 163 KB, sm_86/sm_89 99 KB, sm_90 227 KB; per SM 164 KB, 100 KB and
+    // 228 KB, so 2 blocks fit an SM on sm_80 and sm_90 at every width, 1 at
+    // 53,248 and above on sm_86/sm_89. Registers (ptxas -v, no spills, no
+    // stack): sm_90a 238 to 255, sm_80 230 to 255 (64/64 the fewest), so a
+    // block takes at most 32,640 of an SM's 65,536 (2 blocks, 8 warps per
+    // SM, the launch bounds' minimum).
+    constexpr int kSmemBytes = Smem<DP, DVP>::kBytes;
+    static_assert(kSmemBytes <= 99 * 1024,
+                  "above the smallest per-block limit of sm_80 and later "
+                  "(sm_86, sm_89)");
+    if constexpr (kSmemBytes > 48 * 1024) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(
+          sdpa_tc_forward_kernel<scalar_t, DP, DVP>,
+          cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+    }
     sdpa_tc_forward_kernel<scalar_t, DP, DVP>
-        <<<blocks, kThreads, Smem<DP, DVP>::kBytes,
+        <<<blocks, kThreads, kSmemBytes,
            c10::cuda::getCurrentCUDAStream()>>>(
             p, q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
             v.data_ptr<scalar_t>(), mask, attn::ptr_or_null<int64_t>(rng_c),
@@ -124,8 +140,10 @@ void launch_backward(const at::Tensor& dout, const at::Tensor& q,
     float* deltap = delta.data_ptr<float>();
     // Launch budget: kThreads = 128 threads each. row_dot: no shared
     // memory, 30 (sm_80) / 31 (sm_90a) registers. dQ: DqSmem<DP, DVP>::
-    // kBytes of dynamic shared memory (9,216 bytes at 64/64 to 17,408 at
-    // 128/128), registers sm_90a 200 to 242, sm_80 198 to 251. dK/dV:
+    // kBytes of dynamic shared memory, two stages of the K and V tiles
+    // with Q and dO staged from the second on (18,432 bytes at 64/64,
+    // 30,720 at 64/128 and 128/64, 34,816 at 128/128), registers sm_90a
+    // 196 to 248, sm_80 168 to 255. dK/dV:
     // DkvSmem<DP, DVP>::kBytes (23,168 at 64/64 to 43,648 at 128/128),
     // registers sm_90a 136 to 252, sm_80 197 to 248. All under the 48 KB
     // that needs no opt-in; ptxas -v: no spills, no stack; at 252

@@ -1,6 +1,8 @@
 // The tensor-core sdpa forward and backward (sdpa_tensor_core.h,
-// sdpa_tensor_core_backward.h) and their warp primitives (warp_mma.h),
-// compiled for the host and run by the host emulation: see emulation.h.
+// sdpa_tensor_core_backward.h), their warp primitives (warp_mma.h) and
+// their cp.async copies (block_primitives.h), compiled for the host and run
+// by the host emulation, and the switch of its cp.async mode: see
+// emulation.h.
 #include <algorithm>
 
 #include "seqkernels/emulation.h"
@@ -166,6 +168,66 @@ void warp_tiles(const T* a, const T* bt, const T* v, float* s_out,
 }
 
 }  // namespace
+
+void set_emulated_cp_async_mode(const std::string& mode) {
+  TORCH_CHECK(mode == "late" || mode == "early",
+              "seqkernels: the emulated cp.async mode must be 'late' or "
+              "'early', got '", mode, "'");
+  emu::set_cp_async_mode(mode == "late" ? emu::CpAsyncMode::kLate
+                                        : emu::CpAsyncMode::kEarly);
+}
+
+std::string emulated_cp_async_mode() {
+  return emu::cp_async_mode() == emu::CpAsyncMode::kLate ? "late" : "early";
+}
+
+namespace {
+
+constexpr int kCopyRow = 8;  // 16-bit elements of a 16-byte copy
+
+// One warp (see emulated_cp_async): each lane touches only its own rows of
+// A and B, so no barrier is needed between its copies and its reads.
+void cp_async_rows(const int16_t* src, int64_t n_valid, int16_t* snaps) {
+  int16_t* sm = reinterpret_cast<int16_t*>(blk::smem());
+  const int lane = warp::lane();
+  int16_t* rows[2] = {sm + lane * kCopyRow,
+                      sm + (warp::kLanes + lane) * kCopyRow};
+  for (int16_t* row : rows) std::fill(row, row + kCopyRow, int16_t(-1));
+  const bool in_range = lane < n_valid;
+  const int16_t* from = src + (in_range ? lane : 0) * kCopyRow;
+  for (int16_t* row : rows) {
+    blk::cp_async16(row, from, in_range);
+    blk::cp_async_commit();
+  }
+  auto snap = [&](int k) {
+    for (int b = 0; b < 2; ++b) {
+      std::copy(rows[b], rows[b] + kCopyRow,
+                snaps + ((k * 2 + b) * warp::kLanes + lane) * kCopyRow);
+    }
+  };
+  snap(0);
+  blk::cp_async_wait<1>();
+  snap(1);
+  blk::cp_async_wait<0>();
+  snap(2);
+}
+
+}  // namespace
+
+at::Tensor emulated_cp_async(const at::Tensor& src, int64_t n_valid) {
+  check_shape(src, "src", {warp::kLanes, kCopyRow});
+  TORCH_CHECK(src.scalar_type() == at::kShort && src.device().is_cpu(),
+              "seqkernels: src must be a CPU int16 tensor, got ",
+              src.scalar_type(), " on ", src.device());
+  const at::Tensor s = src.contiguous();
+  at::Tensor snaps = at::empty({3, 2, warp::kLanes, kCopyRow}, s.options());
+  emu::launch(1, warp::kLanes, 2 * warp::kLanes * kCopyRow * sizeof(int16_t),
+              [&] {
+                cp_async_rows(s.data_ptr<int16_t>(), n_valid,
+                              snaps.data_ptr<int16_t>());
+              });
+  return snaps;
+}
 
 std::tuple<at::Tensor, at::Tensor> emulated_warp_tiles(const at::Tensor& a,
                                                        const at::Tensor& bt,

@@ -2,9 +2,25 @@
 // tensor-core attention (sdpa_tensor_core.h), for the GPU (nvcc) and for
 // the host emulation that runs the same kernel source on the CPU in CI
 // (host_emulation.h): thread and block indices, the block barrier, dynamic
-// shared memory, 16-byte copies, L2 loads, the release/acquire flags
-// between blocks, and the tensor-core tiles (nvcuda::wmma). The warp-level
-// primitives (fragments of mma.sync) are in warp_mma.h.
+// shared memory, 16-byte copies (plain, and asynchronous: cp.async), L2
+// loads, the release/acquire flags between blocks, and the tensor-core
+// tiles (nvcuda::wmma). The warp-level primitives (fragments of mma.sync)
+// are in warp_mma.h.
+//
+// cp.async (sm_80+; PTX ISA, "Data Movement and Conversion Instructions:
+// cp.async"): cp_async16 issues a 16-byte copy from global to shared
+// memory that the thread does not wait for, so that a block can load its
+// next tile while it computes on the current one; out-of-range chunks are
+// zero-filled by the same instruction (src-size 0: nothing is read).
+// cp_async_commit closes the thread's copies issued since the last commit
+// into a group; cp_async_wait<N> waits until at most the N most recent of
+// the thread's committed groups are pending. Both act on the calling
+// thread's own copies only: a copy is visible to the thread that issued it
+// after its covering wait, and to the block's other threads after a block
+// barrier that follows that wait. Until then the destination holds
+// either its old or its new contents, and writing it, or reading it, is a
+// race. The host emulation models the two extremes the ISA allows
+// (host_emulation.h: a copy lands at the covering wait, or at issue).
 //
 // Why WMMA rather than CuTe's mma.sync atoms: a block's recurrent product is
 // a handful of 16x16 tiles per warp per step, which WMMA's m16n16k16
@@ -58,6 +74,25 @@ SK_DEVICE void copy16(void* dst, const void* src) {
 }
 SK_DEVICE void zero16(void* dst) {
   *static_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+}
+
+// cp.async.cg: the copy bypasses L1 (a block reads each tile once; L2
+// serves the other blocks of the same head). src must be a valid global
+// address even where !in_range (src-size 0 reads nothing, but the operand
+// is still an address), dst 16-byte aligned shared memory.
+SK_DEVICE void cp_async16(void* dst, const void* src, bool in_range) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+               :
+               : "r"(d), "l"(src), "r"(in_range ? 16 : 0)
+               : "memory");
+}
+SK_DEVICE void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+SK_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // A load served by L2 (ld.global.cg): data another block has published is
@@ -134,6 +169,16 @@ inline void copy16(void* dst, const void* src) {
 inline void zero16(void* dst) {
   check_aligned16(dst);
   std::memset(dst, 0, 16);
+}
+
+inline void cp_async16(void* dst, const void* src, bool in_range) {
+  emu::cp_async16(dst, src, in_range);
+}
+inline void cp_async_commit() { emu::cp_async_commit(); }
+template <int N>
+inline void cp_async_wait() {
+  static_assert(N >= 0, "a count of groups");
+  emu::cp_async_wait(N);
 }
 
 template <typename T>

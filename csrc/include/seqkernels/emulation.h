@@ -4,6 +4,8 @@
 // csrc/attention_bindings.cpp). Nothing of it serves users' tensors.
 #pragma once
 
+#include <string>
+
 #include "seqkernels/persistent_launch.h"
 #include "seqkernels/recurrent_host.h"
 
@@ -40,6 +42,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emulated_sdpa_backward(
     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     const c10::optional<at::Tensor>& attn_mask, double dropout_p,
     bool is_causal, double scale, const c10::optional<at::Tensor>& rng);
+
+// Where the emulation's cp.async copies land from the next launch on
+// (host_emulation.h, CpAsyncMode): "late" (at the wait_group that covers
+// them; the default) or "early" (at issue).
+void set_emulated_cp_async_mode(const std::string& mode);
+std::string emulated_cp_async_mode();
+
+// cp.async (block_primitives.h) on one warp: lane l copies row l of src
+// [32, 8] int16 (16 bytes) into a buffer A as one group and into a buffer B
+// as a second, zero-filled for l >= n_valid, over old contents -1; returns
+// its rows of A and B before any wait, after wait_group 1 and after
+// wait_group 0: [3, 2, 32, 8] int16.
+at::Tensor emulated_cp_async(const at::Tensor& src, int64_t n_valid);
 
 // The warp primitives (warp_mma.h) on one warp: a, bt, v [16, 16] of
 // float16 or bfloat16; returns S = a bt^T and O = P v in float, P being S

@@ -22,7 +22,20 @@
 //   - warp collectives (shuffles, ldmatrix, mma.sync: warp_mma.h) through
 //     warp_exchange: every lane deposits its operands, the warp's 32 lanes
 //     meet at a barrier, and every lane computes its own result from the
-//     deposits, as the instruction's documented semantics define it.
+//     deposits, as the instruction's documented semantics define it;
+//   - cp.async (block_primitives.h): each thread keeps its own copies, the
+//     open ones and its committed groups, and a wait_group completes the
+//     thread's oldest groups down to N. Where a copy's 16 bytes land is
+//     either extreme that the PTX ISA allows (CpAsyncMode, chosen per
+//     launch with set_cp_async_mode): kLate, at the wait that covers them
+//     (a read of the destination before that wait sees its old contents),
+//     or kEarly, at issue (a copy into a buffer that other warps still read
+//     overwrites it under them). A kernel correct in both orders the
+//     copies against the reads as the ISA requires, up to the races below.
+//     A copy's source is read at issue (the kernels copy inputs that no
+//     thread writes); its destination must be the block's shared memory,
+//     16-byte aligned. A thread that returns with copies no wait covered
+//     aborts the process: a prefetch nobody waits for is a bug here.
 //
 // What is not modelled: memory ordering beyond what the C++ memory model
 // gives the same acquire/release operations (the GPU's weak ordering of
@@ -31,8 +44,13 @@
 // same order), the order in which a tensor core adds the products of a
 // tile (here: k = 0, 1, ... in float), ldmatrix's shared state space (any
 // host address is taken; only its 16-byte alignment is checked), bank
-// conflicts, occupancy, register limits and timing. A wait that never ends aborts the process with a
-// message after kSpinSeconds instead of hanging.
+// conflicts, occupancy, register limits and timing; for cp.async, the
+// moments between issue and wait (a copy lands whole, at one of the two
+// ends), and whether a missing barrier between one thread's wait and
+// another thread's read of the copy is caught: that is a race between host
+// threads, which a test sees only when they happen to interleave so. A
+// wait that never ends aborts the process with a message after
+// kSpinSeconds instead of hanging.
 #pragma once
 
 #include <array>
@@ -43,6 +61,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -96,18 +115,108 @@ struct WarpStage {
   alignas(16) unsigned char slots[2][kWarpLanes][kSlotBytes];
 };
 
+// Where a cp.async copy's 16 bytes land (see the file comment): at the
+// wait_group that covers it, or at issue.
+enum class CpAsyncMode : int { kLate = 0, kEarly = 1 };
+
+// The mode of the next launches (process-wide; a launch reads it once, so
+// that a kernel runs wholly in one mode). Default kLate.
+inline std::atomic<int>& cp_async_mode_slot() {
+  static std::atomic<int> mode{int(CpAsyncMode::kLate)};
+  return mode;
+}
+inline void set_cp_async_mode(CpAsyncMode mode) {
+  cp_async_mode_slot().store(int(mode));
+}
+inline CpAsyncMode cp_async_mode() {
+  return CpAsyncMode(cp_async_mode_slot().load());
+}
+
+// One cp.async copy: its destination and the 16 bytes it writes there.
+struct AsyncCopy {
+  unsigned char* dst;
+  unsigned char bytes[16];
+};
+
 // The calling host thread's place in the emulated grid.
 struct ThreadContext {
   Dim3 thread_idx, block_idx, block_dim, grid_dim;
   unsigned char* smem = nullptr;
+  size_t smem_bytes = 0;
   Barrier* block_barrier = nullptr;
   WarpStage* warp_stage = nullptr;
   int stage_turn = 0;  // the buffer of warp_stage the next collective uses
+  CpAsyncMode cp_async_mode = CpAsyncMode::kLate;
+  std::vector<AsyncCopy> open_copies;  // issued since the last commit
+  std::deque<std::vector<AsyncCopy>> copy_groups;  // committed, oldest first
 };
 
 inline ThreadContext& context() {
   static thread_local ThreadContext ctx;
   return ctx;
+}
+
+[[noreturn]] inline void fail(const char* what, const void* p) {
+  std::fprintf(stderr, "seqkernels host emulation: %s (%p)\n", what, p);
+  std::abort();
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, in_range ? 16 : 0.
+inline void cp_async16(void* dst, const void* src, bool in_range) {
+  ThreadContext& ctx = context();
+  unsigned char* d = static_cast<unsigned char*>(dst);
+  if (d < ctx.smem || d + 16 > ctx.smem + ctx.smem_bytes) {
+    fail("cp.async's destination is not the block's shared memory", dst);
+  }
+  if (reinterpret_cast<uintptr_t>(dst) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(src) % 16 != 0) {
+    fail("cp.async of 16 bytes at an address that is not 16-byte aligned",
+         reinterpret_cast<uintptr_t>(dst) % 16 != 0 ? dst : src);
+  }
+  AsyncCopy copy;
+  copy.dst = d;
+  if (in_range) {
+    std::memcpy(copy.bytes, src, 16);
+  } else {
+    std::memset(copy.bytes, 0, 16);  // src-size 0: zero-filled, src unread
+  }
+  if (ctx.cp_async_mode == CpAsyncMode::kEarly) {
+    std::memcpy(d, copy.bytes, 16);
+  }
+  ctx.open_copies.push_back(copy);
+}
+
+// cp.async.commit_group: the open copies become the newest group (none
+// makes an empty group, as on the GPU).
+inline void cp_async_commit() {
+  ThreadContext& ctx = context();
+  ctx.copy_groups.push_back(std::move(ctx.open_copies));
+  ctx.open_copies.clear();
+}
+
+// cp.async.wait_group n: the thread's groups older than its n most recent
+// complete (under kLate their copies land now, oldest first); the open
+// copies are in no group and stay pending.
+inline void cp_async_wait(int n) {
+  ThreadContext& ctx = context();
+  while (ctx.copy_groups.size() > size_t(n)) {
+    if (ctx.cp_async_mode == CpAsyncMode::kLate) {
+      for (const AsyncCopy& copy : ctx.copy_groups.front()) {
+        std::memcpy(copy.dst, copy.bytes, 16);
+      }
+    }
+    ctx.copy_groups.pop_front();
+  }
+}
+
+// Whether the thread has copies that no wait has covered.
+inline bool cp_async_pending() {
+  const ThreadContext& ctx = context();
+  if (!ctx.open_copies.empty()) return true;
+  for (const auto& group : ctx.copy_groups) {
+    if (!group.empty()) return true;
+  }
+  return false;
 }
 
 inline constexpr double kSpinSeconds = 30.0;
@@ -123,6 +232,7 @@ inline void launch(int blocks, int threads, size_t smem_bytes,
     std::abort();
   }
   const int warps = threads / kWarpLanes;
+  const CpAsyncMode mode = cp_async_mode();
   std::vector<std::unique_ptr<unsigned char[]>> smem(blocks);
   std::vector<std::unique_ptr<Barrier>> barriers(blocks);
   std::vector<std::unique_ptr<WarpStage[]>> stages(blocks);
@@ -143,10 +253,16 @@ inline void launch(int blocks, int threads, size_t smem_bytes,
         ctx.block_dim = Dim3{unsigned(threads), 1, 1};
         ctx.grid_dim = Dim3{unsigned(blocks), 1, 1};
         ctx.smem = smem[b].get();
+        ctx.smem_bytes = smem_bytes;
         ctx.block_barrier = barriers[b].get();
         ctx.warp_stage = &stages[b][t / kWarpLanes];
         ctx.stage_turn = 0;
+        ctx.cp_async_mode = mode;
         body();
+        if (cp_async_pending()) {
+          fail("a thread returned with cp.async copies that no wait_group "
+               "covered", ctx.smem);
+        }
       });
     }
   }

@@ -30,8 +30,11 @@
 //   - Q's 64 x DP tile is staged once in shared memory and each warp keeps
 //     its 16 rows as A fragments in registers for the whole key loop;
 //   - the key loop runs over tiles of kKeys = 64 keys (to the block's last
-//     row under is_causal): K and V tiles staged in shared memory (16-byte
-//     copies where a row allows them), S = Q K^T with K as the B operand
+//     row under is_causal), double buffered: K and V tiles staged in two
+//     stages of shared memory, tile n + 1 copied by cp.async (16 bytes,
+//     zero-filled past Tk or D, where the rows allow 16-byte copies; plain
+//     element stores otherwise) while the block computes on tile n, one
+//     barrier per tile (see the loop); S = Q K^T with K as the B operand
 //     (ldmatrix; K rows are B's columns), scale and mask per element
 //     (attn::masked_score), the online softmax in registers (row maxima
 //     over the quad with two xor shuffles; the running sum l per lane,
@@ -44,12 +47,14 @@
 //   - out = O / l (times 1 / (1 - p) with dropout, l being the undropped
 //     sum, as the SIMT kernel does), lse = m + log(l); a row with no
 //     allowed key gets out 0 and lse -inf.
-// Shared memory (dynamic, so that the emulation gives each block its own;
-// under the 48 KB that needs no opt-in): the K tile
-// (which first holds Q) and the V tile, rows padded by 8 elements so that
-// the 8 rows an ldmatrix reads fall in distinct banks: 34,816 bytes at
-// DP = DVP = 128. Follow-ups: cp.async double buffering of the K/V tiles,
-// 16-byte stores of out through shared memory.
+// Shared memory (dynamic, so that the emulation gives each block its own):
+// two stages of a K tile and a V tile (stage 1's K tile first holds Q),
+// rows padded by 8 elements so that the 8 rows an ldmatrix reads fall in
+// distinct banks: 36,864 bytes at DP = DVP = 64, 53,248 at 64/128 and
+// 128/64, 69,632 at 128/128, above the 48 KB that needs no opt-in at three
+// of the four widths (the launch opts in; its budget is written beside it,
+// csrc/cuda/sdpa_tensor_core.cu). Follow-up: 16-byte stores of out
+// through shared memory.
 #pragma once
 
 #include <cstdint>
@@ -68,22 +73,32 @@ constexpr int kRows = 64;    // query rows per block, 16 per warp
 constexpr int kKeys = 64;    // keys per tile
 constexpr int kMaxDim = 128;  // D and Dv served
 
-// Shared memory of a block, in 16-bit elements: K tile [kKeys][kLdK], then
-// V tile [kKeys][kLdV].
+// Shared memory of a block, in 16-bit elements: two stages, each a K tile
+// [kKeys][kLdK] and a V tile [kKeys][kLdV]; key tile n is in stage n % 2
+// (the forward's double buffer).
 template <int DP, int DVP>
 struct Smem {
   static constexpr int kLdK = DP + 8;
   static constexpr int kLdV = DVP + 8;
-  static constexpr int kV = kKeys * kLdK;  // offset of the V tile
-  static constexpr int kBytes = 2 * (kV + kKeys * kLdV);
+  static constexpr int kV = kKeys * kLdK;  // offset of a stage's V tile
+  static constexpr int kStage = kV + kKeys * kLdV;  // elements of a stage
+  static constexpr int kBytes = 2 * 2 * kStage;
 };
+
+// How stage_rows moves 16-byte chunks: kSync, loads and stores that are
+// done when it returns (visible to the block after the next barrier);
+// kAsync, cp.async copies that the caller commits and waits for
+// (blk::cp_async16).
+enum class Copy { kSync, kAsync };
 
 // dst[r * LD + c] = the bits of src[(row0 + r) * n_cols + c] for r < ROWS,
 // c < COLS, zero where row0 + r >= n_rows or c >= n_cols. Rows of 8
-// elements go as 16-byte copies when every row allows them (n_cols % 8 ==
-// 0 and src 16-byte aligned), else element by element. All kThreads
-// threads of the block call.
-template <int COLS, int LD, int ROWS = kRows, typename scalar_t>
+// elements go as 16-byte copies (kSync or kAsync) when every row allows
+// them (n_cols % 8 == 0 and src 16-byte aligned), else element by element
+// with plain loads and stores, whichever the copy. All kThreads threads of
+// the block call.
+template <int COLS, int LD, int ROWS = kRows, Copy kCopy = Copy::kSync,
+          typename scalar_t>
 SK_DEVICE void stage_rows(uint16_t* dst, const scalar_t* src, int64_t n_rows,
                           int64_t n_cols, int64_t row0) {
   static_assert(COLS % 8 == 0 && LD % 8 == 0, "16-byte rows");
@@ -93,7 +108,12 @@ SK_DEVICE void stage_rows(uint16_t* dst, const scalar_t* src, int64_t n_rows,
     for (int e = tid; e < ROWS * kVecs; e += kThreads) {
       const int r = e / kVecs, c = (e % kVecs) * 8;
       uint16_t* d = dst + r * LD + c;
-      if (row0 + r < n_rows && c < n_cols) {
+      const bool in_range = row0 + r < n_rows && c < n_cols;
+      if constexpr (kCopy == Copy::kAsync) {
+        // Out of range, src itself: a valid address that is not read.
+        blk::cp_async16(d, in_range ? src + (row0 + r) * n_cols + c : src,
+                        in_range);
+      } else if (in_range) {
         blk::copy16(d, src + (row0 + r) * n_cols + c);
       } else {
         blk::zero16(d);
@@ -318,6 +338,23 @@ SK_DEVICE float online_step(float (&s)[kKeyBlocks][4], int hr, float mx,
   return alpha;
 }
 
+// The KEYS keys from j0 of K and V (kp, vp: the kv head's rows) into a
+// stage of the double buffer of the layout S: the K tile [KEYS][S::kLdK]
+// at stage, the V tile [KEYS][S::kLdV] at stage + S::kV; cp.async copies,
+// one committed group per thread, where the rows allow 16-byte copies,
+// plain stores elsewhere (stage_rows). All kThreads threads call. The
+// sdpa forward's key tiles and the backward's dQ key tiles.
+template <typename S, int DP, int DVP, int KEYS, typename scalar_t>
+SK_DEVICE void prefetch_kv(uint16_t* stage, const attn::FlashParams<float>& p,
+                           const scalar_t* kp, const scalar_t* vp,
+                           int64_t j0) {
+  static_assert(S::kV == KEYS * S::kLdK, "the V tile follows the K tile");
+  stage_rows<DP, S::kLdK, KEYS, Copy::kAsync>(stage, kp, p.Tk, p.D, j0);
+  stage_rows<DVP, S::kLdV, KEYS, Copy::kAsync>(stage + S::kV, vp, p.Tk, p.Dv,
+                                               j0);
+  blk::cp_async_commit();
+}
+
 // q [B,Hq,Tq,D]  k [B,Hk,Tk,D]  v [B,Hk,Tk,Dv]  rng [2] or null
 // out [B,Hq,Tq,Dv]  lse [B,Hq,Tq]; p.n_blocks = ceil(Tq / kRows), grid x =
 // p.n_blocks * B * Hq, kThreads threads, Smem<DP, DVP>::kBytes of dynamic
@@ -335,8 +372,7 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
   constexpr int NB = kKeyBlocks;
   constexpr int VB = DVP / 8;    // 8-column blocks of V and O
   const float kNegInf = attn::neg_inf<float>();
-  uint16_t* ks = reinterpret_cast<uint16_t*>(blk::smem());
-  uint16_t* vs = ks + S::kV;
+  uint16_t* smem = reinterpret_cast<uint16_t*>(blk::smem());
 
   const attn::RowBlock rb =
       attn::row_block<kRows>(p, blk::block_index(), blk::thread_index());
@@ -349,9 +385,15 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
   // (.trans).
   const warp::TileCoord xa = warp::x4_rows_a(rb.lane);
 
-  // Q, through the K buffer, into A fragments.
+  // Under is_causal, keys past the block's last row are masked for all rows.
+  const int64_t kend = p.causal ? attn::min64(p.Tk, rb.i0 + kRows) : p.Tk;
+
+  // Tile 0 on its way into stage 0 while Q goes through stage 1's K tile
+  // into A fragments (tile 1 fills stage 1 only after the loop's first
+  // barrier, when every warp holds its Q fragments).
+  if (kend > 0) prefetch_kv<S, DP, DVP, kKeys>(smem, p, kp, vp, 0);
   uint32_t qf[KC][4];
-  load_q_fragments<DP, S::kLdK>(qf, ks, p, rb, q);
+  load_q_fragments<DP, S::kLdK>(qf, smem + S::kStage, p, rb, q);
 
   // Row g of the warp is hr = 0, row g + 8 is hr = 1.
   float o[VB][4], m[2], l[2];
@@ -359,13 +401,23 @@ SK_DEVICE void forward(const attn::FlashParams<float>& p,
   m[0] = m[1] = kNegInf;
   l[0] = l[1] = 0.f;
 
-  // Under is_causal, keys past the block's last row are masked for all rows.
-  const int64_t kend = p.causal ? attn::min64(p.Tk, rb.i0 + kRows) : p.Tk;
-  for (int64_t j0 = 0; j0 < kend; j0 += kKeys) {
-    blk::sync();  // every warp is done with the previous tile (or Q)
-    stage_rows<DP, S::kLdK>(ks, kp, p.Tk, p.D, j0);
-    stage_rows<DVP, S::kLdV>(vs, vp, p.Tk, p.Dv, j0);
+  // Double buffered: tile n + 1 is copied into the other stage while the
+  // block computes on tile n. One barrier a tile orders both hazards: after
+  // each thread's wait, every copy of tile n has landed and is visible to
+  // the block; and every warp is done with tile n - 1 (or Q), so its stage
+  // can take tile n + 1.
+  int stage = 0;  // tile n's: n % 2
+  for (int64_t j0 = 0; j0 < kend; j0 += kKeys, stage ^= 1) {
+    // This thread's copies of tile n (the only group in flight), then the
+    // barrier that shows every thread's to the block.
+    blk::cp_async_wait<0>();
     blk::sync();
+    if (j0 + kKeys < kend) {
+      prefetch_kv<S, DP, DVP, kKeys>(smem + (stage ^ 1) * S::kStage, p, kp,
+                                     vp, j0 + kKeys);
+    }
+    const uint16_t* ks = smem + stage * S::kStage;
+    const uint16_t* vs = ks + S::kV;
 
     // S = Q K^T over the 8-key blocks that hold a key before kend.
     float s[NB][4];

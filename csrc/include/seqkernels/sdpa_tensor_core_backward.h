@@ -15,7 +15,10 @@
 //   - backward_dq: a block of 4 warps owns kRows = 64 query rows of one
 //     (b, h), as the forward (warp w rows 16 w .. 16 w + 15), Q and dO held
 //     as A fragments in registers; it loops over tiles of kDqKeys = 32 keys
-//     (to the block's last row under is_causal): S = Q K^T, P = exp(S - lse)
+//     (to the block's last row under is_causal), double buffered as the
+//     forward's (tile n + 1's K and V by cp.async into the other stage
+//     while the block computes on tile n; one barrier per tile):
+//     S = Q K^T, P = exp(S - lse)
 //     (0 for a row with lse -inf), dP = dO V^T (V's rows, keys, as B's
 //     columns), dS = P (dP_dropped - delta), dQ += dS K (dS rounded to q's
 //     dtype as the A operand straight from the accumulators, K through
@@ -38,8 +41,9 @@
 // needs no opt-in. Why 16 query rows a step in the dK/dV kernel: its dK and
 // dV accumulators take 128 registers at D = Dv = 128, and ptxas spilled at
 // 32 rows (the S^T and dP^T tiles); the launch budget is beside the launch
-// (csrc/cuda/sdpa_tensor_core.cu). Follow-ups: cp.async double buffering,
-// 8 warps per block at head dim 128, as FlashAttention-2 does.
+// (csrc/cuda/sdpa_tensor_core.cu). Follow-ups: cp.async double buffering
+// of the dK/dV kernel's query tiles (Q, dO, lse, delta), 8 warps per block
+// at head dim 128, as FlashAttention-2 does.
 #pragma once
 
 #include <cstdint>
@@ -53,18 +57,20 @@ constexpr int kDqKeys = 32;   // keys per step of the dQ kernel
 constexpr int kDkvKeys = 64;  // keys per block of the dK/dV kernel
 constexpr int kDkvRows = 16;  // query rows per step of the dK/dV kernel
 
-// The dQ block's shared memory, in 16-bit elements: Q's 64 rows, then dO's
-// (each staged there in turn to fill the A fragments), then the key loop's
-// K tile [kDqKeys][kLdK] and V tile [kDqKeys][kLdV].
+// The dQ block's shared memory, in 16-bit elements: the key loop's two
+// stages, each a K tile [kDqKeys][kLdK] and a V tile [kDqKeys][kLdV] (key
+// tile n in stage n % 2); Q's 64 rows, then dO's (each staged there in
+// turn to fill the A fragments) from stage 1 on, so that tile 0 can fill
+// stage 0 meanwhile.
 template <int DP, int DVP>
 struct DqSmem {
   static constexpr int kLdK = DP + 8;  // padded pitches, as the forward's
   static constexpr int kLdV = DVP + 8;
-  static constexpr int kV = kDqKeys * kLdK;  // offset of the V tile
+  static constexpr int kV = kDqKeys * kLdK;  // offset of a stage's V tile
+  static constexpr int kStage = kV + kDqKeys * kLdV;  // elements of a stage
   static constexpr int kRowsElems = kRows * (kLdK > kLdV ? kLdK : kLdV);
-  static constexpr int kTileElems = kV + kDqKeys * kLdV;
   static constexpr int kElems =
-      kRowsElems > kTileElems ? kRowsElems : kTileElems;
+      kStage + (kRowsElems > kStage ? kRowsElems : kStage);
   static constexpr int kBytes = 2 * kElems;
 };
 
@@ -150,8 +156,7 @@ SK_DEVICE void backward_dq(const attn::FlashParams<float>& p,
   constexpr int NB = kDqKeys / 8;  // 8-key blocks of a tile
   constexpr int KB = DP / 8;      // 8-column blocks of dQ and K
   uint16_t* sm = reinterpret_cast<uint16_t*>(blk::smem());
-  uint16_t* ks = sm;
-  uint16_t* vs = sm + S::kV;
+  uint16_t* rows = sm + S::kStage;  // Q's, then dO's
 
   const attn::RowBlock rb =
       attn::row_block<kRows>(p, blk::block_index(), blk::thread_index());
@@ -162,13 +167,17 @@ SK_DEVICE void backward_dq(const attn::FlashParams<float>& p,
   const warp::TileCoord xa = warp::x4_rows_a(rb.lane);
   const warp::TileCoord xk = warp::x4_rows_bt(rb.lane);
 
-  // Q, then dO, through shared memory into A fragments.
+  // Tile 0 on its way into stage 0 while Q, then dO, go through shared
+  // memory from stage 1 on into A fragments (tile 1 fills stage 1 only
+  // after the loop's first barrier, when every warp holds them).
+  const int64_t kend = p.causal ? attn::min64(p.Tk, rb.i0 + kRows) : p.Tk;
+  if (kend > 0) prefetch_kv<S, DP, DVP, kDqKeys>(sm, p, kp, vp, 0);
   uint32_t qf[KC][4], df[VC][4];
-  stage_a_frags<DP, S::kLdK>(qf, sm, q + rb.bh * p.Tq * p.D, p.Tq, p.D,
+  stage_a_frags<DP, S::kLdK>(qf, rows, q + rb.bh * p.Tq * p.D, p.Tq, p.D,
                              rb.i0, rb.row0, xa);
   blk::sync();  // every warp holds its Q fragments
-  stage_a_frags<DVP, S::kLdV>(df, sm, dout + rb.bh * p.Tq * p.Dv, p.Tq, p.Dv,
-                              rb.i0, rb.row0, xa);
+  stage_a_frags<DVP, S::kLdV>(df, rows, dout + rb.bh * p.Tq * p.Dv, p.Tq,
+                              p.Dv, rb.i0, rb.row0, xa);
 
   // Row g of the warp is hr = 0, row g + 8 is hr = 1.
   float lse_r[2], delta_r[2];
@@ -181,12 +190,19 @@ SK_DEVICE void backward_dq(const attn::FlashParams<float>& p,
   float acc[KB][4];
   zero(acc);
 
-  const int64_t kend = p.causal ? attn::min64(p.Tk, rb.i0 + kRows) : p.Tk;
-  for (int64_t j0 = 0; j0 < kend; j0 += kDqKeys) {
-    blk::sync();  // every warp is done with the previous tile (or dO)
-    stage_rows<DP, S::kLdK, kDqKeys>(ks, kp, p.Tk, p.D, j0);
-    stage_rows<DVP, S::kLdV, kDqKeys>(vs, vp, p.Tk, p.Dv, j0);
+  // The forward's double buffer: after each thread's wait and the barrier,
+  // tile n is in stage n % 2 for the whole block, and every warp is done
+  // with tile n - 1 (or dO), so that stage can take tile n + 1.
+  int stage = 0;  // tile n's: n % 2
+  for (int64_t j0 = 0; j0 < kend; j0 += kDqKeys, stage ^= 1) {
+    blk::cp_async_wait<0>();
     blk::sync();
+    if (j0 + kDqKeys < kend) {
+      prefetch_kv<S, DP, DVP, kDqKeys>(sm + (stage ^ 1) * S::kStage, p, kp,
+                                       vp, j0 + kDqKeys);
+    }
+    const uint16_t* ks = sm + stage * S::kStage;
+    const uint16_t* vs = ks + S::kV;
 
     // S = Q K^T and dP = dO V^T over the 16-key pairs that hold a key
     // before kend (the others stay 0 and are masked).
