@@ -91,7 +91,7 @@ import torch
 import torch.nn.functional as TF
 from torch import Tensor
 
-from .cases import Case, uniform_weights_
+from .cases import PRODUCTS, Case, uniform_weights_
 from .compiled import compile_now, compiled
 from .plan import Job, benchmark_dtype, seqkernels_jobs
 from .targets import Pairing
@@ -616,7 +616,7 @@ def flops(cfg: Config, mode: str) -> float:
     if cfg.kind == "sdpa":
         return _sdpa_fwd_flops(cfg) * {"fwd": 1.0, "bwd": 2.5,
                                        "fwd+bwd": 3.5}[mode]
-    twice = {"fwd": 1.0, "bwd": 2.0, "fwd+bwd": 3.0}[mode]
+    twice = PRODUCTS[mode]  # the backward: twice the forward's products
     if cfg.kind == "scores":
         return 2.0 * cfg.B * cfg.heads * cfg.Tq * cfg.keys * cfg.D * twice
     if cfg.kind.startswith("mha"):
